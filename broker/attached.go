@@ -1,0 +1,199 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// maxPending bounds the deliveries buffered for a connection whose attach
+// reply has not arrived yet.
+const maxPending = 4096
+
+// attached serves local connections of a user whose stream another node
+// (the owner) holds: the owner sends each new message once to this node,
+// which fans it out. Every connection keeps its own last seq, so replayed
+// and live messages meet without loss or duplicates, whichever arrives first.
+type attached struct {
+	b     *Broker
+	user  string
+	owner string
+
+	mu    sync.Mutex
+	sinks map[uint64]*remoteSink
+	dead  bool // removed from Broker.remote: join a new one
+}
+
+type remoteSink struct {
+	sink    transport.Sink
+	last    uint64
+	ready   bool              // welcome and replay are queued
+	pending []session.Message // deliveries that overtook the attach reply
+}
+
+// attachRemote attaches sink to user's stream at owner.
+func (b *Broker) attachRemote(ctx context.Context, owner string, sink transport.Sink, resume *transport.Resume) error {
+	user := sink.User()
+	rs := &remoteSink{sink: sink}
+	a := b.attachment(user, owner, rs)
+	req := attachRequest{User: user, Node: b.cfg.NodeID}
+	if resume != nil {
+		req.Session, req.After = resume.Session, resume.Seq
+	}
+	cctx, cancel := b.callCtx(ctx)
+	p, err := b.peers.Call(cctx, owner, methodAttach, encodeAttach(req))
+	cancel()
+	var rep attachReply
+	if err == nil {
+		rep, err = decodeAttachReply(p)
+	}
+	if err != nil {
+		a.remove(sink.ID())
+		return err
+	}
+	a.ready(rs, rep, resume != nil)
+	return nil
+}
+
+// attachment returns user's attachment to owner with rs registered in it.
+// Lock order is attached.mu before Broker.mu, so the attachment is found
+// under Broker.mu and joined under its own lock, retrying if its last
+// connection left in between.
+func (b *Broker) attachment(user, owner string, rs *remoteSink) *attached {
+	for {
+		b.mu.Lock()
+		a := b.remote[user]
+		if a == nil {
+			a = &attached{b: b, user: user, owner: owner, sinks: make(map[uint64]*remoteSink)}
+			b.remote[user] = a
+		}
+		b.mu.Unlock()
+		if a.owner != owner {
+			a.evict("session moved")
+			continue
+		}
+		a.mu.Lock()
+		if !a.dead {
+			a.sinks[rs.sink.ID()] = rs
+			a.mu.Unlock()
+			return a
+		}
+		a.mu.Unlock()
+	}
+}
+
+// ready sends the welcome and replay, then whatever live messages arrived
+// meanwhile, and switches the connection to live delivery.
+func (a *attached) ready(rs *remoteSink, rep attachReply, asked bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.sinks[rs.sink.ID()]; !ok {
+		return // closed meanwhile
+	}
+	resumed := asked && rep.Resumed
+	w := transport.EncodeWelcome(transport.Welcome{
+		Session: rep.Session, Node: a.b.cfg.NodeID, Region: a.b.cfg.Region, Zone: a.b.cfg.Zone,
+		Resumed: resumed, Seq: rep.Last, HeartbeatMS: a.b.cfg.Heartbeat.Milliseconds(),
+		Endpoints: a.b.cluster.Endpoints(),
+	})
+	rs.sink.Send(0, w)
+	rs.last = rep.Last
+	if resumed {
+		rs.last = rep.Last - uint64(len(rep.Msgs))
+		a.sendLocked(rs, rep.Msgs)
+	}
+	a.sendLocked(rs, rs.pending)
+	rs.pending, rs.ready = nil, true
+}
+
+// deliver fans messages from the owner out to local connections.
+func (a *attached) deliver(msgs []session.Message) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, rs := range a.sinks {
+		if !rs.ready {
+			if len(rs.pending)+len(msgs) > maxPending {
+				a.closeLocked(rs, transport.CloseSlowConsumer, transport.CodeSlowConsumer, "too many messages while attaching")
+				continue
+			}
+			rs.pending = append(rs.pending, msgs...)
+			continue
+		}
+		a.sendLocked(rs, msgs)
+	}
+}
+
+// sendLocked sends the messages after rs.last, in order; a hole means a
+// delivery was lost between nodes, and the client is sent to resume.
+func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
+	for _, m := range msgs {
+		if m.Seq <= rs.last {
+			continue
+		}
+		if m.Seq != rs.last+1 {
+			a.closeLocked(rs, transport.CloseDraining, transport.CodeDraining,
+				fmt.Sprintf("missed messages %d..%d between nodes: reconnect to resume", rs.last+1, m.Seq-1))
+			return
+		}
+		if m.Frame == nil {
+			m.Frame = transport.AppendMessageFrame(nil, m.Seq, m.ID, m.TS, m.Data)
+		}
+		if !rs.sink.Send(m.Seq, m.Frame) {
+			return
+		}
+		rs.last = m.Seq
+		if a.b.cfg.OnDeliver != nil {
+			a.b.cfg.OnDeliver(1)
+		}
+	}
+}
+
+func (a *attached) closeLocked(rs *remoteSink, code int, slug, msg string) {
+	rs.sink.Close(code, slug, msg, a.b.cluster.Endpoints())
+	delete(a.sinks, rs.sink.ID())
+	a.afterRemoveLocked()
+}
+
+// remove forgets a connection; the last one detaches this node from the owner.
+func (a *attached) remove(id uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.sinks[id]; !ok {
+		return
+	}
+	delete(a.sinks, id)
+	a.afterRemoveLocked()
+}
+
+func (a *attached) afterRemoveLocked() {
+	if len(a.sinks) > 0 || a.dead {
+		return
+	}
+	a.dead = true
+	a.b.mu.Lock()
+	if a.b.remote[a.user] == a {
+		delete(a.b.remote, a.user)
+	}
+	a.b.mu.Unlock()
+	b, owner, user := a.b, a.owner, a.user
+	b.goSafe(func() {
+		ctx, cancel := b.callCtx(b.ctx)
+		defer cancel()
+		_ = b.peers.Send(ctx, owner, methodDetach, encodeUserNode(userNode{User: user, Node: b.cfg.NodeID}))
+	})
+}
+
+// evict closes every connection so the clients resume where the stream is
+// now, and detaches this node from the old owner.
+func (a *attached) evict(why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, rs := range a.sinks {
+		rs.sink.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", a.b.cluster.Endpoints())
+		delete(a.sinks, id)
+	}
+	a.afterRemoveLocked()
+}

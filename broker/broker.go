@@ -1,0 +1,259 @@
+// Package broker routes messages: it holds the streams this node owns,
+// appends publishes to them (or forwards publishes to the owner), serves
+// client hellos by attaching to a local stream, attaching to the owner's
+// stream over the peer link, or taking the stream over, and reacts to
+// registry changes by fencing what it no longer owns.
+//
+// It is the glue between the pure session logic and the adapters: it sees
+// the registry, peers and cluster only through the small interfaces below,
+// which node/ implements over consensus, transport and membership.
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// Registry is the replicated session registry as the broker sees it.
+type Registry interface {
+	// Get reads the local replica: fast, possibly a little behind; every
+	// decision taken on it is fenced by epochs.
+	Get(user string) (session.Entry, bool)
+	// Propose commits a command through Raft and returns its result. The
+	// implementation stamps Command.Now.
+	Propose(ctx context.Context, c session.Command) (session.Result, error)
+}
+
+// Peers carries broker calls to other nodes, addressed by node id.
+type Peers interface {
+	Call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error)
+	Send(ctx context.Context, node string, method uint8, payload []byte) error
+}
+
+// Cluster is the broker's view of the other nodes.
+type Cluster interface {
+	// Alive reports whether node is worth calling (alive, suspect or draining).
+	Alive(node string) bool
+	// Endpoints lists other nodes' client URLs, same region first.
+	Endpoints() []string
+}
+
+// Config configures a Broker.
+type Config struct {
+	NodeID, Region, Zone string
+	Stream               session.StreamConfig
+	Heartbeat            time.Duration // advertised in welcome.heartbeat_ms
+	CallTimeout          time.Duration // peer calls made on behalf of a request
+	MaxRoutes            int           // re-routing attempts when ownership moves under a request
+	ExpiryInterval       time.Duration // how often held streams are checked for expiry
+	Logger               *slog.Logger
+	// OnDeliver, when set, counts frames handed to local connections.
+	OnDeliver func(n int)
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config {
+	return Config{
+		Stream:         session.DefaultStreamConfig(),
+		Heartbeat:      5 * time.Second,
+		CallTimeout:    3 * time.Second,
+		MaxRoutes:      6,
+		ExpiryInterval: 5 * time.Second,
+		Now:            time.Now,
+	}
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("broker: NodeID is required")
+	case c.Heartbeat <= 0:
+		return errors.New("broker: Heartbeat must be > 0")
+	case c.CallTimeout <= 0:
+		return errors.New("broker: CallTimeout must be > 0")
+	case c.MaxRoutes <= 0:
+		return errors.New("broker: MaxRoutes must be > 0")
+	case c.ExpiryInterval <= 0:
+		return errors.New("broker: ExpiryInterval must be > 0")
+	}
+	return c.Stream.Validate()
+}
+
+// Errors the broker returns; the edges map them to HTTP status and close codes.
+var (
+	// ErrUnavailable means the registry (no quorum) or the owner could not
+	// be reached in time: retry, possibly on another node.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrRerouted means ownership moved while a request was in flight and
+	// re-routing did not settle within MaxRoutes attempts.
+	ErrRerouted = errors.New("ownership moved; retry")
+	// ErrClosed means the broker is shutting down.
+	ErrClosed = errors.New("broker closed")
+)
+
+// Broker is one node's message router. Create with New, stop with Close.
+type Broker struct {
+	cfg     Config
+	reg     Registry
+	peers   Peers
+	cluster Cluster
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	held   map[string]*held     // streams this node owns
+	remote map[string]*attached // users served here from another owner's stream
+	closed bool
+
+	flight  singleflight.Group // one takeover per user at a time
+	applied chan session.Command
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// New returns a running Broker.
+func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Stream.Frame == nil {
+		cfg.Stream.Frame = func(m session.Message) []byte {
+			return transport.AppendMessageFrame(nil, m.Seq, m.ID, m.TS, m.Data)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		cfg: cfg, reg: reg, peers: peers, cluster: cluster,
+		log:     cfg.Logger.With("component", "broker"),
+		held:    make(map[string]*held),
+		remote:  make(map[string]*attached),
+		applied: make(chan session.Command, 4096),
+		ctx:     ctx, cancel: cancel,
+	}
+	b.wg.Add(2)
+	go b.watchRegistry()
+	go b.expireLoop()
+	return b, nil
+}
+
+// Close stops the broker's goroutines. Connections are closed by the
+// gateway; streams die with the process (replicas survive elsewhere).
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
+	return nil
+}
+
+// Applied is the registry's apply hook (session.Machine.OnApply): it
+// hands ownership changes to the broker without blocking Raft's apply
+// loop for long. It only queues; watchRegistry acts.
+func (b *Broker) Applied(c session.Command, r session.Result) {
+	if r.Err != nil || c.Kind != session.KindClaim {
+		return
+	}
+	select {
+	case b.applied <- c:
+	case <-b.ctx.Done():
+	}
+}
+
+// watchRegistry fences local streams whose ownership moved elsewhere,
+// covering takeovers that could not reach this node (a partition).
+func (b *Broker) watchRegistry() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case c := <-b.applied:
+			b.mu.Lock()
+			h := b.held[c.User]
+			b.mu.Unlock()
+			if h != nil && c.Node != b.cfg.NodeID && h.seal(c.Epoch+1, "ownership moved") {
+				b.drop(h)
+			}
+			b.ownerChanged(c.User, c.Node)
+		}
+	}
+}
+
+// Stats is what /v1/cluster reports about the broker.
+type Stats struct {
+	Streams  int // streams held here
+	Attached int // users served here from another owner
+}
+
+// Stats returns current counts.
+func (b *Broker) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Stats{Streams: len(b.held), Attached: len(b.remote)}
+}
+
+func (b *Broker) now() int64 { return b.cfg.Now().UnixMilli() }
+
+// local returns the held stream for user, if this node holds one.
+func (b *Broker) local(user string) *held {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held[user]
+}
+
+// drop forgets a held stream once it is sealed.
+func (b *Broker) drop(h *held) {
+	b.mu.Lock()
+	if b.held[h.user] == h {
+		delete(b.held, h.user)
+	}
+	b.mu.Unlock()
+}
+
+func (b *Broker) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.cfg.CallTimeout)
+}
+
+func newSessionID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // the platform is broken
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Seq returns the highest seq of a stream held here.
+func (b *Broker) Seq(user string) (uint64, bool) {
+	h := b.local(user)
+	if h == nil {
+		return 0, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stream.Last(), true
+}

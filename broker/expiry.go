@@ -1,0 +1,56 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"github.com/switchboard/switchboard/session"
+)
+
+// expireLoop trims held streams and retires users whose resume window has
+// passed with nobody connected and nothing left to deliver.
+func (b *Broker) expireLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			b.expire()
+		}
+	}
+}
+
+func (b *Broker) expire() {
+	b.mu.Lock()
+	helds := make([]*held, 0, len(b.held))
+	for _, h := range b.held {
+		helds = append(helds, h)
+	}
+	b.mu.Unlock()
+	now := b.cfg.Now()
+	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond
+	for _, h := range helds {
+		h.mu.Lock()
+		h.stream.Trim(now.UnixMilli())
+		due := !h.sealed && !h.idleSince.IsZero() && now.Sub(h.idleSince) > window && h.stream.Len() == 0
+		epoch := h.stream.Epoch
+		h.mu.Unlock()
+		if !due {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.CallTimeout)
+		res, err := b.reg.Propose(ctx, session.Command{
+			Kind: session.KindExpire, User: h.user, Node: b.cfg.NodeID, Epoch: epoch, Window: b.cfg.Stream.Window,
+		})
+		cancel()
+		if err != nil || res.Err != nil || res.Count == 0 {
+			continue // still attached per registry, or ownership moved: not ours to retire
+		}
+		if h.seal(epoch+1, "session expired") {
+			b.drop(h)
+		}
+	}
+}

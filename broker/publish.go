@@ -1,0 +1,177 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/switchboard/switchboard/session"
+)
+
+// PublishRequest is one message to publish.
+type PublishRequest struct {
+	User string
+	ID   string // idempotency key; the API layer fills one in when absent
+	Data []byte // a JSON value
+}
+
+// PublishResult is the answer to one PublishRequest.
+type PublishResult struct {
+	Seq  uint64
+	Node string // the owner that stored it
+	Err  error
+}
+
+// Publish stores each message in its user's stream, on whichever node owns
+// it, and answers once it is stored. Results are in request order.
+// Requests for users owned elsewhere are forwarded in one peer call per
+// owner; when ownership moves meanwhile they are re-routed.
+func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishResult {
+	res := make([]PublishResult, len(reqs))
+	pending := make([]int, len(reqs))
+	for i := range reqs {
+		pending[i] = i
+	}
+	avoid := map[string]bool{}
+	hints := map[string]*session.Entry{}
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt == b.cfg.MaxRoutes {
+			for _, i := range pending {
+				res[i].Err = ErrRerouted
+			}
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			for _, i := range pending {
+				res[i].Err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			break
+		}
+		var retry []int
+		forward := map[string][]int{}
+		for _, i := range pending {
+			r := reqs[i]
+			h, owner, err := b.route(ctx, r.User, hints[r.User], avoid, false)
+			var oe *ownedElsewhere
+			switch {
+			case errors.As(err, &oe):
+				hints[r.User] = &oe.entry
+				retry = append(retry, i)
+			case err != nil:
+				res[i].Err = err
+			case h != nil:
+				m, err := h.append(r.ID, r.Data)
+				if errors.Is(err, errSealed) || errors.Is(err, session.ErrStaleEpoch) {
+					retry = append(retry, i)
+					continue
+				}
+				res[i] = PublishResult{Seq: m.Seq, Node: b.cfg.NodeID, Err: err}
+			default:
+				forward[owner] = append(forward[owner], i)
+			}
+		}
+		retry = append(retry, b.forward(ctx, reqs, res, forward, avoid)...)
+		pending = retry
+	}
+	return res
+}
+
+// forward sends each owner its share in one call, concurrently, and
+// returns the requests to re-route.
+func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []PublishResult, groups map[string][]int, avoid map[string]bool) []int {
+	if len(groups) == 0 {
+		return nil
+	}
+	var (
+		mu    sync.Mutex
+		retry []int
+		wg    sync.WaitGroup
+	)
+	for owner, idx := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			items := make([]publishItem, len(idx))
+			for k, i := range idx {
+				items[k] = publishItem{User: reqs[i].User, ID: reqs[i].ID, Data: reqs[i].Data}
+			}
+			cctx, cancel := b.callCtx(ctx)
+			p, err := b.peers.Call(cctx, owner, methodPublish, encodePublish(items))
+			cancel()
+			var out []publishOutcome
+			if err == nil {
+				out, err = decodePublishReply(p)
+				if err == nil && len(out) != len(idx) {
+					err = fmt.Errorf("%w: %d answers for %d publishes", ErrBadPayload, len(out), len(idx))
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				// The owner did not answer: the outcome is unknown, so the
+				// retry keeps the same id (stored once, G3) and goes wherever
+				// the stream is by then.
+				b.log.Debug("forward failed", "owner", owner, "err", err)
+				avoid[owner] = true
+				retry = append(retry, idx...)
+				return
+			}
+			for k, i := range idx {
+				switch o := out[k]; o.Code {
+				case itemOK:
+					res[i] = PublishResult{Seq: o.Seq, Node: owner}
+				case itemNotOwner:
+					retry = append(retry, i)
+				case itemUnavailable:
+					res[i].Err = fmt.Errorf("%w: %s", ErrUnavailable, o.Msg)
+				default:
+					res[i].Err = errors.New(o.Msg)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return retry
+}
+
+// servePublish appends a forwarded batch on the owner. Users this node
+// does not hold are answered itemNotOwner so the sender re-routes; a user
+// the registry says is ours but that we do not hold (we restarted) is
+// taken over here.
+func (b *Broker) servePublish(ctx context.Context, items []publishItem) []publishOutcome {
+	out := make([]publishOutcome, len(items))
+	for k, it := range items {
+		h := b.local(it.User)
+		if h == nil || h.isSealed() {
+			e, ok := b.reg.Get(it.User)
+			if !ok || e.Owner != b.cfg.NodeID {
+				out[k] = publishOutcome{Code: itemNotOwner}
+				continue
+			}
+			var err error
+			if h, err = b.takeover(ctx, it.User, nil, false); err != nil {
+				out[k] = outcomeOf(err)
+				continue
+			}
+		}
+		m, err := h.append(it.ID, it.Data)
+		if err != nil {
+			out[k] = outcomeOf(err)
+			continue
+		}
+		out[k] = publishOutcome{Code: itemOK, Seq: m.Seq}
+	}
+	return out
+}
+
+func outcomeOf(err error) publishOutcome {
+	var oe *ownedElsewhere
+	switch {
+	case errors.As(err, &oe), errors.Is(err, errSealed), errors.Is(err, session.ErrStaleEpoch):
+		return publishOutcome{Code: itemNotOwner, Msg: err.Error()}
+	case errors.Is(err, ErrUnavailable):
+		return publishOutcome{Code: itemUnavailable, Msg: err.Error()}
+	}
+	return publishOutcome{Code: itemFailed, Msg: err.Error()}
+}

@@ -1,0 +1,229 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/switchboard/switchboard/internal/wire"
+	"github.com/switchboard/switchboard/session"
+)
+
+// Peer-link methods the broker serves. Values are part of the node-to-node
+// protocol: never reuse one. 1..9 belong to other components.
+const (
+	methodPublish = 10 // batch of publishes forwarded to the owner
+	methodAttach  = 11 // a node attaches a connection to the owner's stream
+	methodDetach  = 12 // ... and detaches its last one (one-way)
+	methodDeliver = 13 // owner → attached node: new messages, in order (one-way)
+	methodEvict   = 14 // owner → attached node: stream moved, reconnect clients (one-way)
+	methodHandoff = 15 // new owner → old owner: seal at epoch, return the stream
+)
+
+// ErrBadPayload means a peer sent a payload that does not decode.
+var ErrBadPayload = errors.New("bad peer payload")
+
+func badPayload(what string, err error) error {
+	return fmt.Errorf("%w: %s: %v", ErrBadPayload, what, err)
+}
+
+type publishItem struct {
+	User, ID string
+	Data     []byte
+}
+
+func encodePublish(items []publishItem) []byte {
+	b := wire.AppendUvarint(nil, uint64(len(items)))
+	for _, it := range items {
+		b = wire.AppendString(b, it.User)
+		b = wire.AppendString(b, it.ID)
+		b = wire.AppendBytes(b, it.Data)
+	}
+	return b
+}
+
+func decodePublish(p []byte) ([]publishItem, error) {
+	r := wire.NewReader(p)
+	n := r.Count(3)
+	items := make([]publishItem, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		items = append(items, publishItem{User: r.String(), ID: r.String(), Data: r.Bytes()})
+	}
+	if r.Err() != nil {
+		return nil, badPayload("publish", r.Err())
+	}
+	return items, nil
+}
+
+// Per-item outcomes of a forwarded publish.
+const (
+	itemOK          = 0
+	itemNotOwner    = 1 // re-route: ownership is elsewhere (or moving)
+	itemUnavailable = 2
+	itemFailed      = 3
+)
+
+type publishOutcome struct {
+	Code byte
+	Seq  uint64
+	Msg  string
+}
+
+func encodePublishReply(out []publishOutcome) []byte {
+	b := wire.AppendUvarint(nil, uint64(len(out)))
+	for _, o := range out {
+		b = append(b, o.Code)
+		b = wire.AppendUvarint(b, o.Seq)
+		b = wire.AppendString(b, o.Msg)
+	}
+	return b
+}
+
+func decodePublishReply(p []byte) ([]publishOutcome, error) {
+	r := wire.NewReader(p)
+	n := r.Count(3)
+	out := make([]publishOutcome, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		out = append(out, publishOutcome{Code: r.Byte(), Seq: r.Uvarint(), Msg: r.String()})
+	}
+	if r.Err() != nil {
+		return nil, badPayload("publish reply", r.Err())
+	}
+	return out, nil
+}
+
+type attachRequest struct {
+	User, Node, Session string
+	After               uint64
+}
+
+func encodeAttach(a attachRequest) []byte {
+	b := wire.AppendString(nil, a.User)
+	b = wire.AppendString(b, a.Node)
+	b = wire.AppendString(b, a.Session)
+	return wire.AppendUvarint(b, a.After)
+}
+
+func decodeAttach(p []byte) (attachRequest, error) {
+	r := wire.NewReader(p)
+	a := attachRequest{User: r.String(), Node: r.String(), Session: r.String(), After: r.Uvarint()}
+	if r.Err() != nil {
+		return a, badPayload("attach", r.Err())
+	}
+	return a, nil
+}
+
+type attachReply struct {
+	Session string
+	Epoch   uint64
+	Last    uint64
+	Resumed bool
+	Msgs    []session.Message
+}
+
+func encodeAttachReply(a attachReply) []byte {
+	b := wire.AppendString(nil, a.Session)
+	b = wire.AppendUvarint(b, a.Epoch)
+	b = wire.AppendUvarint(b, a.Last)
+	b = wire.AppendBool(b, a.Resumed)
+	return session.AppendMessages(b, a.Msgs)
+}
+
+func decodeAttachReply(p []byte) (attachReply, error) {
+	r := wire.NewReader(p)
+	a := attachReply{Session: r.String(), Epoch: r.Uvarint(), Last: r.Uvarint(), Resumed: r.Bool()}
+	if r.Err() != nil {
+		return a, badPayload("attach reply", r.Err())
+	}
+	msgs, err := session.DecodeMessages(p[len(p)-r.Len():])
+	if err != nil {
+		return a, badPayload("attach reply", err)
+	}
+	a.Msgs = msgs
+	return a, nil
+}
+
+// userNode is the payload of detach (user, node) and evict (user, "").
+type userNode struct{ User, Node string }
+
+func encodeUserNode(u userNode) []byte {
+	return wire.AppendString(wire.AppendString(nil, u.User), u.Node)
+}
+
+func decodeUserNode(p []byte) (userNode, error) {
+	r := wire.NewReader(p)
+	u := userNode{User: r.String(), Node: r.String()}
+	if r.Err() != nil {
+		return u, badPayload("user/node", r.Err())
+	}
+	return u, nil
+}
+
+type deliver struct {
+	User  string
+	Epoch uint64
+	Msgs  []session.Message
+}
+
+func encodeDeliver(d deliver) []byte {
+	b := wire.AppendString(nil, d.User)
+	b = wire.AppendUvarint(b, d.Epoch)
+	return session.AppendMessages(b, d.Msgs)
+}
+
+func decodeDeliver(p []byte) (deliver, error) {
+	r := wire.NewReader(p)
+	d := deliver{User: r.String(), Epoch: r.Uvarint()}
+	if r.Err() != nil {
+		return d, badPayload("deliver", r.Err())
+	}
+	msgs, err := session.DecodeMessages(p[len(p)-r.Len():])
+	if err != nil {
+		return d, badPayload("deliver", err)
+	}
+	d.Msgs = msgs
+	return d, nil
+}
+
+type handoffRequest struct {
+	User  string
+	Epoch uint64
+}
+
+func encodeHandoff(h handoffRequest) []byte {
+	return wire.AppendUvarint(wire.AppendString(nil, h.User), h.Epoch)
+}
+
+func decodeHandoff(p []byte) (handoffRequest, error) {
+	r := wire.NewReader(p)
+	h := handoffRequest{User: r.String(), Epoch: r.Uvarint()}
+	if r.Err() != nil {
+		return h, badPayload("handoff", r.Err())
+	}
+	return h, nil
+}
+
+type handoffReply struct {
+	Session string
+	Last    uint64
+	Msgs    []session.Message
+}
+
+func encodeHandoffReply(h handoffReply) []byte {
+	b := wire.AppendString(nil, h.Session)
+	b = wire.AppendUvarint(b, h.Last)
+	return session.AppendMessages(b, h.Msgs)
+}
+
+func decodeHandoffReply(p []byte) (handoffReply, error) {
+	r := wire.NewReader(p)
+	h := handoffReply{Session: r.String(), Last: r.Uvarint()}
+	if r.Err() != nil {
+		return h, badPayload("handoff reply", r.Err())
+	}
+	msgs, err := session.DecodeMessages(p[len(p)-r.Len():])
+	if err != nil {
+		return h, badPayload("handoff reply", err)
+	}
+	h.Msgs = msgs
+	return h, nil
+}

@@ -1,0 +1,175 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// fakeServer is a scripted node: each accepted connection reads the hello,
+// reports it on hellos, and runs the script for its index (the last script
+// repeats).
+type fakeServer struct {
+	t       *testing.T
+	srv     *httptest.Server
+	url     string
+	scripts []func(*fakeConn)
+	hellos  chan transport.ClientFrame
+	closes  chan int // close codes received from the client
+	conns   atomic.Int32
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // handlers, waited for at cleanup
+}
+
+type fakeConn struct {
+	fs    *fakeServer
+	ws    *websocket.Conn
+	hello transport.ClientFrame
+}
+
+func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
+	t.Helper()
+	fs := &fakeServer{
+		t:       t,
+		scripts: scripts,
+		hellos:  make(chan transport.ClientFrame, 64),
+		closes:  make(chan int, 64),
+	}
+	up := websocket.Upgrader{}
+	fs.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/connect" {
+			http.NotFound(w, r)
+			return
+		}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		fs.mu.Lock()
+		if fs.closed {
+			fs.mu.Unlock()
+			return
+		}
+		fs.wg.Add(1)
+		fs.mu.Unlock()
+		defer fs.wg.Done()
+		n := int(fs.conns.Add(1)) - 1
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		hello, err := transport.DecodeClientFrame(b)
+		if err != nil || hello.Type != transport.TypeHello {
+			t.Errorf("fake: first frame %s is not a hello: %v", b, err)
+			return
+		}
+		fs.hellos <- hello
+		script := fs.scripts[min(n, len(fs.scripts)-1)]
+		script(&fakeConn{fs: fs, ws: ws, hello: hello})
+	}))
+	fs.url = "ws" + strings.TrimPrefix(fs.srv.URL, "http") + "/v1/connect"
+	t.Cleanup(func() {
+		fs.srv.Close()
+		fs.mu.Lock()
+		fs.closed = true
+		fs.mu.Unlock()
+		fs.wg.Wait()
+	})
+	return fs
+}
+
+// nextHello waits for the next hello the server received.
+func (fs *fakeServer) nextHello(t *testing.T) transport.ClientFrame {
+	t.Helper()
+	select {
+	case h := <-fs.hellos:
+		return h
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no hello at %s", fs.url)
+		return transport.ClientFrame{}
+	}
+}
+
+func (fc *fakeConn) write(b []byte) error {
+	_ = fc.ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	return fc.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+func (fc *fakeConn) welcome(w transport.Welcome) {
+	if w.HeartbeatMS == 0 {
+		w.HeartbeatMS = 10_000
+	}
+	_ = fc.write(transport.EncodeWelcome(w))
+}
+
+// send sends message frames whose data is {"n":seq}.
+func (fc *fakeConn) send(seqs ...uint64) {
+	for _, s := range seqs {
+		data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, s))
+		_ = fc.write(transport.AppendMessageFrame(nil, s, fmt.Sprintf("id-%d", s), 1700000000000+int64(s), data))
+	}
+}
+
+// closeWith sends an optional error frame and a close frame, then waits for
+// the client to answer the close.
+func (fc *fakeConn) closeWith(code int, errCode string, endpoints ...string) {
+	if errCode != "" {
+		_ = fc.write(transport.EncodeError(errCode, "scripted", endpoints))
+	}
+	_ = fc.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, errCode), time.Now().Add(time.Second))
+	fc.drain()
+}
+
+// hold keeps the connection open, answering application pings, until the
+// client goes away; it reports the client's close code.
+func (fc *fakeConn) hold() {
+	for {
+		_ = fc.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, b, err := fc.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				fc.fs.closes <- ce.Code
+			}
+			return
+		}
+		if f, err := transport.DecodeClientFrame(b); err == nil && f.Type == transport.TypePing {
+			pong, _ := json.Marshal(transport.Pong{Type: transport.TypePong, ID: f.ID})
+			_ = fc.write(pong)
+		}
+	}
+}
+
+// drain reads until the client closes or goes silent for a second.
+func (fc *fakeConn) drain() {
+	for {
+		_ = fc.ws.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := fc.ws.ReadMessage(); err != nil {
+			return
+		}
+	}
+}
+
+// heartbeat sends heartbeats every interval for the given duration, or
+// until the client is gone.
+func (fc *fakeConn) heartbeat(every, total time.Duration, seq uint64) {
+	for end := time.Now().Add(total); time.Now().Before(end); time.Sleep(every) {
+		if fc.write(transport.AppendHeartbeatFrame(nil, seq)) != nil {
+			return
+		}
+	}
+}

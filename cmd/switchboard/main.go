@@ -1,0 +1,271 @@
+// Command switchboard runs one Switchboard node (DESIGN.md §6).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchboard/switchboard/internal/token"
+	"github.com/switchboard/switchboard/node"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	dev                                       bool
+	cfg                                       node.Config
+	join                                      string
+	tokenSecretFile, apiKeyFile, adminKeyFile string
+	logLevel, logFormat                       string
+	drainTimeout                              time.Duration
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{cfg: node.DefaultConfig()}
+	c := &o.cfg
+	fs := flag.NewFlagSet("switchboard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&o.dev, "dev", false, "run one node with generated secrets in ./switchboard-data (the embedded default)")
+	fs.StringVar(&c.NodeID, "node-id", "", "unique node id")
+	fs.StringVar(&c.Region, "region", c.Region, "region of this node")
+	fs.StringVar(&c.Zone, "zone", c.Zone, "zone (availability zone) of this node")
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory for Raft state")
+	fs.StringVar(&c.PublicAddr, "public-addr", "", "client WebSocket and HTTP API listen address")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "", "optional separate admin API listen address (also serves /debug/pprof)")
+	fs.StringVar(&c.ClusterAddr, "cluster-addr", "", "Raft and peer-link listen address")
+	fs.StringVar(&c.GossipAddr, "gossip-addr", "", "gossip (memberlist) listen address")
+	fs.StringVar(&c.AdvertisePublic, "advertise-public", "", "public address other nodes and clients use, if not the listen address")
+	fs.StringVar(&c.AdvertiseCluster, "advertise-cluster", "", "cluster address other nodes use, if not the listen address")
+	fs.StringVar(&c.AdvertiseGossip, "advertise-gossip", "", "gossip address other nodes use, if not the listen address")
+	fs.BoolVar(&c.Bootstrap, "bootstrap", false, "bootstrap a new cluster (ignored once this node has Raft state)")
+	fs.StringVar(&o.join, "join", "", "comma-separated gossip addresses (HOST:PORT) of nodes to join")
+	fs.StringVar(&o.tokenSecretFile, "token-secret-file", "", "file holding the HS256 secret for client tokens")
+	fs.StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the publish API key")
+	fs.StringVar(&o.adminKeyFile, "admin-key-file", "", "file holding the admin API key")
+	fs.StringVar(&c.Profile, "profile", c.Profile, "network timing profile: lan or wan")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "client heartbeat interval")
+	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a detached session can be resumed")
+	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", c.IdempotencyWindow, "how long publish ids are remembered")
+	fs.IntVar(&c.MaxFrameBytes, "max-frame-bytes", c.MaxFrameBytes, "largest client frame")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest publish request body")
+	fs.IntVar(&c.StreamMessages, "stream-messages", c.StreamMessages, "messages kept per user stream")
+	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "frames queued per connection before it is closed as a slow consumer")
+	fs.IntVar(&c.MaxVoters, "max-voters", c.MaxVoters, "Raft voters (others are non-voters)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long SIGTERM may take to drain")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := applyEnv(fs); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// applyEnv lets SWITCHBOARD_<FLAG> set every flag not given on the
+// command line (flags win over the environment).
+func applyEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "SWITCHBOARD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	c := &o.cfg
+	c.Logger = logger
+	c.GlobalMetrics = true
+	if o.join != "" {
+		for _, a := range strings.Split(o.join, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Join = append(c.Join, a)
+			}
+		}
+	}
+	if o.dev {
+		if err := devDefaults(o); err != nil {
+			return err
+		}
+	}
+	if err := loadSecrets(o); err != nil {
+		return err
+	}
+	n, err := node.New(*c)
+	if err != nil {
+		return err
+	}
+	if o.dev {
+		printDev(stdout, n, c)
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case s := <-sig:
+		logger.Info("signal received: draining", "signal", s.String())
+		ctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+		defer cancel()
+		go func() { // a second signal stops at once
+			<-sig
+			cancel()
+		}()
+		return n.Shutdown(ctx)
+	case <-n.Done():
+		return nil
+	}
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level %q: %v", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format %q: want text or json", format)
+}
+
+// devDefaults fills in a single bootstrapping node on loopback with its
+// secrets generated once into the data dir, so restarts keep tokens valid.
+func devDefaults(o *options) error {
+	c := &o.cfg
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.NodeID, "dev")
+	def(&c.DataDir, "switchboard-data")
+	def(&c.PublicAddr, "127.0.0.1:7700")
+	def(&c.ClusterAddr, "127.0.0.1:7701")
+	def(&c.GossipAddr, "127.0.0.1:7702")
+	if len(c.Join) == 0 {
+		c.Bootstrap = true
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		file *string
+		name string
+	}{{&o.tokenSecretFile, "token-secret"}, {&o.apiKeyFile, "api-key"}, {&o.adminKeyFile, "admin-key"}} {
+		if *s.file != "" {
+			continue
+		}
+		*s.file = filepath.Join(c.DataDir, s.name)
+		if _, err := os.Stat(*s.file); err == nil {
+			continue
+		}
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*s.file, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadSecrets reads the secret files; their contents are trimmed (§3).
+func loadSecrets(o *options) error {
+	read := func(path, flagName string) (string, error) {
+		if path == "" {
+			return "", fmt.Errorf("--%s is required", flagName)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("--%s: %w", flagName, err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", fmt.Errorf("--%s: %s is empty", flagName, path)
+		}
+		return v, nil
+	}
+	secret, err := read(o.tokenSecretFile, "token-secret-file")
+	if err != nil {
+		return err
+	}
+	o.cfg.TokenSecret = []byte(secret)
+	if o.cfg.APIKey, err = read(o.apiKeyFile, "api-key-file"); err != nil {
+		return err
+	}
+	o.cfg.AdminKey, err = read(o.adminKeyFile, "admin-key-file")
+	return err
+}
+
+func printDev(w io.Writer, n *node.Node, c *node.Config) {
+	tok, err := token.Mint(c.TokenSecret, "demo", 24*time.Hour)
+	if err != nil {
+		tok = "(could not mint: " + err.Error() + ")"
+	}
+	fmt.Fprintf(w, `
+Switchboard dev node %q is running (data in %s).
+
+  client WebSocket  %s
+  publish API       %s/v1/publish
+  admin API         %s/v1/cluster
+  metrics           %s/metrics
+
+  token (user "demo", 24h)  %s
+  API key                   %s
+  admin key                 %s
+
+Try:
+  curl -s -H 'Authorization: Bearer %s' %s/v1/cluster
+  curl -s -H 'Authorization: Bearer %s' -d '{"user":"demo","data":{"hello":"world"}}' %s/v1/publish
+  websocat %s   then send {"type":"hello","token":"<token>","resume":{"seq":0}}
+
+`, c.NodeID, c.DataDir, n.ConnectURL(), n.PublicURL(), n.AdminURL(), n.PublicURL(),
+		tok, c.APIKey, c.AdminKey,
+		c.AdminKey, n.AdminURL(), c.APIKey, n.PublicURL(), n.ConnectURL())
+}

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/switchboard/switchboard/membership"
+	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// registry is the broker's view of the Raft-replicated session registry.
+type registry struct{ n *Node }
+
+func (r registry) Get(user string) (e session.Entry, ok bool) {
+	r.n.raft.Read(func() { e, ok = r.n.machine.Registry.Get(user) })
+	return e, ok
+}
+
+// Propose stamps the command with the proposer's clock (apply reads none)
+// and commits it through the batching proposer.
+func (r registry) Propose(ctx context.Context, c session.Command) (session.Result, error) {
+	c.Now = time.Now().UnixMilli()
+	start := time.Now()
+	out, err := r.n.raft.Propose(ctx, c.Encode(nil))
+	r.n.metrics.proposed(ctx, c.Kind, time.Since(start), err)
+	if err != nil {
+		return session.Result{}, err
+	}
+	return session.DecodeResult(out)
+}
+
+// peersByID addresses peer links by node id, resolved through gossip.
+type peersByID struct{ n *Node }
+
+func (p peersByID) addr(node string) (string, error) {
+	m, ok := p.n.pool.Member(node)
+	if !ok || m.ClusterAddr == "" {
+		return "", fmt.Errorf("%w: unknown node %q", transport.ErrPeerUnavailable, node)
+	}
+	return m.ClusterAddr, nil
+}
+
+func (p peersByID) Call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error) {
+	addr, err := p.addr(node)
+	if err != nil {
+		return nil, err
+	}
+	return p.n.peers.Call(ctx, addr, method, payload)
+}
+
+func (p peersByID) Send(ctx context.Context, node string, method uint8, payload []byte) error {
+	addr, err := p.addr(node)
+	if err != nil {
+		return err
+	}
+	return p.n.peers.Send(ctx, addr, method, payload)
+}
+
+// cluster is the broker's view of the other nodes.
+type cluster struct{ n *Node }
+
+func (c cluster) Alive(node string) bool {
+	m, ok := c.n.pool.Member(node)
+	return ok && usable(m.State)
+}
+
+func (c cluster) Endpoints() []string { return c.n.endpoints() }
+
+// usable says whether a member is worth calling.
+func usable(s membership.State) bool {
+	return s == membership.StateAlive || s == membership.StateSuspect || s == membership.StateDraining
+}
+
+// endpoints lists the client URLs of the other live, non-draining nodes,
+// same region first, then by id, so clients fail over close by.
+func (n *Node) endpoints() []string {
+	var same, other []membership.Member
+	for _, m := range n.pool.Members() {
+		if m.ID == n.cfg.NodeID || m.State != membership.StateAlive || m.PublicURL == "" {
+			continue
+		}
+		if m.Region == n.cfg.Region {
+			same = append(same, m)
+		} else {
+			other = append(other, m)
+		}
+	}
+	byID := func(ms []membership.Member) {
+		sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+	}
+	byID(same)
+	byID(other)
+	out := make([]string, 0, len(same)+len(other))
+	for _, m := range append(same, other...) {
+		out = append(out, wsURL(m.PublicURL))
+	}
+	return out
+}
+
+// wsURL turns a public base URL into its client WebSocket URL.
+func wsURL(base string) string {
+	switch {
+	case strings.HasPrefix(base, "https://"):
+		base = "wss://" + strings.TrimPrefix(base, "https://")
+	case strings.HasPrefix(base, "http://"):
+		base = "ws://" + strings.TrimPrefix(base, "http://")
+	}
+	return strings.TrimSuffix(base, "/") + "/v1/connect"
+}

@@ -1,0 +1,115 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/switchboard/switchboard/session"
+)
+
+// metrics are the node's OpenTelemetry instruments, exported in the
+// Prometheus text format at /metrics. Each node has its own registry so
+// in-process test clusters do not mix their numbers.
+type metrics struct {
+	reg      *prometheus.Registry
+	provider *sdkmetric.MeterProvider
+
+	publishes  metric.Int64Counter
+	deliveries metric.Int64Counter
+	proposals  metric.Float64Histogram
+	gauges     metric.Registration
+}
+
+func newMetrics(global bool) (*metrics, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo())
+	if err != nil {
+		return nil, fmt.Errorf("metrics exporter: %w", err)
+	}
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	if global {
+		otel.SetMeterProvider(provider)
+	}
+	m := &metrics{reg: reg, provider: provider}
+	meter := provider.Meter("switchboard/node")
+	if m.publishes, err = meter.Int64Counter("switchboard_publish_messages_total",
+		metric.WithDescription("Messages published through the API, by result.")); err != nil {
+		return nil, err
+	}
+	if m.deliveries, err = meter.Int64Counter("switchboard_gateway_deliveries_total",
+		metric.WithDescription("Message frames handed to local client connections.")); err != nil {
+		return nil, err
+	}
+	if m.proposals, err = meter.Float64Histogram("switchboard_registry_propose_duration_seconds",
+		metric.WithDescription("Registry command latency through the batching proposer (commit + apply), by kind."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// observe registers the gauges read from the node at scrape time.
+func (m *metrics) observe(n *Node) {
+	meter := m.provider.Meter("switchboard/node")
+	conns, _ := meter.Int64ObservableGauge("switchboard_gateway_connections", metric.WithDescription("Open client connections."))
+	streams, _ := meter.Int64ObservableGauge("switchboard_broker_streams", metric.WithDescription("User streams held (owned) by this node."))
+	attached, _ := meter.Int64ObservableGauge("switchboard_broker_attached_users", metric.WithDescription("Users served here from another node's stream."))
+	sessions, _ := meter.Int64ObservableGauge("switchboard_registry_sessions", metric.WithDescription("Entries in the local registry replica."))
+	applied, _ := meter.Int64ObservableGauge("switchboard_registry_applied_index", metric.WithDescription("Last Raft index applied to the local registry replica."))
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(conns, int64(n.gateway.Connections()))
+		st := n.broker.Stats()
+		o.ObserveInt64(streams, int64(st.Streams))
+		o.ObserveInt64(attached, int64(st.Attached))
+		var entries int
+		n.raft.Read(func() { entries = n.machine.Registry.Len() })
+		o.ObserveInt64(sessions, int64(entries))
+		o.ObserveInt64(applied, int64(n.raft.LastApplied()))
+		return nil
+	}, conns, streams, attached, sessions, applied)
+	if err == nil {
+		m.gauges = reg
+	}
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+func (m *metrics) published(ctx context.Context, n int, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.publishes.Add(ctx, int64(n), metric.WithAttributes(attribute.String("result", result)))
+}
+
+func (m *metrics) delivered(n int) {
+	m.deliveries.Add(context.Background(), int64(n))
+}
+
+func (m *metrics) proposed(ctx context.Context, kind session.Kind, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.proposals.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("kind", kind.String()), attribute.String("result", result)))
+}
+
+func (m *metrics) close() {
+	if m.gauges != nil {
+		_ = m.gauges.Unregister()
+	}
+	_ = m.provider.Shutdown(context.Background())
+}

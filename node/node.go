@@ -1,0 +1,335 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/broker"
+	"github.com/switchboard/switchboard/consensus"
+	"github.com/switchboard/switchboard/membership"
+	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// Node is one running Switchboard node.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	publicLn net.Listener
+	adminLn  net.Listener
+	mux      *transport.ClusterMux
+	peers    *transport.Peers
+	machine  *session.Machine
+	raft     *consensus.Raft
+	pool     *membership.Pool
+	broker   *broker.Broker
+	gateway  *transport.Gateway
+	http     *http.Server
+	admin    *http.Server
+	metrics  *metrics
+
+	// applyTo is the broker as the Raft apply loop sees it: set once the
+	// broker exists, after Raft may already be replaying its log.
+	applyTo atomic.Pointer[broker.Broker]
+
+	publicURL string
+	joined    atomic.Bool
+	draining  atomic.Bool
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+	done     chan struct{}
+}
+
+// New starts a node: it listens, starts Raft, joins the gossip pool in the
+// background, and serves clients. Stop it with Shutdown (graceful) or
+// Kill (abrupt, for failure tests).
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.NodeID), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	// Whatever started is stopped again if a later step fails.
+	defer func() {
+		if err != nil {
+			n.stop(context.Background(), false)
+		}
+	}()
+
+	if n.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
+		return nil, fmt.Errorf("public listener: %w", err)
+	}
+	if cfg.AdminAddr != "" {
+		if n.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	if n.mux, err = transport.ListenCluster(cfg.ClusterAddr); err != nil {
+		return nil, fmt.Errorf("cluster listener: %w", err)
+	}
+	publicAddr := cfg.advertised(n.publicLn.Addr().String(), cfg.AdvertisePublic)
+	clusterAddr := cfg.advertised(n.mux.Addr().String(), cfg.AdvertiseCluster)
+	n.publicURL = "http://" + publicAddr
+
+	if n.metrics, err = newMetrics(cfg.GlobalMetrics); err != nil {
+		return nil, err
+	}
+
+	n.peers = transport.NewPeers(transport.PeerConfig{
+		NodeID: cfg.NodeID,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return transport.DialCluster(ctx, addr, transport.MuxPeer, 2*time.Second)
+		},
+		Logger:    cfg.Logger,
+		ErrorCode: wireCode,
+		CodeError: wireError,
+	})
+
+	n.machine = session.NewMachine()
+	n.machine.OnApply = n.applied
+	rc := consensus.DefaultConfig()
+	rc.NodeID, rc.DataDir, rc.Bootstrap = cfg.NodeID, filepath.Join(cfg.DataDir, "raft"), cfg.Bootstrap
+	rc.AdvertiseAddr = clusterAddr
+	rc.Listener = n.mux.Listener(transport.MuxRaft)
+	rc.Dial = func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+		return transport.DialCluster(ctx, addr, transport.MuxRaft, timeout)
+	}
+	rc.Forward = func(ctx context.Context, leaderAddr string, payload []byte) ([]byte, error) {
+		return n.peers.Call(ctx, leaderAddr, methodForward, payload)
+	}
+	rc.MaxVoters = cfg.MaxVoters
+	rc.NoSync = cfg.RaftNoSync
+	rc.Logger = cfg.Logger
+	if cfg.Profile == "wan" {
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
+	}
+	if n.raft, err = consensus.New(rc, n.machine); err != nil {
+		return nil, fmt.Errorf("raft: %w", err)
+	}
+
+	mc := membership.DefaultConfig()
+	mc.NodeID, mc.Region, mc.Zone = cfg.NodeID, cfg.Region, cfg.Zone
+	mc.BindAddr, mc.AdvertiseAddr = cfg.GossipAddr, cfg.AdvertiseGossip
+	mc.PublicURL, mc.ClusterAddr = n.publicURL, clusterAddr
+	mc.Profile = cfg.Profile
+	mc.Logger = cfg.Logger
+	if n.pool, err = membership.New(mc); err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+
+	bc := broker.DefaultConfig()
+	bc.NodeID, bc.Region, bc.Zone = cfg.NodeID, cfg.Region, cfg.Zone
+	bc.Heartbeat = cfg.Heartbeat
+	bc.Stream.MaxMessages = cfg.StreamMessages
+	bc.Stream.Window = cfg.ResumeWindow.Milliseconds()
+	bc.Stream.IDWindow = cfg.IdempotencyWindow.Milliseconds()
+	bc.Logger = cfg.Logger
+	bc.OnDeliver = n.metrics.delivered
+	if n.broker, err = broker.New(bc, registry{n}, peersByID{n}, cluster{n}); err != nil {
+		return nil, err
+	}
+	n.applyTo.Store(n.broker)
+
+	gc := transport.DefaultGatewayConfig()
+	gc.MaxFrameBytes, gc.HelloTimeout, gc.Heartbeat, gc.SendQueue = cfg.MaxFrameBytes, cfg.HelloTimeout, cfg.Heartbeat, cfg.SendQueue
+	gc.Logger = cfg.Logger
+	n.gateway = transport.NewGateway(gc, n.authenticate, n.broker)
+	n.metrics.observe(n)
+
+	n.registerPeerMethods()
+	n.goOwned(func() {
+		if err := n.peers.Serve(n.mux.Listener(transport.MuxPeer)); err != nil {
+			n.log.Error("peer links stopped", "err", err)
+		}
+	})
+	n.http = &http.Server{Handler: n.publicHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+	n.goOwned(func() { n.serveHTTP(n.http, n.publicLn) })
+	if n.adminLn != nil {
+		n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+		n.goOwned(func() { n.serveHTTP(n.admin, n.adminLn) })
+	}
+	n.goOwned(n.join)
+	n.goOwned(n.control)
+	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
+	return n, nil
+}
+
+// applied is the registry's apply hook.
+func (n *Node) applied(c session.Command, r session.Result) {
+	if b := n.applyTo.Load(); b != nil {
+		b.Applied(c, r)
+	}
+}
+
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// PublicURL returns the base URL of the public listener (http://host:port).
+func (n *Node) PublicURL() string { return n.publicURL }
+
+// ConnectURL returns the client WebSocket URL.
+func (n *Node) ConnectURL() string { return wsURL(n.publicURL) }
+
+// AdminURL returns the base URL of the admin API.
+func (n *Node) AdminURL() string {
+	if n.adminLn != nil {
+		return "http://" + n.adminLn.Addr().String()
+	}
+	return n.publicURL
+}
+
+// GossipAddr returns the address other nodes --join.
+func (n *Node) GossipAddr() string { return n.pool.Local().GossipAddr }
+
+// Done is closed once the node has stopped (Shutdown, Kill or a drain
+// requested through the admin API).
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// join keeps trying the seed nodes until the pool has been joined.
+func (n *Node) join() {
+	if len(n.cfg.Join) == 0 {
+		n.joined.Store(true)
+		return
+	}
+	for n.ctx.Err() == nil {
+		if err := n.pool.Join(n.ctx, n.cfg.Join); err == nil {
+			n.joined.Store(true)
+			return
+		} else if n.ctx.Err() == nil {
+			n.log.Warn("join failed; retrying", "seeds", n.cfg.Join, "err", err)
+		}
+		select {
+		case <-n.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (n *Node) serveHTTP(s *http.Server, l net.Listener) {
+	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.log.Error("http server stopped", "err", err)
+	}
+}
+
+func (n *Node) goOwned(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+// Shutdown drains the node and stops it: the graceful path (SIGTERM).
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stop(ctx, true)
+	return n.stopErr
+}
+
+// Kill stops the node abruptly, as a crash would look to the others: no
+// drain, no leave, connections cut. For failure tests.
+func (n *Node) Kill() { n.stop(context.Background(), false) }
+
+// stop is the node's whole shutdown order, top to bottom.
+func (n *Node) stop(ctx context.Context, graceful bool) {
+	n.stopOnce.Do(func() {
+		defer close(n.done)
+		if graceful {
+			n.stopErr = n.drain(ctx)
+		}
+		// Clients first: nothing new arrives while the rest stops.
+		if n.http != nil {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = n.http.Shutdown(cctx) // hijacked WebSockets are the gateway's
+			cancel()
+		}
+		if n.gateway != nil {
+			code, slug := transport.CloseGoingAway, transport.CodeShutdown
+			if graceful {
+				code, slug = transport.CloseDraining, transport.CodeDraining
+			}
+			n.gateway.CloseAll(code, slug, "node stopping: reconnect to another endpoint", n.endpoints())
+			gctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.gateway.Shutdown(gctx)
+			cancel()
+		}
+		if n.admin != nil {
+			_ = n.admin.Close()
+		}
+		if n.pool != nil {
+			if graceful {
+				if err := n.pool.Leave(2 * time.Second); err != nil {
+					n.log.Warn("gossip leave failed", "err", err)
+				}
+			}
+		}
+		n.cancel()
+		if n.broker != nil {
+			_ = n.broker.Close()
+		}
+		if n.raft != nil {
+			if err := n.raft.Close(); err != nil {
+				n.log.Warn("raft close", "err", err)
+			}
+		}
+		if n.peers != nil {
+			_ = n.peers.Close()
+		}
+		if n.mux != nil {
+			_ = n.mux.Close()
+		}
+		if n.pool != nil {
+			_ = n.pool.Close()
+		}
+		for _, l := range []net.Listener{n.publicLn, n.adminLn} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+		n.wg.Wait()
+		if n.metrics != nil {
+			n.metrics.close()
+		}
+		n.log.Info("node stopped", "graceful", graceful)
+	})
+}
+
+// drain stops taking clients, moves every connection elsewhere, and hands
+// leadership over, so the node can leave without anyone noticing more
+// than a reconnect.
+func (n *Node) drain(ctx context.Context) error {
+	if !n.draining.CompareAndSwap(false, true) {
+		return nil
+	}
+	n.log.Info("draining")
+	if err := n.pool.SetDraining(ctx, true); err != nil {
+		n.log.Warn("gossip draining state", "err", err)
+	}
+	n.gateway.SetDraining(n.endpoints())
+	n.gateway.CloseAll(transport.CloseDraining, transport.CodeDraining, "node draining: reconnect to another endpoint", n.endpoints())
+	if n.raft.IsLeader() {
+		if err := n.raft.TransferLeadership(); err != nil {
+			n.log.Warn("leadership transfer failed", "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,280 @@
+// Package session holds Switchboard's domain logic: the session registry
+// state machine (who owns each user's stream, under which epoch) and the
+// per-user message streams. It is pure: no clocks, sockets, goroutines or
+// Raft. Time and randomness arrive inside commands, so applying the same
+// commands in the same order always yields the same state.
+package session
+
+import (
+	"errors"
+	"sort"
+)
+
+// State says whether a user has a live connection at its owner.
+type State uint8
+
+// Session states.
+const (
+	Detached State = iota
+	Attached
+)
+
+func (s State) String() string {
+	if s == Attached {
+		return "attached"
+	}
+	return "detached"
+}
+
+// Contract errors; they travel wrapped with %w and are mapped to HTTP status
+// codes or close codes once, at the edge.
+var (
+	// ErrStaleEpoch means a command or append carried an epoch older than
+	// the registry's (or the stream's fence): someone else owns the user now.
+	ErrStaleEpoch = errors.New("stale epoch")
+	// ErrNotOwner means the command's node does not own the user.
+	ErrNotOwner = errors.New("not the owner")
+	// ErrNotFound means the registry has no entry for the user.
+	ErrNotFound = errors.New("session not found")
+	// ErrSessionExpired means continuity for a resume is lost.
+	ErrSessionExpired = errors.New("session expired")
+	// ErrBadCommand means a command could not be decoded.
+	ErrBadCommand = errors.New("bad command")
+	// ErrGap means a stream cannot serve a resume point: messages after it
+	// were dropped (window or count bound) or never reached this replica.
+	ErrGap = errors.New("stream gap")
+)
+
+// Entry is the registry's record of one user.
+type Entry struct {
+	User    string
+	Session string // stream instance id; a new one means continuity was lost
+	Owner   string // node holding the stream
+	Backup  string // node holding the replica ("" if none)
+	Epoch   uint64 // fencing token, bumped by every ownership change
+	State   State
+	// Since is when State last changed (unix ms, from the command that changed it).
+	Since int64
+}
+
+// Registry is the replicated map user → Entry. It is not safe for
+// concurrent use: the consensus layer serialises Apply and guards reads.
+type Registry struct {
+	entries map[string]*Entry
+	owned   map[string]int // node → number of entries it owns
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{entries: make(map[string]*Entry), owned: make(map[string]int)}
+}
+
+// Get returns a copy of the user's entry.
+func (r *Registry) Get(user string) (Entry, bool) {
+	e, ok := r.entries[user]
+	if !ok {
+		return Entry{}, false
+	}
+	return *e, true
+}
+
+// Len returns the number of entries.
+func (r *Registry) Len() int { return len(r.entries) }
+
+// Owned returns how many users node owns.
+func (r *Registry) Owned(node string) int { return r.owned[node] }
+
+// Each calls fn for every entry in user order until fn returns false.
+// Sorting makes iteration deterministic; it is meant for admin paths and
+// failure handling, not the per-message hot path.
+func (r *Registry) Each(fn func(Entry) bool) {
+	users := make([]string, 0, len(r.entries))
+	for u := range r.entries {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	for _, u := range users {
+		if !fn(*r.entries[u]) {
+			return
+		}
+	}
+}
+
+// Apply applies one command and returns its result. It is deterministic:
+// it reads nothing but the registry and the command.
+func (r *Registry) Apply(c Command) Result {
+	switch c.Kind {
+	case KindClaim:
+		return r.claim(c)
+	case KindAttach:
+		return r.attach(c)
+	case KindDetach:
+		return r.detach(c)
+	case KindSetBackup:
+		return r.setBackup(c)
+	case KindNodeFailed:
+		return r.nodeFailed(c)
+	case KindExpire:
+		return r.expire(c)
+	}
+	return Result{Err: ErrBadCommand}
+}
+
+// claim moves ownership to c.Node if the entry's epoch still equals
+// c.Epoch (compare-and-set). A retried claim that already took effect
+// (same node and session, epoch one higher) succeeds again, so a proposer
+// whose outcome was unknown can safely retry.
+func (r *Registry) claim(c Command) Result {
+	e, ok := r.entries[c.User]
+	cur := uint64(0)
+	if ok {
+		cur = e.Epoch
+	}
+	if cur != c.Epoch {
+		if ok && cur == c.Epoch+1 && e.Owner == c.Node && e.Session == c.Session {
+			return Result{Entry: *e}
+		}
+		return Result{Entry: entryOrZero(e), Err: ErrStaleEpoch}
+	}
+	if !ok {
+		e = &Entry{User: c.User}
+		r.entries[c.User] = e
+	} else {
+		r.owned[e.Owner]--
+		if r.owned[e.Owner] <= 0 {
+			delete(r.owned, e.Owner)
+		}
+	}
+	e.Epoch = cur + 1
+	e.Owner = c.Node
+	e.Session = c.Session
+	if e.Backup == c.Node {
+		e.Backup = ""
+	}
+	if c.Backup != "" && c.Backup != c.Node {
+		e.Backup = c.Backup
+	}
+	r.owned[c.Node]++
+	e.State = Detached
+	if c.Attach {
+		e.State = Attached
+	}
+	e.Since = c.Now
+	return Result{Entry: *e}
+}
+
+// owns checks that c.Node owns the user at c.Epoch.
+func (r *Registry) owns(c Command) (*Entry, Result, bool) {
+	e, ok := r.entries[c.User]
+	if !ok {
+		return nil, Result{Err: ErrNotFound}, false
+	}
+	if e.Epoch != c.Epoch {
+		return nil, Result{Entry: *e, Err: ErrStaleEpoch}, false
+	}
+	if e.Owner != c.Node {
+		return nil, Result{Entry: *e, Err: ErrNotOwner}, false
+	}
+	return e, Result{}, true
+}
+
+func (r *Registry) attach(c Command) Result {
+	e, res, ok := r.owns(c)
+	if !ok {
+		return res
+	}
+	if e.State != Attached {
+		e.State, e.Since = Attached, c.Now
+	}
+	return Result{Entry: *e}
+}
+
+func (r *Registry) detach(c Command) Result {
+	e, res, ok := r.owns(c)
+	if !ok {
+		return res
+	}
+	if e.State != Detached {
+		e.State, e.Since = Detached, c.Now
+	}
+	return Result{Entry: *e}
+}
+
+func (r *Registry) setBackup(c Command) Result {
+	e, res, ok := r.owns(c)
+	if !ok {
+		return res
+	}
+	if c.Backup != c.Node {
+		e.Backup = c.Backup
+	}
+	return Result{Entry: *e}
+}
+
+// nodeFailed detaches every user owned by the failed node (their
+// connections are gone; the resume window starts now) and forgets it as a
+// backup. Ownership itself stays until someone claims with the epoch.
+func (r *Registry) nodeFailed(c Command) Result {
+	n := 0
+	for _, e := range r.entries {
+		changed := false
+		if e.Owner == c.Node && e.State == Attached {
+			e.State, e.Since = Detached, c.Now
+			changed = true
+		}
+		if e.Backup == c.Node {
+			e.Backup = ""
+			changed = true
+		}
+		if changed {
+			n++
+		}
+	}
+	return Result{Count: n}
+}
+
+// expire removes entries whose resume window has passed. With c.User set
+// it is the owner retiring one user whose stream is empty and detached past
+// the window (compare-and-set on owner and epoch). Without c.User it is the
+// leader's sweep of users owned by the dead nodes in c.Nodes, which no
+// owner is left to retire.
+func (r *Registry) expire(c Command) Result {
+	if c.User != "" {
+		e, res, ok := r.owns(c)
+		if !ok {
+			return res
+		}
+		if e.State != Detached || c.Now-e.Since <= c.Window {
+			return Result{Entry: *e}
+		}
+		r.remove(e)
+		return Result{Count: 1}
+	}
+	dead := make(map[string]bool, len(c.Nodes))
+	for _, n := range c.Nodes {
+		dead[n] = true
+	}
+	n := 0
+	for _, e := range r.entries {
+		if dead[e.Owner] && e.State == Detached && c.Now-e.Since > c.Window {
+			r.remove(e)
+			n++
+		}
+	}
+	return Result{Count: n}
+}
+
+func (r *Registry) remove(e *Entry) {
+	r.owned[e.Owner]--
+	if r.owned[e.Owner] <= 0 {
+		delete(r.owned, e.Owner)
+	}
+	delete(r.entries, e.User)
+}
+
+func entryOrZero(e *Entry) Entry {
+	if e == nil {
+		return Entry{}
+	}
+	return *e
+}

@@ -1,0 +1,365 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// GatewayConfig configures the client WebSocket gateway (DESIGN.md §3).
+// A zero field takes its default from DefaultGatewayConfig.
+type GatewayConfig struct {
+	// MaxFrameBytes is the largest client text frame accepted; a larger one
+	// is answered with frame_too_large and close 1009.
+	MaxFrameBytes int
+	// HelloTimeout bounds the wait for the first frame (hello) and the
+	// Hub.Hello call that answers it.
+	HelloTimeout time.Duration
+	// Heartbeat is the idle time after which an application heartbeat frame
+	// is written; the hub reports it to clients as welcome.heartbeat_ms.
+	Heartbeat time.Duration
+	// PingInterval is the WebSocket ping period. The read deadline is
+	// 2.5*PingInterval, refreshed by any frame or pong. Defaults to Heartbeat.
+	PingInterval time.Duration
+	// WriteTimeout bounds every write to the socket.
+	WriteTimeout time.Duration
+	// SendQueue bounds the frames waiting to be written to one connection;
+	// overflow closes it with slow_consumer and 4008.
+	SendQueue int
+	// CheckOrigin vets the upgrade request's Origin; nil allows all.
+	CheckOrigin func(*http.Request) bool
+	// Logger receives the gateway's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultGatewayConfig returns a configuration safe for production.
+func DefaultGatewayConfig() GatewayConfig {
+	return GatewayConfig{
+		MaxFrameBytes: 64 << 10,
+		HelloTimeout:  5 * time.Second,
+		Heartbeat:     5 * time.Second,
+		PingInterval:  5 * time.Second,
+		WriteTimeout:  10 * time.Second,
+		SendQueue:     4096,
+	}
+}
+
+// ErrInvalidGatewayConfig is returned by GatewayConfig.Validate.
+var ErrInvalidGatewayConfig = errors.New("gateway: invalid config")
+
+// ErrGatewayShutdown is wrapped in Shutdown's error when its context ended
+// before every connection had finished and connections were cut.
+var ErrGatewayShutdown = errors.New("gateway: shutdown forced")
+
+// Validate reports the first field that cannot be used. Zero fields are
+// valid: they take their defaults.
+func (c GatewayConfig) Validate() error {
+	switch {
+	case c.MaxFrameBytes < 0:
+		return fmt.Errorf("%w: MaxFrameBytes %d is negative", ErrInvalidGatewayConfig, c.MaxFrameBytes)
+	case c.HelloTimeout < 0:
+		return fmt.Errorf("%w: HelloTimeout %v is negative", ErrInvalidGatewayConfig, c.HelloTimeout)
+	case c.Heartbeat < 0:
+		return fmt.Errorf("%w: Heartbeat %v is negative", ErrInvalidGatewayConfig, c.Heartbeat)
+	case c.PingInterval < 0:
+		return fmt.Errorf("%w: PingInterval %v is negative", ErrInvalidGatewayConfig, c.PingInterval)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("%w: WriteTimeout %v is negative", ErrInvalidGatewayConfig, c.WriteTimeout)
+	case c.SendQueue < 0:
+		return fmt.Errorf("%w: SendQueue %d is negative", ErrInvalidGatewayConfig, c.SendQueue)
+	}
+	return nil
+}
+
+// withDefaults fills zero fields.
+func (c GatewayConfig) withDefaults() GatewayConfig {
+	d := DefaultGatewayConfig()
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = d.MaxFrameBytes
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = d.HelloTimeout
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = d.Heartbeat
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = c.Heartbeat
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = d.SendQueue
+	}
+	if c.CheckOrigin == nil {
+		c.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Authenticator verifies a token and returns the user id.
+type Authenticator func(token string) (user string, err error)
+
+// Sink is the gateway's handle on one connection, given to the Hub. All
+// methods are safe for concurrent use and never block.
+type Sink interface {
+	// ID identifies the connection within this gateway.
+	ID() uint64
+	// User is the authenticated user id.
+	User() string
+	// Send enqueues a pre-encoded text frame that carries stream position
+	// seq (0 if none). Heartbeats report the highest seq written so far.
+	// It returns false if the connection is closed or its queue overflowed
+	// (the gateway then closes it with 4008 itself).
+	Send(seq uint64, frame []byte) bool
+	// Close sends an error frame (code slug, message, optional endpoints)
+	// when closeCode != 1000, then a close frame with closeCode, and tears
+	// the connection down. Frames queued before Close are written first.
+	Close(closeCode int, slug, msg string, endpoints []string)
+}
+
+// Hub is the session layer the gateway calls.
+type Hub interface {
+	// Hello is called once after a valid hello. It must enqueue the welcome
+	// (and any replay) on sink itself, in order, or return an error; a
+	// *HelloError chooses the close code, any other error closes with
+	// unavailable/1013. ctx ends when the connection closes or HelloTimeout
+	// passes. The hub keeps sink registered until Gone.
+	Hello(ctx context.Context, sink Sink, user string, resume *Resume) error
+	// Ack delivers a client's cumulative acknowledgement.
+	Ack(sink Sink, seq uint64)
+	// Gone is called exactly once per sink that Hello accepted, after the
+	// connection closed for any reason.
+	Gone(sink Sink)
+}
+
+// HelloError lets the Hub choose the close code for a refused hello.
+type HelloError struct {
+	Close     int
+	Code      string
+	Message   string
+	Endpoints []string
+}
+
+// Error implements error.
+func (e *HelloError) Error() string {
+	return fmt.Sprintf("hello refused: %s (%d): %s", e.Code, e.Close, e.Message)
+}
+
+// gwCloseWait is how long a connection waits for the client's close frame
+// after sending its own before cutting TCP; closing earlier risks a reset
+// that discards the error frame still in flight.
+const gwCloseWait = time.Second
+
+// gwCodeInternal is the error code of the last-resort close 1011.
+const gwCodeInternal = "internal_error"
+
+// Gateway serves GET /v1/connect: it upgrades clients to WebSocket, runs the
+// hello handshake and moves frames between each connection and the Hub.
+type Gateway struct {
+	cfg      GatewayConfig
+	auth     Authenticator
+	hub      Hub
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	nextID   atomic.Uint64
+
+	// wg counts every connection goroutine (reader and writer); Add happens
+	// under mu while !closed, so Shutdown's Wait never races an Add from zero.
+	wg sync.WaitGroup
+
+	mu             sync.Mutex
+	conns          map[*gwConn]struct{}
+	closed         bool
+	draining       bool
+	drainEndpoints []string
+}
+
+// NewGateway returns a gateway that authenticates with auth and hands
+// accepted connections to hub. It panics if cfg.Validate fails, as a bad
+// config is a programming error; call Validate first to get an error.
+func NewGateway(cfg GatewayConfig, auth Authenticator, hub Hub) *Gateway {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	if auth == nil || hub == nil {
+		panic("gateway: NewGateway needs an Authenticator and a Hub")
+	}
+	cfg = cfg.withDefaults()
+	g := &Gateway{
+		cfg:   cfg,
+		auth:  auth,
+		hub:   hub,
+		log:   cfg.Logger.With("component", "gateway"),
+		conns: make(map[*gwConn]struct{}),
+	}
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.WriteTimeout,
+		// A pooled write buffer is held only while a frame is written, so an
+		// idle connection costs its read buffer and two goroutines.
+		WriteBufferPool:   &sync.Pool{},
+		CheckOrigin:       cfg.CheckOrigin,
+		EnableCompression: false,
+	}
+	return g
+}
+
+// Config returns the effective configuration, defaults applied; the node
+// passes Heartbeat on to the hub for welcome.heartbeat_ms.
+func (g *Gateway) Config() GatewayConfig { return g.cfg }
+
+// ServeHTTP upgrades the request and serves the connection until it closes.
+// The handler goroutine becomes the connection's reader; the gateway counts
+// it, so Shutdown waits for it like for the writer.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	headerToken := gwBearerToken(r.Header.Get("Authorization"))
+	ws, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has already answered with an HTTP error.
+		g.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		gwRefuse(ws, CloseGoingAway, CodeShutdown, "node shutting down", g.cfg.WriteTimeout)
+		return
+	}
+	c := newGwConn(g, ws, headerToken)
+	g.conns[c] = struct{}{}
+	g.wg.Add(2)
+	draining, endpoints := g.draining, g.drainEndpoints
+	g.mu.Unlock()
+
+	c.log.Debug("connected", "remote", r.RemoteAddr)
+	if draining {
+		c.Close(CloseDraining, CodeDraining, "node draining; reconnect to another endpoint", endpoints)
+	}
+	go c.writeLoop()
+	c.readLoop()
+}
+
+// Connections returns the number of open connections.
+func (g *Gateway) Connections() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// SetDraining makes the gateway accept each new upgrade only to close it at
+// once with 4010 and endpoints, so clients learn where to reconnect.
+// Existing connections are untouched; CloseAll moves them.
+func (g *Gateway) SetDraining(endpoints []string) {
+	eps := append([]string(nil), endpoints...)
+	g.mu.Lock()
+	g.draining = true
+	g.drainEndpoints = eps
+	g.mu.Unlock()
+}
+
+// CloseAll closes every open connection as Sink.Close does, e.g. drain: 4010
+// with endpoints; shutdown: 1001. It does not wait.
+func (g *Gateway) CloseAll(code int, slug, msg string, endpoints []string) {
+	for _, c := range g.snapshot() {
+		c.Close(code, slug, msg, endpoints)
+	}
+}
+
+// Shutdown closes every connection with 1001, refuses new ones the same way,
+// and waits until all connection goroutines have returned. If ctx ends first
+// it cuts the remaining sockets, still waits for the goroutines (which then
+// return promptly), and returns an error wrapping ErrGatewayShutdown and
+// ctx.Err(). It is idempotent.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.CloseAll(CloseGoingAway, CodeShutdown, "node shutting down", nil)
+
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	for _, c := range g.snapshot() {
+		_ = c.ws.NetConn().Close()
+	}
+	<-done
+	return fmt.Errorf("%w: %w", ErrGatewayShutdown, ctx.Err())
+}
+
+func (g *Gateway) snapshot() []*gwConn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cs := make([]*gwConn, 0, len(g.conns))
+	for c := range g.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func (g *Gateway) unregister(c *gwConn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+}
+
+// gwBearerToken extracts the token of an "Authorization: Bearer" header.
+func gwBearerToken(h string) string {
+	const prefix = "bearer "
+	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return ""
+	}
+	return strings.TrimSpace(h[len(prefix):])
+}
+
+// gwRefuse closes a just-upgraded connection that the gateway will not
+// serve, synchronously on the handler goroutine: error frame, close frame,
+// a brief wait for the client's close, then TCP close.
+func gwRefuse(ws *websocket.Conn, code int, slug, msg string, writeTimeout time.Duration) {
+	defer ws.Close()
+	deadline := time.Now().Add(writeTimeout)
+	_ = ws.SetWriteDeadline(deadline)
+	if err := ws.WriteMessage(websocket.TextMessage, EncodeError(slug, msg, nil)); err != nil {
+		return
+	}
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, slug), deadline); err != nil {
+		return
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(gwCloseWait))
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// gwValidCloseCode reports whether code may be sent in a close frame
+// (RFC 6455 §7.4).
+func gwValidCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}

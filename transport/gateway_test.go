@@ -1,0 +1,838 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+)
+
+// gwNoLeaks fails the test if it leaves goroutines behind. Registered first,
+// its cleanup runs last, after the gateway and server are shut down. (Per
+// test rather than TestMain so the package's test files need no shared
+// TestMain.)
+func gwNoLeaks(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// gwFakeHub welcomes every hello, echoes each ack back as a message frame
+// with that seq, and records what the gateway told it.
+type gwFakeHub struct {
+	helloErr error
+	panicOn  string // "hello" or "ack"
+
+	sinks chan Sink // every accepted sink, in order
+
+	mu      sync.Mutex
+	users   []string
+	resumes []*Resume
+	gone    map[uint64]int
+}
+
+func newGwFakeHub() *gwFakeHub {
+	return &gwFakeHub{sinks: make(chan Sink, 64), gone: make(map[uint64]int)}
+}
+
+func (h *gwFakeHub) Hello(ctx context.Context, sink Sink, user string, resume *Resume) error {
+	if h.panicOn == "hello" {
+		panic("hub bug in Hello")
+	}
+	if h.helloErr != nil {
+		return h.helloErr
+	}
+	h.mu.Lock()
+	h.users = append(h.users, user)
+	h.resumes = append(h.resumes, resume)
+	h.mu.Unlock()
+	sink.Send(0, EncodeWelcome(Welcome{Session: "s-" + user, Node: "n1", Region: "r1", Zone: "a", HeartbeatMS: 5000}))
+	h.sinks <- sink
+	return nil
+}
+
+func (h *gwFakeHub) Ack(sink Sink, seq uint64) {
+	if h.panicOn == "ack" {
+		panic("hub bug in Ack")
+	}
+	sink.Send(seq, AppendMessageFrame(nil, seq, "ack", 0, json.RawMessage(`{"acked":true}`)))
+}
+
+func (h *gwFakeHub) Gone(sink Sink) {
+	h.mu.Lock()
+	h.gone[sink.ID()]++
+	h.mu.Unlock()
+}
+
+func (h *gwFakeHub) goneCounts() map[uint64]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.gone)
+}
+
+func (h *gwFakeHub) sink(t *testing.T) Sink {
+	t.Helper()
+	select {
+	case s := <-h.sinks:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("hub got no hello")
+		return nil
+	}
+}
+
+// gwFakeAuth accepts "good-<user>".
+func gwFakeAuth(token string) (string, error) {
+	if u, ok := strings.CutPrefix(token, "good-"); ok {
+		return u, nil
+	}
+	if token == "expired" {
+		return "", errors.New("token is expired")
+	}
+	return "", errors.New("signature invalid")
+}
+
+type gwHarness struct {
+	t   *testing.T
+	g   *Gateway
+	hub *gwFakeHub
+	url string
+}
+
+// startGW serves a gateway on an httptest server. cfg fields left zero take
+// the defaults.
+func startGW(t *testing.T, cfg GatewayConfig, hub *gwFakeHub) *gwHarness {
+	t.Helper()
+	if hub == nil {
+		hub = newGwFakeHub()
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g := NewGateway(cfg, gwFakeAuth, hub)
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/connect", g)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		srv.Close()
+	})
+	return &gwHarness{t: t, g: g, hub: hub, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/connect"}
+}
+
+func (h *gwHarness) dial(header http.Header) *websocket.Conn {
+	h.t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(h.url, header)
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	resp.Body.Close()
+	h.t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// waitIdle waits until the gateway has no connections left.
+func (h *gwHarness) waitIdle() {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.g.Connections() != 0 {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("Connections() = %d, want 0", h.g.Connections())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// gwServerFrame is any frame the server sends.
+type gwServerFrame struct {
+	Type      string          `json:"type"`
+	Code      string          `json:"code"`
+	Message   string          `json:"message"`
+	Endpoints []string        `json:"endpoints"`
+	Seq       uint64          `json:"seq"`
+	ID        json.RawMessage `json:"id"`
+	Session   string          `json:"session"`
+	raw       []byte
+}
+
+func gwRead(t *testing.T, ws *websocket.Conn) (gwServerFrame, error) {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	mt, b, err := ws.ReadMessage()
+	if err != nil {
+		return gwServerFrame{}, err
+	}
+	if mt != websocket.TextMessage {
+		t.Fatalf("server sent message type %d", mt)
+	}
+	var f gwServerFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("server frame %q is not JSON: %v", b, err)
+	}
+	f.raw = b
+	return f, nil
+}
+
+func gwMustRead(t *testing.T, ws *websocket.Conn, wantType string) gwServerFrame {
+	t.Helper()
+	f, err := gwRead(t, ws)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if f.Type != wantType {
+		t.Fatalf("got frame %s, want type %q", f.raw, wantType)
+	}
+	return f
+}
+
+func gwSend(t *testing.T, ws *websocket.Conn, frame string) {
+	t.Helper()
+	ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+func gwHello(t *testing.T, ws *websocket.Conn, user string) gwServerFrame {
+	t.Helper()
+	gwSend(t, ws, `{"type":"hello","token":"good-`+user+`"}`)
+	return gwMustRead(t, ws, TypeWelcome)
+}
+
+// gwExpectClose reads until the server closes and checks that the last
+// frame before the close is the error frame wantSlug (none when wantSlug is
+// empty) and that the close code is wantClose. Other frames before the error
+// frame are skipped.
+func gwExpectClose(t *testing.T, ws *websocket.Conn, wantClose int, wantSlug string) gwServerFrame {
+	t.Helper()
+	var last gwServerFrame
+	for {
+		f, err := gwRead(t, ws)
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("read ended with %v, want close %d (last frame %s)", err, wantClose, last.raw)
+			}
+			if ce.Code != wantClose {
+				t.Fatalf("close code %d (%q), want %d", ce.Code, ce.Text, wantClose)
+			}
+			if wantSlug == "" {
+				if last.Type == TypeError {
+					t.Fatalf("unexpected error frame %s before close %d", last.raw, wantClose)
+				}
+				return last
+			}
+			if last.Type != TypeError || last.Code != wantSlug {
+				t.Fatalf("last frame before close %d is %s, want error %q", wantClose, last.raw, wantSlug)
+			}
+			if ce.Text != wantSlug {
+				t.Errorf("close reason %q, want %q", ce.Text, wantSlug)
+			}
+			return last
+		}
+		last = f
+	}
+}
+
+type gwClientMsg struct {
+	binary bool
+	data   string
+}
+
+func gwPadHello(size int) string {
+	head := `{"type":"hello","token":"good-pad","pad":"`
+	return head + strings.Repeat("x", size-len(head)-2) + `"}`
+}
+
+func TestGatewayClosePaths(t *testing.T) {
+	gwNoLeaks(t)
+	endpoints := []string{"ws://n2.r1/v1/connect", "ws://n3.r2/v1/connect"}
+	tests := []struct {
+		name      string
+		cfg       GatewayConfig
+		helloErr  error
+		header    http.Header
+		draining  []string
+		send      []gwClientMsg
+		welcome   bool // a welcome precedes the close
+		wantClose int
+		wantSlug  string
+		wantEPs   []string
+	}{
+		{name: "bad token", send: []gwClientMsg{{data: `{"type":"hello","token":"forged"}`}},
+			wantClose: CloseUnauthorized, wantSlug: CodeUnauthorized},
+		{name: "expired token", send: []gwClientMsg{{data: `{"type":"hello","token":"expired"}`}},
+			wantClose: CloseUnauthorized, wantSlug: CodeUnauthorized},
+		{name: "missing token", send: []gwClientMsg{{data: `{"type":"hello"}`}},
+			wantClose: CloseUnauthorized, wantSlug: CodeUnauthorized},
+		{name: "bad bearer header", header: http.Header{"Authorization": {"Bearer forged"}},
+			send:      []gwClientMsg{{data: `{"type":"hello"}`}},
+			wantClose: CloseUnauthorized, wantSlug: CodeUnauthorized},
+		{name: "no hello in time", cfg: GatewayConfig{HelloTimeout: 50 * time.Millisecond},
+			wantClose: CloseHelloTimeout, wantSlug: CodeHelloTimeout},
+		{name: "not JSON", send: []gwClientMsg{{data: `{"type":"hello"`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "JSON but not an object", send: []gwClientMsg{{data: `[1,2]`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "no type", send: []gwClientMsg{{data: `{"token":"good-a"}`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "unknown type", send: []gwClientMsg{{data: `{"type":"subscribe"}`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "first frame is ping", send: []gwClientMsg{{data: `{"type":"ping","id":1}`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "first frame is ack", send: []gwClientMsg{{data: `{"type":"ack","seq":1}`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "second hello", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: `{"type":"hello","token":"good-a"}`}},
+			welcome: true, wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "malformed ack after welcome", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: `{"type":"ack","seq":-1}`}},
+			welcome: true, wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "binary frame", send: []gwClientMsg{{binary: true, data: `{"type":"hello","token":"good-a"}`}},
+			wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "binary frame after welcome", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {binary: true, data: `{}`}},
+			welcome: true, wantClose: CloseProtocol, wantSlug: CodeProtocol},
+		{name: "frame one byte too large", cfg: GatewayConfig{MaxFrameBytes: 1024},
+			send:      []gwClientMsg{{data: gwPadHello(1025)}},
+			wantClose: CloseTooLarge, wantSlug: CodeTooLarge},
+		{name: "frame far too large", cfg: GatewayConfig{MaxFrameBytes: 1024},
+			send:      []gwClientMsg{{data: gwPadHello(4 << 20)}},
+			wantClose: CloseTooLarge, wantSlug: CodeTooLarge},
+		{name: "too large after welcome", cfg: GatewayConfig{MaxFrameBytes: 1024},
+			send:      []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: `{"type":"ping","id":"` + strings.Repeat("y", 2000) + `"}`}},
+			welcome:   true,
+			wantClose: CloseTooLarge, wantSlug: CodeTooLarge},
+		{name: "invalid UTF-8", send: []gwClientMsg{{data: "{\"type\":\"hello\",\"token\":\"good-\xff\"}"}},
+			wantClose: CloseInvalidUTF8, wantSlug: CodeInvalidUTF8},
+		{name: "invalid UTF-8 after welcome", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: "{\"type\":\"ping\",\"id\":\"\xc3\x28\"}"}},
+			welcome: true, wantClose: CloseInvalidUTF8, wantSlug: CodeInvalidUTF8},
+		{name: "hub refuses: session expired",
+			helloErr:  &HelloError{Close: CloseExpired, Code: CodeExpired, Message: "resume window passed"},
+			send:      []gwClientMsg{{data: `{"type":"hello","token":"good-a","resume":{"session":"s1","seq":9}}`}},
+			wantClose: CloseExpired, wantSlug: CodeExpired},
+		{name: "hub refuses wrapped: go elsewhere",
+			helloErr:  fmt.Errorf("claim: %w", &HelloError{Close: CloseDraining, Code: CodeDraining, Message: "owner moved", Endpoints: endpoints}),
+			send:      []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}},
+			wantClose: CloseDraining, wantSlug: CodeDraining, wantEPs: endpoints},
+		{name: "hub unavailable", helloErr: errors.New("no quorum"),
+			send:      []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}},
+			wantClose: CloseTryAgainLater, wantSlug: CodeUnavailable},
+		{name: "draining node", draining: endpoints,
+			wantClose: CloseDraining, wantSlug: CodeDraining, wantEPs: endpoints},
+		{name: "draining node ignores hello", draining: endpoints,
+			send:      []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}},
+			wantClose: CloseDraining, wantSlug: CodeDraining, wantEPs: endpoints},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newGwFakeHub()
+			hub.helloErr = tt.helloErr
+			h := startGW(t, tt.cfg, hub)
+			if tt.draining != nil {
+				h.g.SetDraining(tt.draining)
+			}
+			ws := h.dial(tt.header)
+			for i, m := range tt.send {
+				mt := websocket.TextMessage
+				if m.binary {
+					mt = websocket.BinaryMessage
+				}
+				ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				if err := ws.WriteMessage(mt, []byte(m.data)); err != nil {
+					t.Fatalf("write: %v", err)
+				}
+				if i == 0 && tt.welcome {
+					gwMustRead(t, ws, TypeWelcome)
+				}
+			}
+			ef := gwExpectClose(t, ws, tt.wantClose, tt.wantSlug)
+			if ef.Message == "" {
+				t.Errorf("error frame %s has no message", ef.raw)
+			}
+			if !slices.Equal(ef.Endpoints, tt.wantEPs) {
+				t.Errorf("endpoints %q, want %q", ef.Endpoints, tt.wantEPs)
+			}
+			h.waitIdle()
+			gone := hub.goneCounts()
+			if tt.welcome {
+				if len(gone) != 1 || slices.Collect(maps.Values(gone))[0] != 1 {
+					t.Errorf("Gone calls %v, want exactly one for the accepted sink", gone)
+				}
+			} else if len(gone) != 0 {
+				t.Errorf("Gone calls %v for a connection Hello never accepted", gone)
+			}
+		})
+	}
+}
+
+func TestGatewayFrameAtLimitIsAccepted(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{MaxFrameBytes: 1024}, nil)
+	ws := h.dial(nil)
+	gwSend(t, ws, gwPadHello(1024))
+	gwMustRead(t, ws, TypeWelcome)
+}
+
+func TestGatewayPingPongEchoesIDVerbatim(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	tests := []struct {
+		ping, pong string
+	}{
+		{`{"type":"ping","id":7}`, `{"type":"pong","id":7}`},
+		{`{"type":"ping","id":"abc"}`, `{"type":"pong","id":"abc"}`},
+		{`{"type":"ping","id": {"x":[1, 2.50]} }`, `{"type":"pong","id":{"x":[1, 2.50]}}`},
+		{`{"type":"ping","id":null}`, `{"type":"pong","id":null}`},
+		{`{"type":"ping"}`, `{"type":"pong"}`},
+	}
+	for _, tt := range tests {
+		gwSend(t, ws, tt.ping)
+		f := gwMustRead(t, ws, TypePong)
+		if string(f.raw) != tt.pong {
+			t.Errorf("ping %s: got %s, want %s", tt.ping, f.raw, tt.pong)
+		}
+	}
+}
+
+func TestGatewayAckReachesHub(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	for _, seq := range []uint64{1, 5, 42} {
+		gwSend(t, ws, fmt.Sprintf(`{"type":"ack","seq":%d}`, seq))
+		// The fake hub echoes each ack as a message with that seq.
+		if f := gwMustRead(t, ws, TypeMessage); f.Seq != seq {
+			t.Errorf("hub acked seq %d, want %d", f.Seq, seq)
+		}
+	}
+}
+
+func TestGatewayTokenSources(t *testing.T) {
+	tests := []struct {
+		name     string
+		header   http.Header
+		hello    string
+		wantUser string
+		wantSeq  *uint64
+	}{
+		{name: "hello token", hello: `{"type":"hello","token":"good-alice"}`, wantUser: "alice"},
+		{name: "bearer header, hello without token",
+			header: http.Header{"Authorization": {"Bearer good-bob"}},
+			hello:  `{"type":"hello","resume":{"seq":0}}`, wantUser: "bob", wantSeq: new(uint64(0))},
+		{name: "lower-case bearer scheme",
+			header: http.Header{"Authorization": {"bearer good-dan"}},
+			hello:  `{"type":"hello"}`, wantUser: "dan"},
+		{name: "hello token wins over header",
+			header: http.Header{"Authorization": {"Bearer good-bob"}},
+			hello:  `{"type":"hello","token":"good-carol","resume":{"session":"s9","seq":12}}`, wantUser: "carol", wantSeq: new(uint64(12))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gwNoLeaks(t)
+			h := startGW(t, GatewayConfig{}, nil)
+			ws := h.dial(tt.header)
+			gwSend(t, ws, tt.hello)
+			w := gwMustRead(t, ws, TypeWelcome)
+			if w.Session != "s-"+tt.wantUser {
+				t.Errorf("welcome session %q", w.Session)
+			}
+			if s := h.hub.sink(t); s.User() != tt.wantUser {
+				t.Errorf("sink user %q, want %q", s.User(), tt.wantUser)
+			}
+			h.hub.mu.Lock()
+			defer h.hub.mu.Unlock()
+			if got := h.hub.users; !slices.Equal(got, []string{tt.wantUser}) {
+				t.Errorf("hub users %q, want [%s]", got, tt.wantUser)
+			}
+			r := h.hub.resumes[0]
+			if (r == nil) != (tt.wantSeq == nil) || (r != nil && r.Seq != *tt.wantSeq) {
+				t.Errorf("hub resume %+v, want seq %v", r, tt.wantSeq)
+			}
+		})
+	}
+}
+
+func TestGatewayHeartbeatWhenIdle(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{Heartbeat: 40 * time.Millisecond, PingInterval: time.Second}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	if f := gwMustRead(t, ws, TypeHeartbeat); f.Seq != 0 {
+		t.Errorf("heartbeat before any message has seq %d, want 0", f.Seq)
+	}
+	sink := h.hub.sink(t)
+	sink.Send(3, AppendMessageFrame(nil, 3, "m3", 1, json.RawMessage(`1`)))
+	sink.Send(2, AppendMessageFrame(nil, 2, "dup", 1, json.RawMessage(`1`))) // heartbeats report the highest seq
+	gwMustRead(t, ws, TypeMessage)
+	gwMustRead(t, ws, TypeMessage)
+	for range 2 {
+		if f := gwMustRead(t, ws, TypeHeartbeat); f.Seq != 3 {
+			t.Errorf("heartbeat seq %d, want 3", f.Seq)
+		}
+	}
+}
+
+func TestGatewayNoHeartbeatBeforeWelcome(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{Heartbeat: 10 * time.Millisecond, HelloTimeout: 200 * time.Millisecond}, nil)
+	ws := h.dial(nil)
+	// Without a welcome, heartbeats have no stream position to report: the
+	// only frame is the hello_timeout error.
+	if f := gwMustRead(t, ws, TypeError); f.Code != CodeHelloTimeout {
+		t.Fatalf("got %s, want hello_timeout", f.raw)
+	}
+	gwExpectClose(t, ws, CloseHelloTimeout, "")
+}
+
+func TestGatewayWebSocketPings(t *testing.T) {
+	t.Run("pongs keep the connection", func(t *testing.T) {
+		gwNoLeaks(t)
+		h := startGW(t, GatewayConfig{PingInterval: 100 * time.Millisecond, Heartbeat: time.Hour}, nil)
+		ws := h.dial(nil)
+		gwHello(t, ws, "alice")
+		var pings int
+		ws.SetPingHandler(func(data string) error {
+			pings++
+			return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+		// Six ping intervals, well beyond the 2.5-interval read deadline.
+		ws.SetReadDeadline(time.Now().Add(600 * time.Millisecond))
+		_, b, err := ws.ReadMessage()
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("read = %q, %v; want our own timeout while the server stays quiet", b, err)
+		}
+		if pings < 3 {
+			t.Errorf("saw %d pings in 6 intervals", pings)
+		}
+		if n := h.g.Connections(); n != 1 {
+			t.Errorf("Connections() = %d, want 1", n)
+		}
+	})
+	t.Run("silent client is dropped", func(t *testing.T) {
+		gwNoLeaks(t)
+		h := startGW(t, GatewayConfig{PingInterval: 50 * time.Millisecond, Heartbeat: time.Hour}, nil)
+		ws := h.dial(nil)
+		gwHello(t, ws, "alice")
+		ws.SetPingHandler(func(string) error { return nil }) // never pong
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err := ws.ReadMessage()
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("read = %v; want the server to drop the connection", err)
+		}
+		h.waitIdle()
+		if gone := h.hub.goneCounts(); len(gone) != 1 {
+			t.Errorf("Gone calls %v, want one", gone)
+		}
+	})
+}
+
+func TestGatewaySlowConsumerIsClosed(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{SendQueue: 4}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	sink := h.hub.sink(t)
+
+	// The client stops reading; once the socket buffers are full the queue
+	// of 4 overflows.
+	data := json.RawMessage(`"` + strings.Repeat("z", 64<<10) + `"`)
+	overflowed := false
+	for seq := uint64(1); seq <= 100_000; seq++ {
+		if !sink.Send(seq, AppendMessageFrame(nil, seq, "m", 0, data)) {
+			overflowed = true
+			break
+		}
+	}
+	if !overflowed {
+		t.Fatal("Send never reported overflow")
+	}
+	if sink.Send(0, []byte(`{}`)) {
+		t.Error("Send after overflow returned true")
+	}
+	gwExpectClose(t, ws, CloseSlowConsumer, CodeSlowConsumer)
+	h.waitIdle()
+	if gone := h.hub.goneCounts(); gone[sink.ID()] != 1 {
+		t.Errorf("Gone calls %v, want one for sink %d", gone, sink.ID())
+	}
+}
+
+func TestGatewaySinkClose(t *testing.T) {
+	tests := []struct {
+		name      string
+		code      int
+		slug      string
+		wantClose int
+		wantSlug  string
+	}{
+		{name: "normal close has no error frame", code: CloseNormal, wantClose: CloseNormal},
+		{name: "session expired", code: CloseExpired, slug: CodeExpired, wantClose: CloseExpired, wantSlug: CodeExpired},
+		{name: "unsendable code becomes 1011", code: 1005, slug: "weird", wantClose: websocket.CloseInternalServerErr, wantSlug: gwCodeInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gwNoLeaks(t)
+			h := startGW(t, GatewayConfig{}, nil)
+			ws := h.dial(nil)
+			gwHello(t, ws, "alice")
+			sink := h.hub.sink(t)
+			// Frames queued before Close are delivered before the close.
+			if !sink.Send(1, AppendMessageFrame(nil, 1, "m1", 0, json.RawMessage(`{}`))) {
+				t.Fatal("Send failed")
+			}
+			sink.Close(tt.code, tt.slug, "bye", nil)
+			sink.Close(CloseProtocol, CodeProtocol, "second close is ignored", nil)
+			if sink.Send(2, []byte(`{}`)) {
+				t.Error("Send after Close returned true")
+			}
+			if f := gwMustRead(t, ws, TypeMessage); f.Seq != 1 {
+				t.Errorf("message seq %d, want 1", f.Seq)
+			}
+			gwExpectClose(t, ws, tt.wantClose, tt.wantSlug)
+			h.waitIdle()
+		})
+	}
+}
+
+func TestGatewayCloseAllDrainCarriesEndpoints(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{}, nil)
+	a, b := h.dial(nil), h.dial(nil)
+	gwHello(t, a, "alice")
+	gwHello(t, b, "bob")
+	eps := []string{"ws://n2/v1/connect"}
+	h.g.CloseAll(CloseDraining, CodeDraining, "node draining", eps)
+	for _, ws := range []*websocket.Conn{a, b} {
+		ef := gwExpectClose(t, ws, CloseDraining, CodeDraining)
+		if !slices.Equal(ef.Endpoints, eps) {
+			t.Errorf("endpoints %q, want %q", ef.Endpoints, eps)
+		}
+	}
+	h.waitIdle()
+	if gone := h.hub.goneCounts(); len(gone) != 2 {
+		t.Errorf("Gone calls %v, want two", gone)
+	}
+}
+
+func TestGatewayShutdown(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{}, nil)
+	var welcomed []*websocket.Conn
+	for i := range 3 {
+		ws := h.dial(nil)
+		gwHello(t, ws, fmt.Sprintf("u%d", i))
+		welcomed = append(welcomed, ws)
+	}
+	silent := h.dial(nil) // upgraded, no hello yet
+	for h.g.Connections() != 4 {
+		time.Sleep(time.Millisecond)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- h.g.Shutdown(ctx)
+	}()
+	for _, ws := range append(welcomed, silent) {
+		gwExpectClose(t, ws, CloseGoingAway, CodeShutdown)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := h.g.Connections(); n != 0 {
+		t.Errorf("Connections() after Shutdown = %d", n)
+	}
+	if gone := h.hub.goneCounts(); len(gone) != 3 {
+		t.Errorf("Gone calls %v, want one per welcomed connection", gone)
+	}
+	if err := h.g.Shutdown(context.Background()); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+
+	// A client arriving after shutdown learns why.
+	late := h.dial(nil)
+	gwExpectClose(t, late, CloseGoingAway, CodeShutdown)
+}
+
+func TestGatewayShutdownCutsWhenContextEnds(t *testing.T) {
+	gwNoLeaks(t)
+	hub := newGwFakeHub()
+	h := startGW(t, GatewayConfig{}, hub)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	// The client never reads, so it never answers the close; the context
+	// ends before the gateway's own close wait does.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := h.g.Shutdown(ctx)
+	if !errors.Is(err, ErrGatewayShutdown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want ErrGatewayShutdown wrapping DeadlineExceeded", err)
+	}
+	if n := h.g.Connections(); n != 0 {
+		t.Errorf("Connections() = %d after Shutdown", n)
+	}
+}
+
+func TestGatewayHubPanicIsContained(t *testing.T) {
+	tests := []struct {
+		panicOn string
+		send    []string
+		welcome bool
+	}{
+		{panicOn: "hello", send: []string{`{"type":"hello","token":"good-a"}`}},
+		{panicOn: "ack", send: []string{`{"type":"hello","token":"good-a"}`, `{"type":"ack","seq":1}`}, welcome: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.panicOn, func(t *testing.T) {
+			gwNoLeaks(t)
+			hub := newGwFakeHub()
+			hub.panicOn = tt.panicOn
+			h := startGW(t, GatewayConfig{}, hub)
+			ws := h.dial(nil)
+			for i, f := range tt.send {
+				gwSend(t, ws, f)
+				if i == 0 && tt.welcome {
+					gwMustRead(t, ws, TypeWelcome)
+				}
+			}
+			gwExpectClose(t, ws, websocket.CloseInternalServerErr, gwCodeInternal)
+			h.waitIdle()
+			if gone := hub.goneCounts(); tt.welcome != (len(gone) == 1) {
+				t.Errorf("Gone calls %v (welcomed %v)", gone, tt.welcome)
+			}
+			// The gateway keeps serving others.
+			hub.panicOn = ""
+			other := h.dial(nil)
+			gwHello(t, other, "b")
+		})
+	}
+}
+
+func TestGatewayRejectsNonWebSocketRequests(t *testing.T) {
+	gwNoLeaks(t)
+	tests := []struct {
+		name   string
+		origin func(*http.Request) bool
+		header http.Header
+		want   int
+	}{
+		{name: "plain GET", want: http.StatusBadRequest},
+		{name: "origin refused", origin: func(*http.Request) bool { return false },
+			header: http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}},
+			want:   http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewGateway(GatewayConfig{CheckOrigin: tt.origin, Logger: slog.New(slog.DiscardHandler)}, gwFakeAuth, newGwFakeHub())
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, "/v1/connect", nil)
+			for k, v := range tt.header {
+				req.Header[k] = v
+			}
+			g.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Errorf("status %d, want %d", rec.Code, tt.want)
+			}
+			if g.Connections() != 0 {
+				t.Errorf("Connections() = %d", g.Connections())
+			}
+		})
+	}
+}
+
+func TestGatewayConfigValidate(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   GatewayConfig
+		field string // "" = valid
+	}{
+		{name: "zero is valid", cfg: GatewayConfig{}},
+		{name: "defaults are valid", cfg: DefaultGatewayConfig()},
+		{name: "negative frame limit", cfg: GatewayConfig{MaxFrameBytes: -1}, field: "MaxFrameBytes"},
+		{name: "negative hello timeout", cfg: GatewayConfig{HelloTimeout: -time.Second}, field: "HelloTimeout"},
+		{name: "negative heartbeat", cfg: GatewayConfig{Heartbeat: -1}, field: "Heartbeat"},
+		{name: "negative ping interval", cfg: GatewayConfig{PingInterval: -1}, field: "PingInterval"},
+		{name: "negative write timeout", cfg: GatewayConfig{WriteTimeout: -1}, field: "WriteTimeout"},
+		{name: "negative send queue", cfg: GatewayConfig{SendQueue: -1}, field: "SendQueue"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidGatewayConfig) || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("Validate = %v, want ErrInvalidGatewayConfig naming %s", err, tt.field)
+			}
+			defer func() {
+				if recover() == nil {
+					t.Error("NewGateway accepted an invalid config")
+				}
+			}()
+			NewGateway(tt.cfg, gwFakeAuth, newGwFakeHub())
+		})
+	}
+}
+
+func TestGatewayConfigDefaults(t *testing.T) {
+	cfg := GatewayConfig{Heartbeat: 2 * time.Second}.withDefaults()
+	d := DefaultGatewayConfig()
+	if cfg.PingInterval != 2*time.Second {
+		t.Errorf("PingInterval %v, want Heartbeat", cfg.PingInterval)
+	}
+	if cfg.MaxFrameBytes != 64<<10 || cfg.HelloTimeout != d.HelloTimeout || cfg.WriteTimeout != d.WriteTimeout || cfg.SendQueue != 4096 {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+	if cfg.CheckOrigin == nil || !cfg.CheckOrigin(httptest.NewRequest("GET", "/", nil)) || cfg.Logger == nil {
+		t.Error("CheckOrigin must default to allow-all and Logger to non-nil")
+	}
+}
+
+func TestGwBearerToken(t *testing.T) {
+	tests := []struct{ header, want string }{
+		{"", ""},
+		{"Bearer abc", "abc"},
+		{"bearer  abc ", "abc"},
+		{"BEARER abc", "abc"},
+		{"Basic abc", ""},
+		{"Bearer", ""},
+		{"Bearerabc", ""},
+	}
+	for _, tt := range tests {
+		if got := gwBearerToken(tt.header); got != tt.want {
+			t.Errorf("gwBearerToken(%q) = %q, want %q", tt.header, got, tt.want)
+		}
+	}
+}
+
+func TestGwAppendPong(t *testing.T) {
+	for _, id := range []string{"", "1", `"x"`, `{"a":[1, 2]}`} {
+		got := gwAppendPong(nil, []byte(id))
+		var p Pong
+		if err := json.Unmarshal(got, &p); err != nil || p.Type != TypePong || !bytes.Equal(p.ID, []byte(id)) {
+			t.Errorf("gwAppendPong(%q) = %s (%v)", id, got, err)
+		}
+	}
+}
