@@ -99,7 +99,7 @@ func (a *attached) ready(rs *remoteSink, rep attachReply, asked bool) {
 		Resumed: resumed, Seq: rep.Last, HeartbeatMS: a.b.cfg.Heartbeat.Milliseconds(),
 		Endpoints: a.b.cluster.Endpoints(),
 	})
-	rs.sink.Send(0, w)
+	rs.sink.Send(rep.Last, w)
 	rs.last = rep.Last
 	if resumed {
 		rs.last = rep.Last - uint64(len(rep.Msgs))

@@ -47,6 +47,8 @@ type Cluster interface {
 	Alive(node string) bool
 	// Endpoints lists other nodes' client URLs, same region first.
 	Endpoints() []string
+	// Peers lists the other live nodes that may hold replicas (not draining).
+	Peers() []Peer
 }
 
 // Config configures a Broker.
@@ -116,10 +118,11 @@ type Broker struct {
 	mu     sync.Mutex
 	held   map[string]*held     // streams this node owns
 	remote map[string]*attached // users served here from another owner's stream
+	reps   replicas             // streams backed up here
 	closed bool
 
 	flight  singleflight.Group // one takeover per user at a time
-	applied chan session.Command
+	applied chan session.Entry
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -147,7 +150,8 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		log:     cfg.Logger.With("component", "broker"),
 		held:    make(map[string]*held),
 		remote:  make(map[string]*attached),
-		applied: make(chan session.Command, 4096),
+		reps:    replicas{m: make(map[string]*replica)},
+		applied: make(chan session.Entry, 4096),
 		ctx:     ctx, cancel: cancel,
 	}
 	b.wg.Add(2)
@@ -179,7 +183,7 @@ func (b *Broker) Applied(c session.Command, r session.Result) {
 		return
 	}
 	select {
-	case b.applied <- c:
+	case b.applied <- r.Entry:
 	case <-b.ctx.Done():
 	}
 }
@@ -192,29 +196,34 @@ func (b *Broker) watchRegistry() {
 		select {
 		case <-b.ctx.Done():
 			return
-		case c := <-b.applied:
+		case e := <-b.applied:
 			b.mu.Lock()
-			h := b.held[c.User]
+			h := b.held[e.User]
 			b.mu.Unlock()
-			if h != nil && c.Node != b.cfg.NodeID && h.seal(c.Epoch+1, "ownership moved") {
+			if h != nil && e.Owner != b.cfg.NodeID && h.seal(e.Epoch, "ownership moved") {
 				b.drop(h)
 			}
-			b.ownerChanged(c.User, c.Node)
+			b.ownerChanged(e.User, e.Owner)
 		}
 	}
 }
 
-// Stats is what /v1/cluster reports about the broker.
+// Stats is what /v1/cluster and /metrics report about the broker.
 type Stats struct {
 	Streams  int // streams held here
 	Attached int // users served here from another owner
+	Replicas int // streams backed up here
 }
 
 // Stats returns current counts.
 func (b *Broker) Stats() Stats {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return Stats{Streams: len(b.held), Attached: len(b.remote)}
+	st := Stats{Streams: len(b.held), Attached: len(b.remote)}
+	b.mu.Unlock()
+	b.reps.mu.Lock()
+	st.Replicas = len(b.reps.m)
+	b.reps.mu.Unlock()
+	return st
 }
 
 func (b *Broker) now() int64 { return b.cfg.Now().UnixMilli() }
@@ -255,5 +264,5 @@ func (b *Broker) Seq(user string) (uint64, bool) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.stream.Last(), true
+	return h.acked, true
 }

@@ -118,30 +118,6 @@ func (b *Broker) evict(node, user string) {
 	})
 }
 
-// NodeDown reacts to membership declaring node dead or gone: connections
-// attached to its streams reconnect (and take the streams over), and it no
-// longer receives deliveries.
-func (b *Broker) NodeDown(node string) {
-	b.mu.Lock()
-	var gone []*attached
-	for _, a := range b.remote {
-		if a.owner == node {
-			gone = append(gone, a)
-		}
-	}
-	helds := make([]*held, 0, len(b.held))
-	for _, h := range b.held {
-		helds = append(helds, h)
-	}
-	b.mu.Unlock()
-	for _, a := range gone {
-		a.evict("owner node is down")
-	}
-	for _, h := range helds {
-		h.detachRemote(node)
-	}
-}
-
 // ownerChanged closes connections attached to a stream whose owner is no
 // longer the one they attached to.
 func (b *Broker) ownerChanged(user, owner string) {

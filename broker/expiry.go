@@ -31,11 +31,12 @@ func (b *Broker) expire() {
 	}
 	b.mu.Unlock()
 	now := b.cfg.Now()
+	b.expireReplicas(now)
 	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond
 	for _, h := range helds {
 		h.mu.Lock()
 		h.stream.Trim(now.UnixMilli())
-		due := !h.sealed && !h.idleSince.IsZero() && now.Sub(h.idleSince) > window && h.stream.Len() == 0
+		due := !h.sealed && !h.flushing && len(h.pending) == 0 && !h.idleSince.IsZero() && now.Sub(h.idleSince) > window && h.stream.Len() == 0
 		epoch := h.stream.Epoch
 		h.mu.Unlock()
 		if !due {

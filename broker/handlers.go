@@ -75,6 +75,28 @@ func (b *Broker) Handlers() []Handler {
 			a.deliver(d.Msgs)
 			return nil, nil
 		}},
+		{Method: methodReplicate, Inline: true, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
+			req, err := decodeReplicate(p)
+			if err != nil {
+				return nil, err
+			}
+			return nil, b.serveReplicate(from, req)
+		}},
+		{Method: methodSeal, Fn: func(_ context.Context, _ string, p []byte) ([]byte, error) {
+			req, err := decodeHandoff(p)
+			if err != nil {
+				return nil, err
+			}
+			rep, err := b.serveSeal(req)
+			if err != nil {
+				return nil, err
+			}
+			return encodeHandoffReply(rep), nil
+		}},
+		{Method: methodTakeover, Fn: func(ctx context.Context, _ string, p []byte) ([]byte, error) {
+			_, err := b.takeover(ctx, string(p), nil, false)
+			return nil, err
+		}},
 		{Method: methodEvict, Inline: true, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
 			u, err := decodeUserNode(p)
 			if err != nil {

@@ -16,33 +16,56 @@ var errSealed = errors.New("stream sealed")
 
 // held is a stream this node owns, with everyone it delivers to: local
 // connections and other nodes that serve connections of the same user.
-// Appends and deliveries happen under mu, which is what keeps every
-// connection of the user in seq order (G1).
+//
+// An append is stored locally at once (it gets its seq), but it becomes
+// visible (acknowledged to the publisher, delivered, replayed) only once
+// the backup holds it too: `acked` is the highest seq both nodes have.
+// Replication is group-committed: whichever appender finds no flush in
+// progress replicates everything pending in one peer call, and the others
+// wait on cond. Deliveries happen in flush order under mu, which is what
+// keeps every connection of the user in seq order (G1) and means no client
+// ever sees a message a crash could take back (G2).
 type held struct {
 	user string
 	b    *Broker
 
-	mu      sync.Mutex
-	stream  *session.Stream
+	mu       sync.Mutex
+	cond     *sync.Cond
+	stream   *session.Stream
+	acked    uint64            // highest seq replicated (or durable locally)
+	pending  []session.Message // appended, not yet acked, in seq order
+	flushing bool
+	backup   string // replica node; "" when none is known yet
+	fullCopy bool   // the backup needs the whole stream, not just pending
+	sealed   bool
+
 	sinks   map[uint64]transport.Sink
 	remotes map[string]bool // nodes with connections of this user attached here
-	sealed  bool
 	// idleSince is when the last connection (local or remote) went away;
 	// zero while any is attached.
 	idleSince time.Time
 }
 
-func (b *Broker) newHeld(user string, s *session.Stream) *held {
-	return &held{
-		user: user, b: b, stream: s,
+// newHeld wraps a stream this node just took over. Everything it holds is
+// not acknowledged until the first flush has copied it to a backup.
+func (b *Broker) newHeld(user string, s *session.Stream, backup string) *held {
+	h := &held{
+		user: user, b: b, stream: s, backup: backup, fullCopy: true,
 		sinks:     make(map[uint64]transport.Sink),
 		remotes:   make(map[string]bool),
 		idleSince: b.cfg.Now(),
 	}
+	h.cond = sync.NewCond(&h.mu)
+	if msgs, err := s.Since(s.Last() - uint64(s.Len())); err == nil {
+		h.pending = msgs
+	}
+	h.acked = s.Last() - uint64(len(h.pending))
+	return h
 }
 
-// append stores one message and delivers it to every attached connection.
-func (h *held) append(id string, data []byte) (session.Message, error) {
+// append stores one message and returns once it is replicated (and so
+// delivered). A publish retried with the same id gets the original seq.
+func (h *held) append(ctx context.Context, id string, data []byte) (session.Message, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sealed {
@@ -53,13 +76,124 @@ func (h *held) append(id string, data []byte) (session.Message, error) {
 		return session.Message{}, err
 	}
 	if !dup {
-		h.deliverLocked([]session.Message{m})
+		h.pending = append(h.pending, m)
 	}
-	return m, nil
+	return m, h.waitAckedLocked(ctx, m.Seq)
+}
+
+// waitAckedLocked waits until seq is replicated, flushing when nobody else is.
+func (h *held) waitAckedLocked(ctx context.Context, seq uint64) error {
+	for h.acked < seq {
+		if h.sealed {
+			return errSealed
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: replication of seq %d: %v", ErrUnavailable, seq, err)
+		}
+		if h.flushing {
+			h.cond.Wait() // the flusher broadcasts within one call timeout
+			continue
+		}
+		if err := h.flushLocked(ctx); err != nil && ctx.Err() == nil {
+			// Give the cluster a moment (a new backup, a healed link)
+			// before the next attempt; bounded by the caller's ctx.
+			h.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			h.mu.Lock()
+		}
+	}
+	return nil
+}
+
+// flushLocked replicates what is pending (or the whole stream, to a new
+// backup) and, on success, acknowledges and delivers it. mu is released
+// during the peer call; flushing keeps other flushers out meanwhile.
+func (h *held) flushLocked(ctx context.Context) error {
+	h.flushing = true
+	defer func() {
+		h.flushing = false
+		h.cond.Broadcast()
+	}()
+	if h.backup == "" {
+		h.mu.Unlock()
+		backup, err := h.b.chooseBackup(ctx, h)
+		h.mu.Lock()
+		switch {
+		case errors.Is(err, errNoBackup):
+			// Nobody else alive: durability is this process only, as a
+			// single-node cluster reports in /v1/cluster.
+			h.ackLocked(h.stream.Last())
+			return nil
+		case err != nil:
+			return err
+		}
+		if h.sealed {
+			return errSealed
+		}
+		h.backup, h.fullCopy = backup, true
+	}
+	req := replicateRequest{User: h.user, Session: h.stream.Session, Epoch: h.stream.Epoch, Full: h.fullCopy}
+	if req.Full {
+		t := tailOf(h.stream)
+		req.Last, req.Msgs = t.Last, t.Msgs
+	} else {
+		req.Msgs = append([]session.Message(nil), h.pending...)
+		req.Last = h.stream.Last()
+	}
+	if len(req.Msgs) > 0 {
+		req.Last = req.Msgs[len(req.Msgs)-1].Seq
+	}
+	backup := h.backup
+	h.mu.Unlock()
+	cctx, cancel := h.b.callCtx(ctx)
+	_, err := h.b.peers.Call(cctx, backup, methodReplicate, encodeReplicate(req))
+	cancel()
+	h.mu.Lock()
+	if h.sealed {
+		return errSealed // a new owner took over meanwhile: nothing more is acked here
+	}
+	switch {
+	case err == nil:
+		h.fullCopy = false
+		h.ackLocked(req.Last)
+		return nil
+	case errors.Is(err, session.ErrStaleEpoch):
+		h.b.log.Info("backup refused an append: stream taken over", "user", h.user, "backup", backup)
+		h.sealLocked(h.stream.Epoch+1, "session moved to another node")
+		return errSealed
+	case errors.Is(err, session.ErrGap):
+		h.fullCopy = true
+	default:
+		h.b.log.Warn("replication to backup failed; choosing another", "user", h.user, "backup", backup, "err", err)
+		h.backup = "" // the next flush picks a new backup and copies everything
+	}
+	return err
+}
+
+// ackLocked makes everything up to seq visible: publishers are answered
+// and connections get the messages, in order.
+func (h *held) ackLocked(seq uint64) {
+	if seq <= h.acked {
+		return
+	}
+	n := 0
+	for n < len(h.pending) && h.pending[n].Seq <= seq {
+		n++
+	}
+	visible := h.pending[:n]
+	h.pending = append([]session.Message(nil), h.pending[n:]...)
+	h.acked = seq
+	h.deliverLocked(visible)
 }
 
 // deliverLocked sends msgs to local sinks and attached nodes, in order.
 func (h *held) deliverLocked(msgs []session.Message) {
+	if len(msgs) == 0 {
+		return
+	}
 	for _, s := range h.sinks {
 		for _, m := range msgs {
 			s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
@@ -86,16 +220,52 @@ func (h *held) deliverLocked(msgs []session.Message) {
 	}
 }
 
-// attachLocked registers a local sink after sending it the welcome and the
-// replay, all under mu so that no append can slip between them.
+// visibleLocked returns the acknowledged messages after `after`, or an
+// error when they are not all here.
+func (h *held) visibleLocked(after uint64) ([]session.Message, error) {
+	if after > h.acked {
+		return nil, fmt.Errorf("%w: resume seq %d is ahead of the stream (%d)", session.ErrGap, after, h.acked)
+	}
+	msgs, err := h.stream.Since(after)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(msgs) && msgs[n].Seq <= h.acked {
+		n++
+	}
+	return msgs[:n], nil
+}
+
+// resumePointLocked decides whether a hello continues the stream and what
+// to replay. Continuity holds when the client names the current session
+// (or none, asking for what was kept while it was offline) and every
+// message after its seq is still here; otherwise resumed is false and the
+// client must resync (G2: never a silent gap).
+func (h *held) resumePointLocked(r *transport.Resume) (bool, []session.Message) {
+	if r == nil {
+		return false, nil
+	}
+	if r.Session != "" && r.Session != h.stream.Session {
+		return false, nil
+	}
+	msgs, err := h.visibleLocked(r.Seq)
+	if err != nil {
+		return false, nil
+	}
+	return true, msgs
+}
+
+// attach registers a local sink after sending it the welcome and the
+// replay, all under mu so that no delivery can slip between them.
 func (h *held) attach(sink transport.Sink, resume *transport.Resume) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sealed {
 		return errSealed
 	}
-	resumed, replay := resumePoint(h.stream, resume)
-	if !sink.Send(0, h.b.welcome(h.stream, resumed)) {
+	resumed, replay := h.resumePointLocked(resume)
+	if !sink.Send(h.acked, h.b.welcome(h.stream.Session, h.acked, resumed)) {
 		return fmt.Errorf("%w: connection closed before welcome", ErrUnavailable)
 	}
 	for _, m := range replay {
@@ -108,47 +278,34 @@ func (h *held) attach(sink transport.Sink, resume *transport.Resume) error {
 	return nil
 }
 
-// resumePoint decides whether a hello continues the stream and what to
-// replay. Continuity holds when the client names the current session (or
-// none, asking for what was kept while it was offline) and every message
-// after its seq is still here; otherwise resumed is false and the client
-// must resync (G2: never a silent gap).
-func resumePoint(s *session.Stream, r *transport.Resume) (bool, []session.Message) {
-	if r == nil {
-		return false, nil
-	}
-	if r.Session != "" && r.Session != s.Session {
-		return false, nil
-	}
-	msgs, err := s.Since(r.Seq)
-	if err != nil {
-		return false, nil
-	}
-	return true, msgs
-}
-
 func (h *held) detachSink(id uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if _, ok := h.sinks[id]; !ok {
+		return
+	}
 	delete(h.sinks, id)
 	h.touchLocked()
 }
 
-func (h *held) attachRemote(node string, after uint64, session string) (attachReply, error) {
+func (h *held) attachRemote(node string, after uint64, sess string) (attachReply, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sealed {
 		return attachReply{}, errSealed
 	}
-	resumed, replay := resumePoint(h.stream, &transport.Resume{Session: session, Seq: after})
+	resumed, replay := h.resumePointLocked(&transport.Resume{Session: sess, Seq: after})
 	h.remotes[node] = true
 	h.touchLocked()
-	return attachReply{Session: h.stream.Session, Epoch: h.stream.Epoch, Last: h.stream.Last(), Resumed: resumed, Msgs: replay}, nil
+	return attachReply{Session: h.stream.Session, Epoch: h.stream.Epoch, Last: h.acked, Resumed: resumed, Msgs: replay}, nil
 }
 
 func (h *held) detachRemote(node string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.remotes[node] {
+		return
+	}
 	delete(h.remotes, node)
 	h.touchLocked()
 }
@@ -173,6 +330,10 @@ func (h *held) touchLocked() {
 func (h *held) seal(epoch uint64, why string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.sealLocked(epoch, why)
+}
+
+func (h *held) sealLocked(epoch uint64, why string) bool {
 	if epoch <= h.stream.Epoch {
 		return false
 	}
@@ -181,6 +342,7 @@ func (h *held) seal(epoch uint64, why string) bool {
 		return true
 	}
 	h.sealed = true
+	h.cond.Broadcast() // appenders waiting for replication fail over now
 	for id, s := range h.sinks {
 		s.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", h.b.cluster.Endpoints())
 		delete(h.sinks, id)
@@ -193,15 +355,15 @@ func (h *held) seal(epoch uint64, why string) bool {
 }
 
 // handoff seals the stream for a new owner at epoch and returns everything
-// it holds, so the new owner continues exactly where this one stopped.
+// it holds, acknowledged or not: the new owner replicates it before
+// serving, and publishers still waiting here retry there with their ids.
 func (h *held) handoff(epoch uint64) (handoffReply, error) {
-	if !h.seal(epoch, "session moved to another node") {
-		return handoffReply{}, fmt.Errorf("%w: handoff at epoch %d is not newer than the stream's", session.ErrStaleEpoch, epoch)
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	msgs, _ := h.stream.Since(h.stream.Last() - uint64(h.stream.Len()))
-	return handoffReply{Session: h.stream.Session, Last: h.stream.Last(), Msgs: msgs}, nil
+	if !h.sealLocked(epoch, "session moved to another node") {
+		return handoffReply{}, fmt.Errorf("%w: handoff at epoch %d is not newer than the stream's", session.ErrStaleEpoch, epoch)
+	}
+	return tailOf(h.stream), nil
 }
 
 // proposeState records attach/detach in the registry in the background;
@@ -218,11 +380,12 @@ func (b *Broker) proposeState(user string, epoch uint64, kind session.Kind) {
 	})
 }
 
-// welcome encodes the welcome frame for a connection served from s.
-func (b *Broker) welcome(s *session.Stream, resumed bool) []byte {
+// welcome encodes the welcome frame for a connection served from a
+// stream at session, whose highest visible seq is seq.
+func (b *Broker) welcome(sess string, seq uint64, resumed bool) []byte {
 	return transport.EncodeWelcome(transport.Welcome{
-		Session: s.Session, Node: b.cfg.NodeID, Region: b.cfg.Region, Zone: b.cfg.Zone,
-		Resumed: resumed, Seq: s.Last(), HeartbeatMS: b.cfg.Heartbeat.Milliseconds(),
+		Session: sess, Node: b.cfg.NodeID, Region: b.cfg.Region, Zone: b.cfg.Zone,
+		Resumed: resumed, Seq: seq, HeartbeatMS: b.cfg.Heartbeat.Milliseconds(),
 		Endpoints: b.cluster.Endpoints(),
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/switchboard/switchboard/session"
 )
@@ -61,7 +62,7 @@ func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishRe
 			case err != nil:
 				res[i].Err = err
 			case h != nil:
-				m, err := h.append(r.ID, r.Data)
+				m, err := h.append(ctx, r.ID, r.Data)
 				if errors.Is(err, errSealed) || errors.Is(err, session.ErrStaleEpoch) {
 					retry = append(retry, i)
 					continue
@@ -73,6 +74,13 @@ func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishRe
 		}
 		retry = append(retry, b.forward(ctx, reqs, res, forward, avoid)...)
 		pending = retry
+		if len(pending) > 0 {
+			// Ownership is moving: give the takeover a moment to finish.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+			}
+		}
 	}
 	return res
 }
@@ -155,7 +163,7 @@ func (b *Broker) servePublish(ctx context.Context, items []publishItem) []publis
 				continue
 			}
 		}
-		m, err := h.append(it.ID, it.Data)
+		m, err := h.append(ctx, it.ID, it.Data)
 		if err != nil {
 			out[k] = outcomeOf(err)
 			continue

@@ -60,17 +60,19 @@ func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]boo
 
 func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
 	e, ok := b.reg.Get(user)
-	old := e.Owner
-	fetch := ok && old != "" && old != b.cfg.NodeID && !avoid[old] && b.cluster.Alive(old)
 	sess := e.Session
-	if !fetch {
+	if !ok || !b.recoverable(e, avoid) {
 		// Nobody reachable holds the stream: continuity is lost and a new
 		// session tells resuming clients so (resumed:false).
 		sess = newSessionID()
 	}
+	backup, err := b.pickBackup(user, map[string]bool{e.Owner: e.Owner != b.cfg.NodeID && !b.usable(e.Owner, avoid)})
+	if err != nil && !errors.Is(err, errNoBackup) {
+		return nil, err
+	}
 	res, err := b.reg.Propose(ctx, session.Command{
 		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
-		Session: sess, Epoch: e.Epoch, Attach: attach,
+		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: backup,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: claim %s: %v", ErrUnavailable, user, err)
@@ -81,43 +83,91 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		}
 		return nil, fmt.Errorf("claim %s: %w", user, res.Err)
 	}
-	epoch := res.Entry.Epoch
-	stream := session.NewStream(user, sess, epoch, b.cfg.Stream)
-	if fetch {
-		if err := b.fetchFrom(ctx, old, stream); err != nil {
-			b.log.Warn("handoff failed; starting a new session", "user", user, "from", old, "err", err)
-			return b.restart(ctx, user, epoch, attach)
+	stream := session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream)
+	if ok && sess == e.Session {
+		tail, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid)
+		if err == nil {
+			err = stream.Load(tail.Last, tail.Msgs)
+		}
+		if err != nil {
+			b.log.Warn("stream could not be recovered; starting a new session", "user", user, "owner", e.Owner, "backup", e.Backup, "err", err)
+			return b.restart(ctx, user, res.Entry, attach)
 		}
 	}
-	return b.install(user, stream), nil
+	return b.serve(ctx, stream, res.Entry.Backup)
 }
 
-// fetchFrom seals the stream at its old owner under the new epoch and
-// loads everything it held into stream.
-func (b *Broker) fetchFrom(ctx context.Context, old string, stream *session.Stream) error {
-	cctx, cancel := b.callCtx(ctx)
-	defer cancel()
-	p, err := b.peers.Call(cctx, old, methodHandoff, encodeHandoff(handoffRequest{User: stream.User, Epoch: stream.Epoch}))
-	if err != nil {
-		return err
-	}
-	rep, err := decodeHandoffReply(p)
-	if err != nil {
-		return err
-	}
-	if rep.Session != stream.Session {
-		return fmt.Errorf("old owner holds session %q, registry says %q", rep.Session, stream.Session)
-	}
-	return stream.Load(rep.Last, rep.Msgs)
+// usable says whether node can be asked for a stream during this request.
+func (b *Broker) usable(node string, avoid map[string]bool) bool {
+	return node != "" && node != b.cfg.NodeID && !avoid[node] && b.cluster.Alive(node)
 }
 
-// restart claims user again with a fresh session after a failed handoff:
-// the stream's continuity is lost, and the new session says so.
-func (b *Broker) restart(ctx context.Context, user string, epoch uint64, attach bool) (*held, error) {
+// recoverable says whether someone can still hand over the stream of e:
+// its old owner, its backup, or this node's own replica.
+func (b *Broker) recoverable(e session.Entry, avoid map[string]bool) bool {
+	return b.usable(e.Owner, avoid) || b.usable(e.Backup, avoid) ||
+		e.Backup == b.cfg.NodeID && b.replicaFor(e.User) != nil
+}
+
+// fetchTail seals the stream under the new epoch wherever it still lives
+// and returns its content: from the old owner if it answers (it holds
+// everything its backup has, and maybe appends not yet replicated),
+// otherwise from the backup, which holds everything ever acknowledged.
+func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, avoid map[string]bool) (handoffReply, error) {
+	var errs []error
+	check := func(rep handoffReply, err error, from string) (handoffReply, bool) {
+		if err == nil && rep.Session != e.Session {
+			err = fmt.Errorf("%s holds session %q, registry says %q", from, rep.Session, e.Session)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", from, err))
+			return rep, false
+		}
+		return rep, true
+	}
+	req := encodeHandoff(handoffRequest{User: e.User, Epoch: epoch})
+	if b.usable(e.Owner, avoid) {
+		cctx, cancel := b.callCtx(ctx)
+		p, err := b.peers.Call(cctx, e.Owner, methodHandoff, req)
+		cancel()
+		var rep handoffReply
+		if err == nil {
+			rep, err = decodeHandoffReply(p)
+		}
+		if rep, ok := check(rep, err, "old owner "+e.Owner); ok {
+			return rep, nil
+		}
+	}
+	if e.Backup == b.cfg.NodeID {
+		rep, err := b.serveSeal(handoffRequest{User: e.User, Epoch: epoch})
+		if rep, ok := check(rep, err, "local replica"); ok {
+			return rep, nil
+		}
+	} else if b.usable(e.Backup, avoid) {
+		cctx, cancel := b.callCtx(ctx)
+		p, err := b.peers.Call(cctx, e.Backup, methodSeal, req)
+		cancel()
+		var rep handoffReply
+		if err == nil {
+			rep, err = decodeHandoffReply(p)
+		}
+		if rep, ok := check(rep, err, "backup "+e.Backup); ok {
+			return rep, nil
+		}
+	}
+	if len(errs) == 0 {
+		return handoffReply{}, errors.New("neither the old owner nor the backup is reachable")
+	}
+	return handoffReply{}, errors.Join(errs...)
+}
+
+// restart claims user again with a fresh session after the stream could
+// not be recovered: continuity is lost, and the new session says so.
+func (b *Broker) restart(ctx context.Context, user string, e session.Entry, attach bool) (*held, error) {
 	sess := newSessionID()
 	res, err := b.reg.Propose(ctx, session.Command{
 		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
-		Session: sess, Epoch: epoch, Attach: attach,
+		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: e.Backup,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: reclaim %s: %v", ErrUnavailable, user, err)
@@ -128,20 +178,31 @@ func (b *Broker) restart(ctx context.Context, user string, epoch uint64, attach 
 		}
 		return nil, fmt.Errorf("reclaim %s: %w", user, res.Err)
 	}
-	return b.install(user, session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream)), nil
+	return b.serve(ctx, session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream), res.Entry.Backup)
 }
 
-// install makes a freshly claimed stream the one this node serves.
-func (b *Broker) install(user string, s *session.Stream) *held {
-	h := b.newHeld(user, s)
+// serve installs a freshly claimed stream as the one this node holds and
+// copies it to the backup before anyone is served from it: what a client
+// is shown must survive this node's crash too.
+func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string) (*held, error) {
+	h := b.newHeld(s.User, s, backup)
 	b.mu.Lock()
-	prev := b.held[user]
-	b.held[user] = h
+	prev := b.held[s.User]
+	b.held[s.User] = h
 	b.mu.Unlock()
 	if prev != nil {
 		prev.seal(s.Epoch, "session reclaimed")
 	}
-	return h
+	if backup != b.cfg.NodeID {
+		b.dropReplica(s.User) // this node is the owner now, not the backup
+	}
+	h.mu.Lock()
+	err := h.waitAckedLocked(ctx, s.Last())
+	h.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 func (h *held) isSealed() bool {

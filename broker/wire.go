@@ -227,3 +227,40 @@ func decodeHandoffReply(p []byte) (handoffReply, error) {
 	h.Msgs = msgs
 	return h, nil
 }
+
+// Replication methods (zero-loss streams).
+const (
+	methodReplicate = 16 // owner → backup: appended messages (or the whole stream)
+	methodSeal      = 17 // new owner → backup: fence at epoch, return the replica
+	methodTakeover  = 18 // draining owner → backup: take this stream over now
+)
+
+type replicateRequest struct {
+	User, Session string
+	Epoch, Last   uint64
+	Full          bool
+	Msgs          []session.Message
+}
+
+func encodeReplicate(r replicateRequest) []byte {
+	b := wire.AppendString(nil, r.User)
+	b = wire.AppendString(b, r.Session)
+	b = wire.AppendUvarint(b, r.Epoch)
+	b = wire.AppendUvarint(b, r.Last)
+	b = wire.AppendBool(b, r.Full)
+	return session.AppendMessages(b, r.Msgs)
+}
+
+func decodeReplicate(p []byte) (replicateRequest, error) {
+	rd := wire.NewReader(p)
+	r := replicateRequest{User: rd.String(), Session: rd.String(), Epoch: rd.Uvarint(), Last: rd.Uvarint(), Full: rd.Bool()}
+	if rd.Err() != nil {
+		return r, badPayload("replicate", rd.Err())
+	}
+	msgs, err := session.DecodeMessages(p[len(p)-rd.Len():])
+	if err != nil {
+		return r, badPayload("replicate", err)
+	}
+	r.Msgs = msgs
+	return r, nil
+}

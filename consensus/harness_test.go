@@ -270,8 +270,8 @@ func (c *cluster) leader() *testNode {
 // form starts n nodes (n1 bootstraps) and adds the others via Reconcile.
 func (c *cluster) form(n int, tweak ...func(*Config)) {
 	c.tb.Helper()
-	c.start("n1", true, tweak...)
-	c.leader()
+	n1 := c.start("n1", true, tweak...)
+	waitFor(c.tb, 10*time.Second, "n1 to lead", n1.r.IsLeader)
 	for i := 2; i <= n; i++ {
 		c.start(fmt.Sprintf("n%d", i), false, tweak...)
 	}
@@ -279,11 +279,21 @@ func (c *cluster) form(n int, tweak ...func(*Config)) {
 	c.leader()
 }
 
-// reconcile runs Reconcile on the leader until it succeeds.
+// reconcile runs Reconcile on the leader until it succeeds. Nodes not yet
+// in the configuration know no leader, so it looks for the node that leads.
 func (c *cluster) reconcile(ms []Member) {
 	c.tb.Helper()
 	waitFor(c.tb, 10*time.Second, "reconcile to succeed", func() bool {
-		err := c.leader().r.Reconcile(ms)
+		var lead *testNode
+		for _, n := range c.nodes() {
+			if n.r.IsLeader() {
+				lead = n
+			}
+		}
+		if lead == nil {
+			return false
+		}
+		err := lead.r.Reconcile(ms)
 		if err != nil {
 			c.tb.Logf("reconcile: %v", err)
 		}

@@ -457,7 +457,11 @@ func encodeProposals(prefix []byte, props []*proposal, n, size int) []byte {
 	return e.buf
 }
 
+var DbgApplyNs, DbgApplies, DbgCmds atomic.Int64
+
 func (pr *proposer) applyLocal(props []*proposal, n, size int) ([][]byte, error) {
+	t0 := time.Now()
+	defer func() { DbgApplyNs.Add(int64(time.Since(t0))); DbgApplies.Add(1); DbgCmds.Add(int64(n)) }()
 	resp, err := pr.be.apply(encodeProposals(nil, props, n, size))
 	if err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -228,8 +230,8 @@ func hasSnapshot(t *testing.T, c *cluster, id string) bool {
 
 func TestReconcilePlacesVotersAcrossRegionsAndRestAsNonvoters(t *testing.T) {
 	c := newCluster(t)
-	c.start("n1", true)
-	c.leader()
+	n1 := c.start("n1", true)
+	waitFor(t, 10*time.Second, "n1 to lead", n1.r.IsLeader)
 	topology := map[string][2]string{"n1": {"r1", "a"}, "n2": {"r1", "a"}, "n3": {"r2", "a"}, "n4": {"r3", "b"}}
 	c.node("n1").region = "r1"
 	for _, id := range []string{"n2", "n3", "n4"} {
@@ -389,13 +391,6 @@ func TestCloseIsIdempotentAndFailsLaterProposals(t *testing.T) {
 	c.form(1)
 	n := c.node("n1")
 	proposeRetry(t, n.r, "set a b")
-	var changes []bool
-	var mu sync.Mutex
-	n.r.OnLeaderChange(func(isLeader bool) {
-		mu.Lock()
-		changes = append(changes, isLeader)
-		mu.Unlock()
-	})
 	c.stop("n1")
 	if err := n.r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
@@ -410,11 +405,8 @@ func TestCloseIsIdempotentAndFailsLaterProposals(t *testing.T) {
 
 func TestOnLeaderChangeReportsLeadership(t *testing.T) {
 	c := newCluster(t)
-	n := c.start("n1", false)
 	got := make(chan bool, 4)
-	n.r.OnLeaderChange(func(isLeader bool) { got <- isLeader })
-	c.stop("n1")
-	n = c.start("n1", true) // no state yet: bootstraps
+	n := c.start("n1", true)
 	n.r.OnLeaderChange(func(isLeader bool) { got <- isLeader })
 	select {
 	case v := <-got:
@@ -423,5 +415,29 @@ func TestOnLeaderChangeReportsLeadership(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no leadership notification")
+	}
+}
+
+func TestCloseEndsIdleInboundConnections(t *testing.T) {
+	c := newCluster(t)
+	n := c.start("n1", true)
+	// An idle peer connection: NetworkTransport alone would leave its
+	// reader goroutine blocked after Close.
+	conn, err := net.DialTimeout("tcp", n.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, 5*time.Second, "connection accepted", func() bool {
+		n.r.stream.mu.Lock()
+		defer n.r.stream.mu.Unlock()
+		return len(n.r.stream.conns) > 0
+	})
+	c.stop("n1")
+	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after Close: %v, want EOF", err)
 	}
 }

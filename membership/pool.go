@@ -21,8 +21,11 @@ const (
 	// context has no deadline, and a Leave called with a non-positive timeout
 	// (memberlist would otherwise wait forever).
 	defaultBroadcastTimeout = 5 * time.Second
-	joinBackoffMin          = 100 * time.Millisecond
-	joinBackoffMax          = 5 * time.Second
+	// leavePropagateRounds is how many gossip intervals Leave keeps gossiping
+	// after memberlist reports the leave broadcast sent.
+	leavePropagateRounds = 5
+	joinBackoffMin       = 100 * time.Millisecond
+	joinBackoffMax       = 5 * time.Second
 )
 
 // Pool is this node's view of the cluster membership. It is safe for
@@ -34,6 +37,8 @@ type Pool struct {
 	ml      *memberlist.Memberlist
 	changes chan struct{}
 	now     func() time.Time
+
+	gossipInterval time.Duration // memberlist's, for Leave's propagation delay
 
 	mu      sync.Mutex // guards the fields below; never held while calling memberlist
 	table   *table
@@ -76,6 +81,7 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	p.gossipInterval = mc.GossipInterval
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", cfg.BindAddr, err)
@@ -269,6 +275,12 @@ func (p *Pool) Leave(timeout time.Duration) error {
 	remaining := max(time.Until(deadline), 10*time.Millisecond)
 	if err := p.ml.Leave(remaining); err != nil {
 		errs = append(errs, fmt.Errorf("%w: leave: %w", ErrBroadcastTimeout, err))
+	} else {
+		// memberlist reports the leave broadcast done once it is dequeued
+		// for its last transmission, before the packet is written; a Close
+		// right away can drop it. Keep gossiping and answering probes a few
+		// gossip rounds longer (serf's LeavePropagateDelay does the same).
+		time.Sleep(min(time.Until(deadline), leavePropagateRounds*p.gossipInterval))
 	}
 	p.left.Store(true)
 	p.logger.Info("left cluster")

@@ -255,7 +255,12 @@ func TestRestartedNodeRejoinsAlive(t *testing.T) {
 			if err := pools[2].Close(); err != nil {
 				t.Fatal(err)
 			}
-			waitState(t, pools[0], "n3", tt.goneState)
+			// Both peers must have seen the old instance go: a peer that still
+			// thinks it alive rejects a same-name node at a new address until
+			// its own failure detector declares the old one dead.
+			for _, observer := range pools[:2] {
+				waitState(t, observer, "n3", tt.goneState)
+			}
 
 			// Same ID, new process, new port (port 0): it must reclaim its name.
 			restarted := startPool(t, 2)

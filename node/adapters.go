@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport"
@@ -69,6 +70,17 @@ func (c cluster) Alive(node string) bool {
 }
 
 func (c cluster) Endpoints() []string { return c.n.endpoints() }
+
+// Peers lists the live, non-draining other nodes: where replicas may go.
+func (c cluster) Peers() []broker.Peer {
+	var out []broker.Peer
+	for _, m := range c.n.pool.Members() {
+		if m.ID != c.n.cfg.NodeID && m.State == membership.StateAlive {
+			out = append(out, broker.Peer{ID: m.ID, Region: m.Region, Zone: m.Zone})
+		}
+	}
+	return out
+}
 
 // usable says whether a member is worth calling.
 func usable(s membership.State) bool {

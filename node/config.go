@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/switchboard/switchboard/transport"
 )
 
 // Config is everything a node needs. cmd/switchboard maps flags and
@@ -45,6 +47,10 @@ type Config struct {
 	SendQueue         int // per-connection send queue (frames)
 	MaxVoters         int
 	MaxBatch          int // messages in one batch publish
+
+	// Dial opens node-to-node connections (Raft and peer links); nil means
+	// a plain TCP dial. Fault tests route links through proxies with it.
+	Dial transport.Dialer
 
 	// RaftNoSync turns fsync off: for tests only.
 	RaftNoSync bool

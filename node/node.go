@@ -98,7 +98,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.peers = transport.NewPeers(transport.PeerConfig{
 		NodeID: cfg.NodeID,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			return transport.DialCluster(ctx, addr, transport.MuxPeer, 2*time.Second)
+			return transport.DialClusterWith(ctx, n.dialer(), addr, transport.MuxPeer, 2*time.Second)
 		},
 		Logger:    cfg.Logger,
 		ErrorCode: wireCode,
@@ -112,7 +112,7 @@ func New(cfg Config) (n *Node, err error) {
 	rc.AdvertiseAddr = clusterAddr
 	rc.Listener = n.mux.Listener(transport.MuxRaft)
 	rc.Dial = func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
-		return transport.DialCluster(ctx, addr, transport.MuxRaft, timeout)
+		return transport.DialClusterWith(ctx, n.dialer(), addr, transport.MuxRaft, timeout)
 	}
 	rc.Forward = func(ctx context.Context, leaderAddr string, payload []byte) ([]byte, error) {
 		return n.peers.Call(ctx, leaderAddr, methodForward, payload)
@@ -172,6 +172,14 @@ func New(cfg Config) (n *Node, err error) {
 	n.goOwned(n.control)
 	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
 	return n, nil
+}
+
+func (n *Node) dialer() transport.Dialer {
+	if n.cfg.Dial != nil {
+		return n.cfg.Dial
+	}
+	var d net.Dialer
+	return d.DialContext
 }
 
 // applied is the registry's apply hook.

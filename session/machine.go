@@ -34,8 +34,8 @@ func (m *Machine) Apply(_ uint64, cmd []byte) []byte {
 
 // Snapshot takes a point-in-time copy and returns the function that persists it.
 func (m *Machine) Snapshot() (func(io.Writer) error, error) {
-	entries := m.Registry.Snapshot()
-	return func(w io.Writer) error { return WriteSnapshot(w, entries) }, nil
+	im := m.Registry.Snapshot()
+	return func(w io.Writer) error { return WriteSnapshot(w, im) }, nil
 }
 
 // Restore replaces the registry with the snapshot read from r.

@@ -62,6 +62,10 @@ type Entry struct {
 type Registry struct {
 	entries map[string]*Entry
 	owned   map[string]int // node → number of entries it owns
+	// floor is the highest epoch any removed entry had. A user's next
+	// entry starts above it, so epochs only ever grow and a stream fenced
+	// before an expiry stays fenced after it.
+	floor uint64
 }
 
 // NewRegistry returns an empty registry.
@@ -121,9 +125,10 @@ func (r *Registry) Apply(c Command) Result {
 }
 
 // claim moves ownership to c.Node if the entry's epoch still equals
-// c.Epoch (compare-and-set). A retried claim that already took effect
-// (same node and session, epoch one higher) succeeds again, so a proposer
-// whose outcome was unknown can safely retry.
+// c.Epoch, 0 for a user without an entry (compare-and-set). A retried
+// claim that already took effect (same node and session, the epoch it
+// produced) succeeds again, so a proposer whose outcome was unknown can
+// safely retry.
 func (r *Registry) claim(c Command) Result {
 	e, ok := r.entries[c.User]
 	cur := uint64(0)
@@ -131,7 +136,10 @@ func (r *Registry) claim(c Command) Result {
 		cur = e.Epoch
 	}
 	if cur != c.Epoch {
-		if ok && cur == c.Epoch+1 && e.Owner == c.Node && e.Session == c.Session {
+		// A user's first entry starts above the floor, not at 1, so its
+		// retry is recognised by the command's own timestamp instead.
+		retried := cur == c.Epoch+1 || c.Epoch == 0 && e.Since == c.Now
+		if ok && retried && e.Owner == c.Node && e.Session == c.Session {
 			return Result{Entry: *e}
 		}
 		return Result{Entry: entryOrZero(e), Err: ErrStaleEpoch}
@@ -139,6 +147,7 @@ func (r *Registry) claim(c Command) Result {
 	if !ok {
 		e = &Entry{User: c.User}
 		r.entries[c.User] = e
+		cur = r.floor
 	} else {
 		r.owned[e.Owner]--
 		if r.owned[e.Owner] <= 0 {
@@ -265,6 +274,7 @@ func (r *Registry) expire(c Command) Result {
 }
 
 func (r *Registry) remove(e *Entry) {
+	r.floor = max(r.floor, e.Epoch)
 	r.owned[e.Owner]--
 	if r.owned[e.Owner] <= 0 {
 		delete(r.owned, e.Owner)

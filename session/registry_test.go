@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -314,11 +315,11 @@ func TestOwnerCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := build(t, append(slices.Clone(setup), tt.setup...))
-			before := r.Snapshot()
+			before := r.Snapshot().Entries
 			got := r.Apply(tt.cmd)
 			checkResult(t, got, tt.want)
 			if tt.want.Err != nil {
-				if after := r.Snapshot(); !reflect.DeepEqual(sortedEntries(before), sortedEntries(after)) {
+				if after := r.Snapshot().Entries; !reflect.DeepEqual(sortedEntries(before), sortedEntries(after)) {
 					t.Errorf("refused command changed state:\n%+v\n%+v", before, after)
 				}
 				return
@@ -376,7 +377,7 @@ func TestNodeFailed(t *testing.T) {
 			r := build(t, setup)
 			got := r.Apply(Command{Kind: KindNodeFailed, Node: tt.node, Now: 500})
 			checkResult(t, got, Result{Count: tt.count})
-			if s := sortedEntries(r.Snapshot()); !reflect.DeepEqual(s, tt.want) {
+			if s := sortedEntries(r.Snapshot().Entries); !reflect.DeepEqual(s, tt.want) {
 				t.Errorf("entries:\n%+v\nwant\n%+v", s, tt.want)
 			}
 			// Ownership stays until a claim: the epoch is the only way to move it.
@@ -642,11 +643,11 @@ func TestRegistryDeterministic(t *testing.T) {
 			}
 			stats[res1.Err == nil]++
 		}
-		s1, s2 := sortedEntries(r1.Snapshot()), sortedEntries(m2.Registry.Snapshot())
+		s1, s2 := sortedEntries(r1.Snapshot().Entries), sortedEntries(m2.Registry.Snapshot().Entries)
 		if !reflect.DeepEqual(s1, s2) {
 			t.Fatalf("seed %d: snapshots differ\n%+v\n%+v", seed, s1, s2)
 		}
-		if !reflect.DeepEqual(s1, sortedEntries(g.model.Snapshot())) {
+		if !reflect.DeepEqual(s1, sortedEntries(g.model.Snapshot().Entries)) {
 			t.Fatalf("seed %d: generator model diverged", seed)
 		}
 		// The generator must exercise both outcomes or the test proves little.
@@ -689,5 +690,42 @@ func TestRegistryInvariants(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestEpochsGrowAcrossExpiry: a user re-created after expiry gets an epoch
+// above every epoch it had, so streams fenced before the expiry stay fenced.
+func TestEpochsGrowAcrossExpiry(t *testing.T) {
+	r := NewRegistry()
+	for i := uint64(0); i < 3; i++ {
+		if res := r.Apply(Command{Kind: KindClaim, User: "u", Node: "a", Session: "s", Epoch: i, Now: int64(i)}); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	r.Apply(Command{Kind: KindDetach, User: "u", Node: "a", Epoch: 3, Now: 10})
+	if res := r.Apply(Command{Kind: KindExpire, User: "u", Node: "a", Epoch: 3, Now: 1000, Window: 100}); res.Count != 1 {
+		t.Fatalf("expire: %+v", res)
+	}
+	res := r.Apply(Command{Kind: KindClaim, User: "u", Node: "b", Session: "s2", Epoch: 0, Now: 2000})
+	if res.Err != nil || res.Entry.Epoch != 4 {
+		t.Fatalf("claim after expiry: %+v, want epoch 4", res)
+	}
+	// A retry of that first claim is recognised and succeeds again.
+	if again := r.Apply(Command{Kind: KindClaim, User: "u", Node: "b", Session: "s2", Epoch: 0, Now: 2000}); again.Err != nil || again.Entry.Epoch != 4 {
+		t.Fatalf("retried claim: %+v", again)
+	}
+	// The floor survives a snapshot.
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, r.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	r2 := NewRegistry()
+	if err := r2.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r2.Apply(Command{Kind: KindDetach, User: "u", Node: "b", Epoch: 4, Now: 2000})
+	r2.Apply(Command{Kind: KindExpire, User: "u", Node: "b", Epoch: 4, Now: 5000, Window: 100})
+	if res := r2.Apply(Command{Kind: KindClaim, User: "u", Node: "c", Session: "s3", Now: 6000}); res.Entry.Epoch != 5 {
+		t.Fatalf("claim after restore+expiry: %+v, want epoch 5", res)
 	}
 }

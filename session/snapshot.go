@@ -10,22 +10,29 @@ import (
 // snapshotMagic marks a registry snapshot; the version byte follows.
 const snapshotMagic = "SBREG"
 
-// Snapshot returns a point-in-time copy of the registry's entries, cheap to
-// take under the consensus lock; WriteSnapshot persists it later.
-func (r *Registry) Snapshot() []Entry {
+// Image is a point-in-time copy of the registry.
+type Image struct {
+	Floor   uint64 // highest epoch of any removed entry
+	Entries []Entry
+}
+
+// Snapshot returns a point-in-time copy of the registry, cheap to take
+// under the consensus lock; WriteSnapshot persists it later.
+func (r *Registry) Snapshot() Image {
 	out := make([]Entry, 0, len(r.entries))
 	for _, e := range r.entries {
 		out = append(out, *e)
 	}
-	return out
+	return Image{Floor: r.floor, Entries: out}
 }
 
-// WriteSnapshot writes entries in the snapshot format.
-func WriteSnapshot(w io.Writer, entries []Entry) error {
+// WriteSnapshot writes an image in the snapshot format.
+func WriteSnapshot(w io.Writer, im Image) error {
 	bw := bufio.NewWriter(w)
 	buf := append([]byte(snapshotMagic), codecVersion)
-	buf = binary.AppendUvarint(buf, uint64(len(entries)))
-	for _, e := range entries {
+	buf = binary.AppendUvarint(buf, im.Floor)
+	buf = binary.AppendUvarint(buf, uint64(len(im.Entries)))
+	for _, e := range im.Entries {
 		buf = appendEntry(buf, e)
 		if len(buf) > 64<<10 {
 			if _, err := bw.Write(buf); err != nil {
@@ -53,8 +60,10 @@ func (r *Registry) Restore(rd io.Reader) error {
 	if v := d.Byte(); v != codecVersion {
 		return fmt.Errorf("%w: snapshot version %d", ErrBadCommand, v)
 	}
+	floor := d.Uvarint()
 	n := d.Count(7) // an entry takes at least 7 bytes
 	fresh := NewRegistry()
+	fresh.floor = floor
 	for i := 0; i < n && d.Err() == nil; i++ {
 		e := d.entry()
 		if d.Err() != nil {

@@ -46,7 +46,7 @@ func snapshotBytes(t testing.TB, r *Registry) []byte {
 
 func requireSameRegistry(t *testing.T, got, want *Registry) {
 	t.Helper()
-	g, w := sortedEntries(got.Snapshot()), sortedEntries(want.Snapshot())
+	g, w := sortedEntries(got.Snapshot().Entries), sortedEntries(want.Snapshot().Entries)
 	if !reflect.DeepEqual(g, w) {
 		t.Fatalf("entries differ: got %d, want %d", len(g), len(w))
 	}
@@ -102,7 +102,7 @@ func TestMachineSnapshotRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := sortedEntries(m.Registry.Snapshot())
+	want := sortedEntries(m.Registry.Snapshot().Entries)
 	// The snapshot is point-in-time: later commands do not leak into it.
 	g := newCmdGen(12, 50, 5)
 	for i := range 500 {
@@ -116,7 +116,7 @@ func TestMachineSnapshotRestore(t *testing.T) {
 	if err := m2.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedEntries(m2.Registry.Snapshot()); !reflect.DeepEqual(got, want) {
+	if got := sortedEntries(m2.Registry.Snapshot().Entries); !reflect.DeepEqual(got, want) {
 		t.Fatal("restored machine differs from the snapshot point")
 	}
 	checkOwnedConsistent(t, m2.Registry)
@@ -196,7 +196,7 @@ func TestMachineApplyGarbage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m := NewMachine()
 			m.Registry = randomRegistry(t, 3, 500)
-			before := sortedEntries(m.Registry.Snapshot())
+			before := sortedEntries(m.Registry.Snapshot().Entries)
 			called := false
 			m.OnApply = func(Command, Result) { called = true }
 			res, err := DecodeResult(m.Apply(1, in))
@@ -209,7 +209,7 @@ func TestMachineApplyGarbage(t *testing.T) {
 			if called {
 				t.Error("OnApply saw a command that did not decode")
 			}
-			if after := sortedEntries(m.Registry.Snapshot()); !reflect.DeepEqual(before, after) {
+			if after := sortedEntries(m.Registry.Snapshot().Entries); !reflect.DeepEqual(before, after) {
 				t.Error("garbage changed the registry")
 			}
 			checkOwnedConsistent(t, m.Registry)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,11 +51,17 @@ type gwConn struct {
 	helloSeen atomic.Bool // first frame arrived: the hello timer is moot
 	welcomed  atomic.Bool // Hub.Hello accepted: heartbeats may flow
 
+	// closeBy (unix ns, 0 = open) bounds every write once a close was
+	// requested, so a closing connection is gone within WriteTimeout plus
+	// gwCloseWait. abandon makes the writer drop the batch in flight.
+	closeBy atomic.Int64
+	abandon atomic.Bool
+
 	mu      sync.Mutex
 	q       []gwItem // frames not yet taken by the writer
 	pending int      // frames queued or being written; bounded by SendQueue
 	closing bool     // close requested: no more frames accepted
-	close   gwCloseReq
+	req     gwCloseReq
 
 	wake       chan struct{} // cap 1: queue or close state changed
 	readerDone chan struct{}
@@ -100,8 +107,9 @@ func (c *gwConn) Send(seq uint64, frame []byte) bool {
 	}
 	if c.pending >= c.g.cfg.SendQueue {
 		c.beginCloseLocked(gwCloseReq{code: CloseSlowConsumer, slug: CodeSlowConsumer, msg: "send queue overflow"})
-		// The client is the problem: what it has not taken is dropped, it
-		// resumes from its last seq.
+		// The client is the problem: what it has not taken is dropped (it
+		// resumes from its last seq) and only the error and close follow.
+		c.abandon.Store(true)
 		c.pending -= len(c.q)
 		clear(c.q)
 		c.q = c.q[:0]
@@ -137,7 +145,8 @@ func (c *gwConn) beginCloseLocked(r gwCloseReq) bool {
 		return false
 	}
 	c.closing = true
-	c.close = r
+	c.req = r
+	c.closeBy.Store(time.Now().Add(c.g.cfg.WriteTimeout).UnixNano())
 	return true
 }
 
@@ -176,6 +185,15 @@ func (c *gwConn) written(n int) {
 	c.mu.Lock()
 	c.pending -= n
 	c.mu.Unlock()
+}
+
+// writeDeadline is WriteTimeout from now, or the close deadline if sooner.
+func (c *gwConn) writeDeadline() time.Time {
+	d := time.Now().Add(c.g.cfg.WriteTimeout)
+	if by := c.closeBy.Load(); by != 0 && by < d.UnixNano() {
+		return time.Unix(0, by)
+	}
+	return d
 }
 
 // readLoop runs on the HTTP handler goroutine.
@@ -226,35 +244,13 @@ func (c *gwConn) serveReads() (accepted bool) {
 		if c.isClosing() {
 			continue // waiting for the client's close; NextReader discards the rest
 		}
-		if mt != websocket.TextMessage {
-			c.Close(CloseProtocol, CodeProtocol, "binary frames are not supported", nil)
-			continue
-		}
-
-		buf := gwReadBufPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
+		f, ok, err := c.readFrame(mt, r)
 		if err != nil {
-			gwPutReadBuf(buf)
 			c.logReadEnd(err)
 			return accepted
 		}
-		var f ClientFrame
-		switch {
-		case n > int64(cfg.MaxFrameBytes):
-			err = c.fail(CloseTooLarge, CodeTooLarge, fmt.Sprintf("frame exceeds %d bytes", cfg.MaxFrameBytes))
-		case !utf8.Valid(buf.Bytes()):
-			err = c.fail(CloseInvalidUTF8, CodeInvalidUTF8, "text frame is not valid UTF-8")
-		default:
-			// DecodeClientFrame copies what it keeps, so buf can go back.
-			f, err = DecodeClientFrame(buf.Bytes())
-			if err != nil {
-				c.Close(CloseProtocol, CodeProtocol, err.Error(), nil)
-			}
-		}
-		gwPutReadBuf(buf)
-		if err != nil {
-			continue
+		if !ok {
+			continue // refused: a close is on its way
 		}
 
 		switch {
@@ -273,12 +269,37 @@ func (c *gwConn) serveReads() (accepted bool) {
 	}
 }
 
-// errGwRefused marks a frame the reader answered by closing.
-var errGwRefused = errors.New("frame refused")
-
-func (c *gwConn) fail(code int, slug, msg string) error {
-	c.Close(code, slug, msg, nil)
-	return errGwRefused
+// readFrame reads and decodes one client message. A message that breaks
+// §3 is answered by requesting the matching close and reported as !ok; err
+// is a connection failure.
+func (c *gwConn) readFrame(mt int, r io.Reader) (f ClientFrame, ok bool, err error) {
+	if mt != websocket.TextMessage {
+		c.Close(CloseProtocol, CodeProtocol, "binary frames are not supported", nil)
+		return f, false, nil
+	}
+	limit := c.g.cfg.MaxFrameBytes
+	buf := gwReadBufPool.Get().(*bytes.Buffer)
+	defer gwPutReadBuf(buf)
+	buf.Reset()
+	// Reading one byte past the limit tells an oversized frame apart without
+	// gorilla's read limit, which would close (1009) before our error frame.
+	n, err := buf.ReadFrom(io.LimitReader(r, int64(limit)+1))
+	switch {
+	case err != nil:
+		return f, false, err
+	case n > int64(limit):
+		c.Close(CloseTooLarge, CodeTooLarge, fmt.Sprintf("frame exceeds %d bytes", limit), nil)
+		return f, false, nil
+	case !utf8.Valid(buf.Bytes()):
+		c.Close(CloseInvalidUTF8, CodeInvalidUTF8, "text frame is not valid UTF-8", nil)
+		return f, false, nil
+	}
+	// DecodeClientFrame copies what it keeps, so buf can go back to the pool.
+	if f, err = DecodeClientFrame(buf.Bytes()); err != nil {
+		c.Close(CloseProtocol, CodeProtocol, err.Error(), nil)
+		return f, false, nil
+	}
+	return f, true, nil
 }
 
 // hello authenticates the hello frame f and hands the connection to the hub.
@@ -371,7 +392,7 @@ func (c *gwConn) writeFrames() error {
 		scratch   [48]byte
 	)
 	write := func(frame []byte) error {
-		if err := c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout)); err != nil {
+		if err := c.ws.SetWriteDeadline(c.writeDeadline()); err != nil {
 			return err
 		}
 		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
@@ -395,7 +416,7 @@ func (c *gwConn) writeFrames() error {
 			}
 			continue
 		case <-pinger.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.writeDeadline()); err != nil {
 				return fmt.Errorf("ping: %w", err)
 			}
 			continue
@@ -425,6 +446,9 @@ func (c *gwConn) writeFrames() error {
 				break
 			}
 			for _, it := range batch {
+				if c.abandon.Load() {
+					break
+				}
 				if err := write(it.frame); err != nil {
 					return fmt.Errorf("frame: %w", err)
 				}
@@ -440,9 +464,9 @@ func (c *gwConn) writeFrames() error {
 // request, then waits briefly for the client's close.
 func (c *gwConn) sendClose() error {
 	c.mu.Lock()
-	r := c.close
+	r := c.req
 	c.mu.Unlock()
-	deadline := time.Now().Add(c.g.cfg.WriteTimeout)
+	deadline := c.writeDeadline()
 	if r.code != CloseNormal {
 		if err := c.ws.SetWriteDeadline(deadline); err != nil {
 			return err
@@ -453,7 +477,7 @@ func (c *gwConn) sendClose() error {
 	}
 	reason := r.slug
 	if len(reason) > 123 { // control frame payload limit minus the code
-		reason = reason[:123]
+		reason = strings.ToValidUTF8(reason[:123], "")
 	}
 	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(r.code, reason), deadline); err != nil {
 		return fmt.Errorf("close frame: %w", err)

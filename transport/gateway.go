@@ -126,7 +126,9 @@ type Sink interface {
 	Send(seq uint64, frame []byte) bool
 	// Close sends an error frame (code slug, message, optional endpoints)
 	// when closeCode != 1000, then a close frame with closeCode, and tears
-	// the connection down. Frames queued before Close are written first.
+	// the connection down. Frames queued before Close are written first;
+	// the whole close is bounded by WriteTimeout plus one second. An
+	// unsendable closeCode becomes 1011. Only the first Close counts.
 	Close(closeCode int, slug, msg string, endpoints []string)
 }
 
@@ -138,10 +140,12 @@ type Hub interface {
 	// unavailable/1013. ctx ends when the connection closes or HelloTimeout
 	// passes. The hub keeps sink registered until Gone.
 	Hello(ctx context.Context, sink Sink, user string, resume *Resume) error
-	// Ack delivers a client's cumulative acknowledgement.
+	// Ack delivers a client's cumulative acknowledgement. It runs on the
+	// connection's reader, so it must not block.
 	Ack(sink Sink, seq uint64)
 	// Gone is called exactly once per sink that Hello accepted, after the
-	// connection closed for any reason.
+	// connection closed for any reason. It must not block: Shutdown waits
+	// for it.
 	Gone(sink Sink)
 }
 

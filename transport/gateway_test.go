@@ -34,8 +34,9 @@ func gwNoLeaks(t *testing.T) {
 // gwFakeHub welcomes every hello, echoes each ack back as a message frame
 // with that seq, and records what the gateway told it.
 type gwFakeHub struct {
-	helloErr error
-	panicOn  string // "hello" or "ack"
+	helloErr   error
+	panicOn    string        // "hello" or "ack"
+	helloBlock chan struct{} // if set, Hello signals it and blocks until ctx ends
 
 	sinks chan Sink // every accepted sink, in order
 
@@ -55,6 +56,11 @@ func (h *gwFakeHub) Hello(ctx context.Context, sink Sink, user string, resume *R
 	}
 	if h.helloErr != nil {
 		return h.helloErr
+	}
+	if h.helloBlock != nil {
+		close(h.helloBlock)
+		<-ctx.Done()
+		return ctx.Err()
 	}
 	h.mu.Lock()
 	h.users = append(h.users, user)
@@ -310,7 +316,7 @@ func TestGatewayClosePaths(t *testing.T) {
 			send:      []gwClientMsg{{data: gwPadHello(1025)}},
 			wantClose: CloseTooLarge, wantSlug: CodeTooLarge},
 		{name: "frame far too large", cfg: GatewayConfig{MaxFrameBytes: 1024},
-			send:      []gwClientMsg{{data: gwPadHello(4 << 20)}},
+			send:      []gwClientMsg{{data: gwPadHello(256 << 10)}},
 			wantClose: CloseTooLarge, wantSlug: CodeTooLarge},
 		{name: "too large after welcome", cfg: GatewayConfig{MaxFrameBytes: 1024},
 			send:      []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: `{"type":"ping","id":"` + strings.Repeat("y", 2000) + `"}`}},
@@ -504,23 +510,26 @@ func TestGatewayNoHeartbeatBeforeWelcome(t *testing.T) {
 func TestGatewayWebSocketPings(t *testing.T) {
 	t.Run("pongs keep the connection", func(t *testing.T) {
 		gwNoLeaks(t)
-		h := startGW(t, GatewayConfig{PingInterval: 100 * time.Millisecond, Heartbeat: time.Hour}, nil)
+		// Generous interval: the test box may be loaded, and a stall longer
+		// than 2.5 intervals would rightly drop the client.
+		const interval = 300 * time.Millisecond
+		h := startGW(t, GatewayConfig{PingInterval: interval, Heartbeat: time.Hour}, nil)
 		ws := h.dial(nil)
 		gwHello(t, ws, "alice")
-		var pings int
+		// Answer pings until four have come, i.e. past the 2.5-interval read
+		// deadline that only pongs refresh, then stop reading.
+		pings := 0
 		ws.SetPingHandler(func(data string) error {
-			pings++
+			if pings++; pings == 4 {
+				ws.SetReadDeadline(time.Now())
+			}
 			return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 		})
-		// Six ping intervals, well beyond the 2.5-interval read deadline.
-		ws.SetReadDeadline(time.Now().Add(600 * time.Millisecond))
+		ws.SetReadDeadline(time.Now().Add(20 * interval))
 		_, b, err := ws.ReadMessage()
 		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Fatalf("read = %q, %v; want our own timeout while the server stays quiet", b, err)
-		}
-		if pings < 3 {
-			t.Errorf("saw %d pings in 6 intervals", pings)
+		if !errors.As(err, &ne) || !ne.Timeout() || pings < 4 {
+			t.Fatalf("read = %q, %v after %d pings; want our own timeout after 4 pings", b, err, pings)
 		}
 		if n := h.g.Connections(); n != 1 {
 			t.Errorf("Connections() = %d, want 1", n)
@@ -679,9 +688,17 @@ func TestGatewayShutdownCutsWhenContextEnds(t *testing.T) {
 	h := startGW(t, GatewayConfig{}, hub)
 	ws := h.dial(nil)
 	gwHello(t, ws, "alice")
-	// The client never reads, so it never answers the close; the context
-	// ends before the gateway's own close wait does.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	// The client stops reading with far more queued than the socket buffers
+	// hold, so the writer is stuck in a write (up to WriteTimeout) when the
+	// context ends.
+	sink := h.hub.sink(t)
+	frame := AppendMessageFrame(nil, 1, "m", 0, json.RawMessage(`"`+strings.Repeat("z", 64<<10)+`"`))
+	for range 1024 {
+		if !sink.Send(1, frame) {
+			t.Fatal("queue overflowed")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	err := h.g.Shutdown(ctx)
 	if !errors.Is(err, ErrGatewayShutdown) || !errors.Is(err, context.DeadlineExceeded) {
@@ -689,6 +706,45 @@ func TestGatewayShutdownCutsWhenContextEnds(t *testing.T) {
 	}
 	if n := h.g.Connections(); n != 0 {
 		t.Errorf("Connections() = %d after Shutdown", n)
+	}
+}
+
+func TestGatewayBlockedHelloIsBounded(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       GatewayConfig
+		shutdown  bool
+		wantClose int
+		wantSlug  string
+	}{
+		{name: "HelloTimeout ends it", cfg: GatewayConfig{HelloTimeout: 100 * time.Millisecond},
+			wantClose: CloseTryAgainLater, wantSlug: CodeUnavailable},
+		{name: "Shutdown ends it", shutdown: true, wantClose: CloseGoingAway, wantSlug: CodeShutdown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gwNoLeaks(t)
+			hub := newGwFakeHub()
+			hub.helloBlock = make(chan struct{})
+			h := startGW(t, tt.cfg, hub)
+			ws := h.dial(nil)
+			gwSend(t, ws, `{"type":"hello","token":"good-a"}`)
+			<-hub.helloBlock
+			done := make(chan error, 1)
+			if tt.shutdown {
+				go func() { done <- h.g.Shutdown(context.Background()) }()
+			}
+			gwExpectClose(t, ws, tt.wantClose, tt.wantSlug)
+			if tt.shutdown {
+				if err := <-done; err != nil {
+					t.Errorf("Shutdown: %v", err)
+				}
+			}
+			h.waitIdle()
+			if gone := hub.goneCounts(); len(gone) != 0 {
+				t.Errorf("Gone calls %v for a refused hello", gone)
+			}
+		})
 	}
 }
 

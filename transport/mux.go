@@ -282,11 +282,25 @@ func (l *muxListener) Addr() net.Addr { return l.mux.Addr() }
 // DialCluster dials a ClusterMux at addr and announces kind. timeout bounds the
 // dial and the kind write; ctx can cancel the dial.
 func DialCluster(ctx context.Context, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return DialClusterWith(ctx, d.DialContext, addr, kind, timeout)
+}
+
+// Dialer opens a raw connection; net.Dialer.DialContext is one. Tests pass
+// their own to route links through fault-injecting proxies.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DialClusterWith is DialCluster over a given dialer.
+func DialClusterWith(ctx context.Context, dial Dialer, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 	if kind != MuxRaft && kind != MuxPeer {
 		return nil, fmt.Errorf("%w: %q", ErrMuxUnknownKind, kind)
 	}
-	d := net.Dialer{Timeout: timeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster dial %s: %w", addr, err)
 	}

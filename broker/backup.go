@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+
+	"github.com/switchboard/switchboard/session"
+)
+
+// Peer is another live node as backup placement sees it.
+type Peer struct {
+	ID, Region, Zone string
+}
+
+// pickBackup chooses where a user's replica should live: another zone of
+// this region first (a zone loss keeps one copy, at LAN latency), then
+// another region, then this zone. Among equals a hash of the user spreads
+// replicas evenly. exclude lists nodes not to use.
+func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error) {
+	best, bestRank := []string(nil), 4
+	for _, p := range b.cluster.Peers() {
+		if p.ID == b.cfg.NodeID || exclude[p.ID] {
+			continue
+		}
+		rank := 3 // same zone
+		switch {
+		case p.Region == b.cfg.Region && p.Zone != b.cfg.Zone:
+			rank = 1
+		case p.Region != b.cfg.Region:
+			rank = 2
+		}
+		switch {
+		case rank < bestRank:
+			best, bestRank = []string{p.ID}, rank
+		case rank == bestRank:
+			best = append(best, p.ID)
+		}
+	}
+	if len(best) == 0 {
+		return "", errNoBackup
+	}
+	h := fnv.New32a()
+	h.Write([]byte(user))
+	return best[int(h.Sum32()%uint32(len(best)))], nil
+}
+
+// chooseBackup picks a new backup for a held stream and records it in the
+// registry (fenced by the stream's epoch) before anything is copied there.
+func (b *Broker) chooseBackup(ctx context.Context, h *held) (string, error) {
+	exclude := map[string]bool{}
+	if h.backup != "" {
+		exclude[h.backup] = true
+	}
+	backup, err := b.pickBackup(h.user, exclude)
+	if errors.Is(err, errNoBackup) && len(exclude) > 0 {
+		backup, err = b.pickBackup(h.user, nil) // the only other node: try it again
+	}
+	if err != nil {
+		return "", err
+	}
+	res, err := b.reg.Propose(ctx, session.Command{
+		Kind: session.KindSetBackup, User: h.user, Node: b.cfg.NodeID, Epoch: h.stream.Epoch, Backup: backup,
+	})
+	if err != nil {
+		return "", fmt.Errorf("%w: set backup: %v", ErrUnavailable, err)
+	}
+	if res.Err != nil {
+		h.seal(res.Entry.Epoch, "session moved to another node")
+		return "", fmt.Errorf("%w: set backup: %v", errSealed, res.Err)
+	}
+	return backup, nil
+}

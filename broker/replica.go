@@ -1,0 +1,131 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/switchboard/switchboard/session"
+)
+
+// replica is this node's copy of a stream another node owns: the backup.
+// The owner replicates every append here before it acknowledges the
+// publish or delivers the message, so whatever a client or publisher has
+// seen survives the owner's death (G2). A new owner seals the replica at
+// its epoch before fetching it, after which the old owner's appends are
+// refused (G4).
+type replica struct {
+	mu      sync.Mutex
+	owner   string
+	stream  *session.Stream
+	updated time.Time
+}
+
+// replicas is the set of streams this node backs up.
+type replicas struct {
+	mu sync.Mutex
+	m  map[string]*replica
+}
+
+func (b *Broker) replicaFor(user string) *replica {
+	b.reps.mu.Lock()
+	defer b.reps.mu.Unlock()
+	return b.reps.m[user]
+}
+
+// serveReplicate stores messages the owner appended. A full replication
+// replaces the replica (a new backup, or one that fell behind); otherwise
+// messages must continue the replica's seq, or it answers ErrGap and the
+// owner sends everything.
+func (b *Broker) serveReplicate(from string, req replicateRequest) error {
+	now := b.now()
+	b.reps.mu.Lock()
+	r := b.reps.m[req.User]
+	if r == nil || req.Full {
+		if r != nil {
+			r.mu.Lock()
+			fence := r.stream.Fence()
+			r.mu.Unlock()
+			if req.Epoch < fence {
+				b.reps.mu.Unlock()
+				return fmt.Errorf("%w: replica fenced at %d, full copy at %d", session.ErrStaleEpoch, fence, req.Epoch)
+			}
+		}
+		if !req.Full {
+			b.reps.mu.Unlock()
+			return fmt.Errorf("%w: no replica of %s here", session.ErrGap, req.User)
+		}
+		s := session.NewStream(req.User, req.Session, req.Epoch, b.cfg.Stream)
+		if err := s.Load(req.Last, req.Msgs); err != nil {
+			b.reps.mu.Unlock()
+			return err
+		}
+		b.reps.m[req.User] = &replica{owner: from, stream: s, updated: b.cfg.Now()}
+		b.reps.mu.Unlock()
+		return nil
+	}
+	b.reps.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stream.Session != req.Session {
+		return fmt.Errorf("%w: replica holds session %s, owner sent %s", session.ErrGap, r.stream.Session, req.Session)
+	}
+	for _, m := range req.Msgs {
+		if err := r.stream.Put(req.Epoch, m, now); err != nil {
+			return err
+		}
+	}
+	r.owner, r.updated = from, b.cfg.Now()
+	return nil
+}
+
+// serveSeal fences the replica at a new owner's epoch and returns it.
+func (b *Broker) serveSeal(req handoffRequest) (handoffReply, error) {
+	r := b.replicaFor(req.User)
+	if r == nil {
+		return handoffReply{}, ErrNotHere
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if req.Epoch < r.stream.Fence() {
+		return handoffReply{}, fmt.Errorf("%w: replica sealed at %d, asked at %d", session.ErrStaleEpoch, r.stream.Fence(), req.Epoch)
+	}
+	r.stream.Seal(req.Epoch)
+	return tailOf(r.stream), nil
+}
+
+// tailOf returns everything a stream holds, for a new owner.
+func tailOf(s *session.Stream) handoffReply {
+	msgs, _ := s.Since(s.Last() - uint64(s.Len()))
+	return handoffReply{Session: s.Session, Last: s.Last(), Msgs: msgs}
+}
+
+// dropReplica forgets a replica (the stream was taken over here, or expired).
+func (b *Broker) dropReplica(user string) {
+	b.reps.mu.Lock()
+	delete(b.reps.m, user)
+	b.reps.mu.Unlock()
+}
+
+// expireReplicas drops replicas nothing was replicated to for longer than
+// the resume window and which hold no message younger than it: their
+// owner has retired the user (or lost it, and the window has passed).
+func (b *Broker) expireReplicas(now time.Time) {
+	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond
+	b.reps.mu.Lock()
+	defer b.reps.mu.Unlock()
+	for u, r := range b.reps.m {
+		r.mu.Lock()
+		r.stream.Trim(now.UnixMilli())
+		stale := now.Sub(r.updated) > window && r.stream.Len() == 0
+		r.mu.Unlock()
+		if stale {
+			delete(b.reps.m, u)
+		}
+	}
+}
+
+// errNoBackup means no other live node can hold a replica: durability is
+// local to the owner (a single-node cluster).
+var errNoBackup = errors.New("no backup node available")

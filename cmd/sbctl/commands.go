@@ -1,0 +1,249 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/switchboard/switchboard/internal/token"
+)
+
+// clusterInfo is GET /v1/cluster (DESIGN.md §5).
+type clusterInfo struct {
+	Leader      string        `json:"leader"`
+	Term        uint64        `json:"term"`
+	CommitIndex uint64        `json:"commit_index"`
+	Durability  string        `json:"durability"`
+	Nodes       []clusterNode `json:"nodes"`
+}
+
+type clusterNode struct {
+	ID            string `json:"id"`
+	Region        string `json:"region"`
+	Zone          string `json:"zone"`
+	PublicURL     string `json:"public_url"`
+	State         string `json:"state"`
+	Raft          string `json:"raft"`
+	Connections   int    `json:"connections"`
+	SessionsOwned int    `json:"sessions_owned"`
+}
+
+// sessionInfo is GET /v1/sessions/{user} (DESIGN.md §5).
+type sessionInfo struct {
+	User    string `json:"user"`
+	Session string `json:"session"`
+	Owner   string `json:"owner"`
+	Backup  string `json:"backup"`
+	Epoch   uint64 `json:"epoch"`
+	State   string `json:"state"`
+	Seq     uint64 `json:"seq"`
+}
+
+// commandFlags returns a flag set for a command with the global flags on it.
+func commandFlags(name string, g *globals) *flag.FlagSet {
+	fs := newFlagSet(name)
+	g.register(fs)
+	return fs
+}
+
+// positional checks the number of arguments left after a command's flags.
+func positional(fs *flag.FlagSet, want int, what string) ([]string, error) {
+	if fs.NArg() < want {
+		return nil, usagef("%s: missing %s", fs.Name(), what)
+	}
+	if fs.NArg() > want {
+		return nil, usagef("%s: unexpected arguments %q", fs.Name(), fs.Args()[want:])
+	}
+	return fs.Args(), nil
+}
+
+func cmdStatus(g *globals, args []string, stdout io.Writer) error {
+	fs := commandFlags("status", g)
+	raw := fs.Bool("json", false, "print the raw JSON answer")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := positional(fs, 0, ""); err != nil {
+		return err
+	}
+	c, err := g.adminClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var ci clusterInfo
+	body, err := c.getJSON("/v1/cluster", &ci)
+	if err != nil {
+		return err
+	}
+	if *raw {
+		_, err = stdout.Write(body)
+		return err
+	}
+	return printStatus(stdout, ci)
+}
+
+// printStatus renders the cluster as a header and one row per node.
+func printStatus(w io.Writer, ci clusterInfo) error {
+	leader := ci.Leader
+	if leader == "" {
+		leader = "(none: election in progress or no quorum)"
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "leader\t%s\n", leader)
+	fmt.Fprintf(tw, "term\t%d\n", ci.Term)
+	fmt.Fprintf(tw, "commit index\t%d\n", ci.CommitIndex)
+	if ci.Durability != "" {
+		fmt.Fprintf(tw, "durability\t%s\n", ci.Durability)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	nodes := append([]clusterNode(nil), ci.Nodes...)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tREGION\tZONE\tSTATE\tRAFT\tCONNECTIONS\tSESSIONS\tPUBLIC URL")
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
+			n.ID, dash(n.Region), dash(n.Zone), dash(n.State), dash(n.Raft), n.Connections, n.SessionsOwned, dash(n.PublicURL))
+	}
+	return tw.Flush()
+}
+
+func cmdSessions(g *globals, args []string, stdout io.Writer) error {
+	fs := commandFlags("sessions", g)
+	raw := fs.Bool("json", false, "print the raw JSON answer")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	pos, err := positional(fs, 1, "USER")
+	if err != nil {
+		return err
+	}
+	c, err := g.adminClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var si sessionInfo
+	// PathEscape: user ids may hold '/', '?' or spaces.
+	body, err := c.getJSON("/v1/sessions/"+url.PathEscape(pos[0]), &si)
+	if err != nil {
+		return err
+	}
+	if *raw {
+		_, err = stdout.Write(body)
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, kv := range [][2]string{
+		{"user", si.User}, {"session", si.Session}, {"owner", si.Owner}, {"backup", dash(si.Backup)},
+		{"epoch", strconv.FormatUint(si.Epoch, 10)}, {"state", si.State}, {"seq", strconv.FormatUint(si.Seq, 10)},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+	}
+	return tw.Flush()
+}
+
+func cmdToken(g *globals, args []string, stdout io.Writer) error {
+	fs := commandFlags("token", g)
+	user := fs.String("user", "", "user id (the token's sub claim)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	secretFile := fs.String("token-secret-file", "", "file holding the token secret (env SWITCHBOARD_TOKEN_SECRET_FILE)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := positional(fs, 0, ""); err != nil {
+		return err
+	}
+	if *user == "" {
+		return usagef("token: --user is required")
+	}
+	if *ttl <= 0 {
+		return usagef("token: --ttl must be positive, got %v", *ttl)
+	}
+	if *secretFile == "" {
+		*secretFile = os.Getenv("SWITCHBOARD_TOKEN_SECRET_FILE")
+	}
+	if *secretFile == "" {
+		return usagef("token: --token-secret-file (or SWITCHBOARD_TOKEN_SECRET_FILE) is required")
+	}
+	secret, err := readSecret(*secretFile, "token secret file")
+	if err != nil {
+		return err
+	}
+	tok, err := token.Mint([]byte(secret), *user, *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}
+
+func cmdDrain(g *globals, args []string, stdout io.Writer) error {
+	fs := commandFlags("drain", g)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	pos, err := positional(fs, 1, "NODE")
+	if err != nil {
+		return err
+	}
+	c, err := g.adminClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var ans struct {
+		Node  string `json:"node"`
+		State string `json:"state"`
+	}
+	if _, err := c.callJSON(http.MethodPost, "/v1/nodes/"+url.PathEscape(pos[0])+"/drain", &ans); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: %s (clients are told to reconnect elsewhere; the node leaves when they are gone)\n", ans.Node, ans.State)
+	return err
+}
+
+func cmdLeaderTransfer(g *globals, args []string, stdout io.Writer) error {
+	fs := commandFlags("leader-transfer", g)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := positional(fs, 0, ""); err != nil {
+		return err
+	}
+	c, err := g.adminClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var ans struct {
+		Previous string `json:"previous"`
+		Leader   string `json:"leader"`
+	}
+	if _, err := c.callJSON(http.MethodPost, "/v1/raft/transfer-leadership", &ans); err != nil {
+		return err
+	}
+	leader := ans.Leader
+	if leader == "" || leader == ans.Previous {
+		leader = "(election in progress; see sbctl status)"
+	}
+	_, err = fmt.Fprintf(stdout, "leadership transferred from %s to %s\n", dash(ans.Previous), leader)
+	return err
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

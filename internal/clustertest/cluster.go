@@ -1,0 +1,464 @@
+// Package clustertest starts in-process Switchboard clusters on loopback
+// for behaviour and fault tests:
+//
+//	c := clustertest.Start(t, 3)
+//	c.Kill("n2")
+//	c.Restart("n2")
+//
+// Every node gets fixed ports up front, so a restarted node comes back on
+// the same addresses with its data dir, as a real restart would.
+package clustertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboard/switchboard/internal/token"
+	"github.com/switchboard/switchboard/node"
+)
+
+// Secrets used by every test cluster.
+const (
+	TokenSecret = "test-token-secret"
+	APIKey      = "test-api-key"
+	AdminKey    = "test-admin-key"
+)
+
+// Options shape a cluster.
+type Options struct {
+	// Zones places node i in Zones[i%len]: "region/zone". Default: three
+	// zones of one region, r1/a, r1/b, r1/c.
+	Zones []string
+	// Configure may adjust each node's config before it starts.
+	Configure func(*node.Config)
+	// Logger for the nodes; default discards below warnings.
+	Logger *slog.Logger
+	// Faults routes node-to-node links through proxies so that the test
+	// can cut and slow them: Partition, Isolate, Heal, Latency (faults.go).
+	Faults bool
+}
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t    testing.TB
+	opts Options
+	dir  string
+
+	mu    sync.Mutex
+	cfgs  map[string]node.Config
+	nodes map[string]*node.Node
+	ids   []string
+
+	faults *faults // nil unless Options.Faults
+}
+
+// Start starts n nodes (n1 bootstraps, the rest join it) and waits until
+// all are ready. The cluster is stopped when the test ends.
+func Start(t testing.TB, n int, opts ...Options) *Cluster {
+	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if len(o.Zones) == 0 {
+		o.Zones = []string{"r1/a", "r1/b", "r1/c"}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	c := &Cluster{t: t, opts: o, dir: t.TempDir(), cfgs: map[string]node.Config{}, nodes: map[string]*node.Node{}}
+	ports := freePorts(t, 3*n)
+	if o.Faults {
+		// Registered before c.Stop, so proxies close after the nodes.
+		ids, addrs := make([]string, n), make(map[string]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("n%d", i+1)
+			addrs[ids[i]] = fmt.Sprintf("127.0.0.1:%d", ports[3*i+1])
+		}
+		c.faults = newFaults(t, ids, addrs)
+	}
+	t.Cleanup(c.Stop)
+	var seed string
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("n%d", i+1)
+		region, zone := splitZone(o.Zones[i%len(o.Zones)])
+		cfg := node.DefaultConfig()
+		cfg.NodeID, cfg.Region, cfg.Zone = id, region, zone
+		cfg.DataDir = filepath.Join(c.dir, id)
+		cfg.PublicAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i])
+		cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+1])
+		cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])
+		cfg.TokenSecret, cfg.APIKey, cfg.AdminKey = []byte(TokenSecret), APIKey, AdminKey
+		cfg.Profile = "local"
+		cfg.Heartbeat = time.Second
+		cfg.Logger = o.Logger.With("node", id)
+		if c.faults != nil {
+			cfg.Dial = c.faults.dialer(id)
+		}
+		if i == 0 {
+			cfg.Bootstrap = true
+			seed = cfg.GossipAddr
+		} else {
+			cfg.Join = []string{seed}
+		}
+		if o.Configure != nil {
+			o.Configure(&cfg)
+		}
+		c.cfgs[id] = cfg
+		c.ids = append(c.ids, id)
+		c.startNode(id)
+		if i == 0 {
+			c.WaitReady(id)
+		}
+	}
+	for _, id := range c.ids {
+		c.WaitReady(id)
+	}
+	c.WaitVoters(min(n, 3))
+	return c
+}
+
+func splitZone(s string) (string, string) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			return s[:i], s[i+1:]
+		}
+	}
+	return "r1", s
+}
+
+func (c *Cluster) startNode(id string) {
+	c.t.Helper()
+	cfg := c.cfgs[id]
+	var nd *node.Node
+	var err error
+	// A just-closed port can linger briefly after a kill; retry a little.
+	for try := 0; try < 50; try++ {
+		if nd, err = node.New(cfg); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	c.mu.Lock()
+	c.nodes[id] = nd
+	c.mu.Unlock()
+}
+
+// IDs returns the node ids, n1..nN.
+func (c *Cluster) IDs() []string { return append([]string(nil), c.ids...) }
+
+// Node returns a running node (nil if killed).
+func (c *Cluster) Node(id string) *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// Config returns a node's config.
+func (c *Cluster) Config(id string) node.Config { return c.cfgs[id] }
+
+// Running returns the ids of the running nodes.
+func (c *Cluster) Running() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for id := range c.nodes {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// URL returns a node's public base URL (also for a killed node).
+func (c *Cluster) URL(id string) string { return "http://" + c.cfgs[id].PublicAddr }
+
+// ConnectURL returns a node's client WebSocket URL.
+func (c *Cluster) ConnectURL(id string) string { return "ws://" + c.cfgs[id].PublicAddr + "/v1/connect" }
+
+// ConnectURLs returns every node's client URL, in id order.
+func (c *Cluster) ConnectURLs() []string {
+	var out []string
+	for _, id := range c.ids {
+		out = append(out, c.ConnectURL(id))
+	}
+	return out
+}
+
+// Kill stops a node abruptly, as a crash looks to the others.
+func (c *Cluster) Kill(id string) {
+	c.t.Helper()
+	c.mu.Lock()
+	nd := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if nd == nil {
+		c.t.Fatalf("kill %s: not running", id)
+	}
+	nd.Kill()
+}
+
+// Drain drains and stops a node gracefully (as SIGTERM does).
+func (c *Cluster) Drain(id string) {
+	c.t.Helper()
+	c.mu.Lock()
+	nd := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if nd == nil {
+		c.t.Fatalf("drain %s: not running", id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := nd.Shutdown(ctx); err != nil {
+		c.t.Errorf("drain %s: %v", id, err)
+	}
+}
+
+// Restart starts a stopped node again with its original config and data.
+func (c *Cluster) Restart(id string) {
+	c.t.Helper()
+	if c.Node(id) != nil {
+		c.t.Fatalf("restart %s: still running", id)
+	}
+	c.startNode(id)
+}
+
+// Stop stops every running node.
+func (c *Cluster) Stop() {
+	c.mu.Lock()
+	nodes := c.nodes
+	c.nodes = map[string]*node.Node{}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nd.Kill()
+		}()
+	}
+	wg.Wait()
+}
+
+// Token mints a client token for user.
+func (c *Cluster) Token(user string) string {
+	tok, err := token.Mint([]byte(TokenSecret), user, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tok
+}
+
+// Eventually polls cond every 50ms until it holds or timeout passes.
+func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WaitReady waits until a node's /readyz answers 200.
+func (c *Cluster) WaitReady(id string) {
+	c.t.Helper()
+	c.Eventually(30*time.Second, id+" ready", func() bool {
+		st, _ := c.Get(id, "/readyz", "")
+		return st == http.StatusOK
+	})
+}
+
+// ClusterInfo is GET /v1/cluster.
+type ClusterInfo struct {
+	Leader      string `json:"leader"`
+	Term        uint64 `json:"term"`
+	CommitIndex uint64 `json:"commit_index"`
+	Nodes       []struct {
+		ID            string `json:"id"`
+		Region        string `json:"region"`
+		Zone          string `json:"zone"`
+		PublicURL     string `json:"public_url"`
+		State         string `json:"state"`
+		Raft          string `json:"raft"`
+		Connections   int    `json:"connections"`
+		SessionsOwned int    `json:"sessions_owned"`
+	} `json:"nodes"`
+}
+
+// Cluster reads GET /v1/cluster from node id.
+func (c *Cluster) Cluster(id string) (ClusterInfo, error) {
+	var ci ClusterInfo
+	st, body := c.Get(id, "/v1/cluster", AdminKey)
+	if st != http.StatusOK {
+		return ci, fmt.Errorf("GET /v1/cluster on %s: %d %s", id, st, body)
+	}
+	return ci, json.Unmarshal(body, &ci)
+}
+
+// Leader returns the leader id as node id sees it ("" if none).
+func (c *Cluster) Leader(id string) string {
+	ci, err := c.Cluster(id)
+	if err != nil {
+		return ""
+	}
+	return ci.Leader
+}
+
+// WaitLeader waits until every running node agrees on one live leader, and returns it.
+func (c *Cluster) WaitLeader() string {
+	c.t.Helper()
+	var leader string
+	c.Eventually(30*time.Second, "an agreed leader", func() bool {
+		leader = ""
+		for _, id := range c.Running() {
+			l := c.Leader(id)
+			if l == "" || (leader != "" && l != leader) || c.Node(l) == nil {
+				return false
+			}
+			leader = l
+		}
+		return leader != ""
+	})
+	return leader
+}
+
+// WaitVoters waits until the leader's configuration has n voters (leader included).
+func (c *Cluster) WaitVoters(n int) {
+	c.t.Helper()
+	c.Eventually(30*time.Second, fmt.Sprintf("%d raft voters", n), func() bool {
+		ci, err := c.Cluster(c.Running()[0])
+		if err != nil {
+			return false
+		}
+		v := 0
+		for _, nd := range ci.Nodes {
+			if nd.Raft == "leader" || nd.Raft == "voter" {
+				v++
+			}
+		}
+		return v >= n
+	})
+}
+
+// SessionInfo is GET /v1/sessions/{user}.
+type SessionInfo struct {
+	User    string `json:"user"`
+	Session string `json:"session"`
+	Owner   string `json:"owner"`
+	Backup  string `json:"backup"`
+	Epoch   uint64 `json:"epoch"`
+	State   string `json:"state"`
+	Seq     uint64 `json:"seq"`
+}
+
+// Session reads GET /v1/sessions/{user} from node id.
+func (c *Cluster) Session(id, user string) (SessionInfo, int) {
+	var si SessionInfo
+	st, body := c.Get(id, "/v1/sessions/"+user, AdminKey)
+	if st == http.StatusOK {
+		_ = json.Unmarshal(body, &si)
+	}
+	return si, st
+}
+
+// PublishResult is the 200 answer of POST /v1/publish.
+type PublishResult struct {
+	User string `json:"user"`
+	Seq  uint64 `json:"seq"`
+	ID   string `json:"id"`
+	Node string `json:"node"`
+}
+
+// Publish posts one message through node id and returns the status and answer.
+func (c *Cluster) Publish(id, user string, data any, msgID string) (int, PublishResult, []byte) {
+	body := map[string]any{"user": user, "data": data}
+	if msgID != "" {
+		body["id"] = msgID
+	}
+	b, _ := json.Marshal(body)
+	st, out := c.Do(id, http.MethodPost, "/v1/publish", APIKey, b)
+	var pr PublishResult
+	if st == http.StatusOK {
+		_ = json.Unmarshal(out, &pr)
+	}
+	return st, pr, out
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// Get performs a GET on node id with an optional bearer key.
+func (c *Cluster) Get(id, path, key string) (int, []byte) {
+	return c.Do(id, http.MethodGet, path, key, nil)
+}
+
+// Do performs a request on node id; network errors come back as status 0.
+func (c *Cluster) Do(id, method, path, key string, body []byte) (int, []byte) {
+	req, err := http.NewRequest(method, c.URL(id)+path, bytes.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// testWriter sends node logs to the test log, so they show only on failure.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// Verbose, when SWITCHBOARD_TEST_LOG=debug, logs nodes at debug level.
+func Verbose() *slog.Logger {
+	if os.Getenv("SWITCHBOARD_TEST_LOG") == "debug" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}

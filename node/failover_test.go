@@ -1,0 +1,245 @@
+package node_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboard/switchboard/client"
+	"github.com/switchboard/switchboard/internal/clustertest"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// Failure behaviour of the core cluster: a node or the Raft leader dies,
+// or restarts, and the survivors keep serving.
+
+func TestLeaderKilledNewLeaderElectedAndPublishesContinue(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	leader := c.WaitLeader()
+	var others []string
+	for _, id := range c.IDs() {
+		if id != leader {
+			others = append(others, id)
+		}
+	}
+	owner, via := others[0], others[1]
+	cl := subscribe(t, c, "frank", []string{c.ConnectURL(owner)})
+	for i := 1; i <= 5; i++ {
+		mustPublish(t, c, via, "frank", i, fmt.Sprintf("before-%d", i))
+	}
+	receive(t, cl, 5, 10*time.Second)
+	before, err := c.Cluster(via)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c.Kill(leader)
+	// frank's stream lives on a survivor; every fresh user needs a claim
+	// committed through Raft, so those publishes wait for a new leader.
+	const rounds = 10
+	var worst time.Duration
+	for i := 1; i <= rounds; i++ {
+		pr, took := publishRetrying(t, c, via, "frank", i, fmt.Sprintf("after-%d", i), 30*time.Second)
+		if pr.Seq != uint64(5+i) {
+			t.Fatalf("publish after-%d answered seq %d, want %d", i, pr.Seq, 5+i)
+		}
+		worst = max(worst, took)
+		fresh := fmt.Sprintf("fresh-%d", i)
+		pr, took = publishRetrying(t, c, via, fresh, i, "f-"+fresh, 30*time.Second)
+		if pr.Seq != 1 || pr.Node == leader {
+			t.Fatalf("publish to %s answered seq %d by %q, want seq 1 by a survivor", fresh, pr.Seq, pr.Node)
+		}
+		worst = max(worst, took)
+	}
+	t.Logf("longest a publish waited for the cluster after the leader (%s) was killed: %v", leader, worst)
+
+	newLeader := c.WaitLeader()
+	if newLeader == leader || !slices.Contains(others, newLeader) {
+		t.Fatalf("leader after the kill is %q, want one of %v", newLeader, others)
+	}
+	after, err := c.Cluster(via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Term <= before.Term {
+		t.Errorf("term %d after the election, was %d", after.Term, before.Term)
+	}
+
+	msgs := receive(t, cl, rounds, 10*time.Second)
+	for i, m := range msgs {
+		if m.Seq != uint64(6+i) || m.ID != fmt.Sprintf("after-%d", i+1) {
+			t.Fatalf("message %d after the kill is seq %d id %q, want seq %d id after-%d", i, m.Seq, m.ID, 6+i, i+1)
+		}
+	}
+	expectNoAnomaly(t, cl)
+}
+
+func TestClientFailsOverWhenItsNodeDies(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	var (
+		mu       sync.Mutex
+		welcomes []transport.Welcome
+	)
+	endpoints := []string{c.ConnectURL("n2"), c.ConnectURL("n1"), c.ConnectURL("n3")}
+	cl := subscribe(t, c, "erin", endpoints, func(cfg *client.Config) {
+		cfg.OnWelcome = func(w transport.Welcome) {
+			mu.Lock()
+			welcomes = append(welcomes, w)
+			mu.Unlock()
+		}
+	})
+	if cl.Node() != "n2" {
+		t.Fatalf("client welcomed by %q, want n2", cl.Node())
+	}
+	for i := 1; i <= 10; i++ {
+		mustPublish(t, c, "n1", "erin", i, fmt.Sprintf("before-%d", i))
+	}
+	receive(t, cl, 10, 10*time.Second)
+	var before clustertest.SessionInfo
+	c.Eventually(5*time.Second, "n1 to name n2 owner of erin", func() bool {
+		var st int
+		before, st = c.Session("n1", "erin")
+		return st == http.StatusOK && before.Owner == "n2"
+	})
+
+	c.Kill("n2")
+	killed := time.Now()
+	var w transport.Welcome
+	c.Eventually(20*time.Second, "a welcome from a surviving node", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if last := welcomes[len(welcomes)-1]; last.Node != "n2" {
+			w = last
+			return true
+		}
+		return false
+	})
+	t.Logf("client welcomed by %s %v after the kill (resumed %v, seq %d)", w.Node, time.Since(killed), w.Resumed, w.Seq)
+
+	// Continuity may be lost in this issue (the stream died with n2), but
+	// never silently.
+	if !w.Resumed {
+		expectEvent(t, cl, client.EventContinuityLost, 5*time.Second)
+	} else if w.Session != before.Session {
+		t.Errorf("resumed into session %q, was %q", w.Session, before.Session)
+	}
+
+	for i := 1; i <= 10; i++ {
+		publishRetrying(t, c, "n1", "erin", i, fmt.Sprintf("after-%d", i), 10*time.Second)
+	}
+	msgs := receive(t, cl, 10, 10*time.Second)
+	for i, m := range msgs {
+		if m.Seq != w.Seq+uint64(i+1) || m.ID != fmt.Sprintf("after-%d", i+1) {
+			t.Fatalf("message %d after failover is seq %d id %q, want seq %d id after-%d", i, m.Seq, m.ID, w.Seq+uint64(i+1), i+1)
+		}
+	}
+	c.Eventually(5*time.Second, "the registry to name the new owner", func() bool {
+		si, st := c.Session("n1", "erin")
+		if st != http.StatusOK || si.Owner == "n2" || si.Owner == "" {
+			return false
+		}
+		if si.Epoch <= before.Epoch {
+			t.Fatalf("new owner %s has epoch %d, not above %d", si.Owner, si.Epoch, before.Epoch)
+		}
+		if si.Owner != w.Node {
+			t.Fatalf("owner is %s, but the client is served by %s", si.Owner, w.Node)
+		}
+		return true
+	})
+}
+
+func TestRestartedNodeRejoins(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	c.Kill("n3")
+	c.Eventually(15*time.Second, "n1 to see n3 gone", func() bool {
+		s := nodeState(c, "n1", "n3")
+		return s != "" && s != "alive"
+	})
+	c.Restart("n3")
+	c.WaitReady("n3")
+	for _, id := range c.IDs() {
+		c.Eventually(15*time.Second, id+" to see n3 alive and in the raft configuration", func() bool {
+			ci, err := c.Cluster(id)
+			if err != nil {
+				return false
+			}
+			for _, nd := range ci.Nodes {
+				if nd.ID == "n3" {
+					return nd.State == "alive" && nd.Raft != "none" && nd.PublicURL == c.URL("n3")
+				}
+			}
+			return false
+		})
+	}
+
+	cl := subscribe(t, c, "liam", []string{c.ConnectURL("n3")})
+	if cl.Node() != "n3" {
+		t.Fatalf("client welcomed by %q, want n3", cl.Node())
+	}
+	for i := 1; i <= 10; i++ {
+		mustPublish(t, c, "n1", "liam", i, fmt.Sprintf("liam-%d", i))
+	}
+	for i, m := range receive(t, cl, 10, 10*time.Second) {
+		if m.Seq != uint64(i+1) || m.ID != fmt.Sprintf("liam-%d", i+1) {
+			t.Fatalf("message %d is seq %d id %q, want seq %d id liam-%d", i, m.Seq, m.ID, i+1, i+1)
+		}
+	}
+}
+
+// publishRetrying publishes until it is answered 200, retrying with the
+// same id while the cluster answers 503 or not at all, for at most
+// timeout. It returns the answer and how long it took.
+func publishRetrying(t *testing.T, c *clustertest.Cluster, via, user string, data any, msgID string, timeout time.Duration) (clustertest.PublishResult, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		st, pr, body := c.Publish(via, user, data, msgID)
+		switch st {
+		case http.StatusOK:
+			return pr, time.Since(start)
+		case http.StatusServiceUnavailable, 0:
+			if time.Since(start) > timeout {
+				t.Fatalf("publish %s to %s via %s still failing after %v: %d %s", msgID, user, via, timeout, st, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		default:
+			t.Fatalf("publish %s to %s via %s: %d %s", msgID, user, via, st, body)
+		}
+	}
+}
+
+// expectEvent waits for an event of kind, discarding others.
+func expectEvent(t *testing.T, cl *client.Client, kind client.EventKind, timeout time.Duration) client.Event {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var seen []string
+	for {
+		select {
+		case e := <-cl.Events():
+			if e.Kind == kind {
+				return e
+			}
+			seen = append(seen, e.Kind.String())
+		case <-timer.C:
+			t.Fatalf("no %s event within %v; saw %v", kind, timeout, seen)
+		}
+	}
+}
+
+// nodeState returns how node from sees node id in /v1/cluster.
+func nodeState(c *clustertest.Cluster, from, id string) string {
+	ci, err := c.Cluster(from)
+	if err != nil {
+		return ""
+	}
+	for _, nd := range ci.Nodes {
+		if nd.ID == id {
+			return nd.State
+		}
+	}
+	return "absent"
+}
