@@ -188,7 +188,9 @@ func (c *Cluster) Running() []string {
 func (c *Cluster) URL(id string) string { return "http://" + c.cfgs[id].PublicAddr }
 
 // ConnectURL returns a node's client WebSocket URL.
-func (c *Cluster) ConnectURL(id string) string { return "ws://" + c.cfgs[id].PublicAddr + "/v1/connect" }
+func (c *Cluster) ConnectURL(id string) string {
+	return "ws://" + c.cfgs[id].PublicAddr + "/v1/connect"
+}
 
 // ConnectURLs returns every node's client URL, in id order.
 func (c *Cluster) ConnectURLs() []string {
