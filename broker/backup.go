@@ -21,7 +21,7 @@ type Peer struct {
 func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error) {
 	best, bestRank := []string(nil), 4
 	for _, p := range b.cluster.Peers() {
-		if p.ID == b.cfg.NodeID || exclude[p.ID] {
+		if p.ID == b.cfg.NodeID || exclude[p.ID] || b.isDown(p.ID) {
 			continue
 		}
 		rank := 3 // same zone
@@ -46,12 +46,13 @@ func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error
 	return best[int(h.Sum32()%uint32(len(best)))], nil
 }
 
-// chooseBackup picks a new backup for a held stream and records it in the
-// registry (fenced by the stream's epoch) before anything is copied there.
-func (b *Broker) chooseBackup(ctx context.Context, h *held) (string, error) {
+// chooseBackup picks a new backup for a held stream, other than avoid (the
+// one that just failed) when possible, and records it in the registry
+// (fenced by the stream's epoch) before anything is copied there.
+func (b *Broker) chooseBackup(ctx context.Context, h *held, avoid string) (string, error) {
 	exclude := map[string]bool{}
-	if h.backup != "" {
-		exclude[h.backup] = true
+	if avoid != "" {
+		exclude[avoid] = true
 	}
 	backup, err := b.pickBackup(h.user, exclude)
 	if errors.Is(err, errNoBackup) && len(exclude) > 0 {

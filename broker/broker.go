@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -119,7 +120,10 @@ type Broker struct {
 	held   map[string]*held     // streams this node owns
 	remote map[string]*attached // users served here from another owner's stream
 	reps   replicas             // streams backed up here
+	down   map[string]time.Time // nodes whose links failed recently, until when
 	closed bool
+	// draining: streams are being handed away; none is taken over here.
+	draining atomic.Bool
 
 	flight  singleflight.Group // one takeover per user at a time
 	applied chan session.Entry
@@ -151,6 +155,7 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		held:    make(map[string]*held),
 		remote:  make(map[string]*attached),
 		reps:    replicas{m: make(map[string]*replica)},
+		down:    make(map[string]time.Time),
 		applied: make(chan session.Entry, 4096),
 		ctx:     ctx, cancel: cancel,
 	}
@@ -227,6 +232,34 @@ func (b *Broker) Stats() Stats {
 }
 
 func (b *Broker) now() int64 { return b.cfg.Now().UnixMilli() }
+
+// downFor is how long a node whose link failed is avoided. Gossip takes
+// seconds to declare a node dead; a refused or reset link says so at once.
+const downFor = 3 * time.Second
+
+// linkFailed records that a call to node failed at the link level (not a
+// timeout or a remote error) and reports whether that was the case.
+func (b *Broker) linkFailed(node string, err error) bool {
+	if !errors.Is(err, transport.ErrPeerUnavailable) {
+		return false
+	}
+	b.mu.Lock()
+	b.down[node] = b.cfg.Now().Add(downFor)
+	b.mu.Unlock()
+	return true
+}
+
+// isDown says whether node's links failed within downFor.
+func (b *Broker) isDown(node string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	until, ok := b.down[node]
+	if ok && b.cfg.Now().After(until) {
+		delete(b.down, node)
+		return false
+	}
+	return ok
+}
 
 // local returns the held stream for user, if this node holds one.
 func (b *Broker) local(user string) *held {

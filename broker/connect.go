@@ -30,16 +30,18 @@ func (b *Broker) Hello(ctx context.Context, sink transport.Sink, user string, re
 			continue
 		}
 		e, ok := b.entry(user, hint)
-		if ok && e.Owner != b.cfg.NodeID && e.State == session.Attached && !avoid[e.Owner] && b.cluster.Alive(e.Owner) {
+		if ok && e.State == session.Attached && b.usable(e.Owner, avoid) {
 			err := b.attachRemote(ctx, e.Owner, sink, resume)
 			switch {
 			case err == nil:
 				return nil
 			case errors.Is(err, ErrNotHere):
 				hint = nil // the replica is behind the owner's view: re-read
-			default:
-				b.log.Debug("remote attach failed; taking over", "user", user, "owner", e.Owner, "err", err)
+			case b.linkFailed(e.Owner, err):
+				b.log.Debug("owner unreachable; taking over", "user", user, "owner", e.Owner, "err", err)
 				avoid[e.Owner] = true
+			default:
+				return fmt.Errorf("%w: attaching to %s: %v", ErrUnavailable, e.Owner, err)
 			}
 			continue
 		}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 )
 
 // Handler is one peer-link method the broker serves.
@@ -16,12 +17,12 @@ type Handler struct {
 // Handlers lists the peer-link methods to register on the node's links.
 func (b *Broker) Handlers() []Handler {
 	return []Handler{
-		{Method: methodPublish, Fn: func(ctx context.Context, _ string, p []byte) ([]byte, error) {
+		{Method: methodPublish, Fn: func(ctx context.Context, from string, p []byte) ([]byte, error) {
 			items, err := decodePublish(p)
 			if err != nil {
 				return nil, err
 			}
-			return encodePublishReply(b.servePublish(ctx, items)), nil
+			return encodePublishReply(b.servePublish(ctx, from, items)), nil
 		}},
 		{Method: methodHandoff, Fn: func(_ context.Context, _ string, p []byte) ([]byte, error) {
 			req, err := decodeHandoff(p)
@@ -94,6 +95,9 @@ func (b *Broker) Handlers() []Handler {
 			return encodeHandoffReply(rep), nil
 		}},
 		{Method: methodTakeover, Fn: func(ctx context.Context, _ string, p []byte) ([]byte, error) {
+			if b.draining.Load() {
+				return nil, fmt.Errorf("%w: this node is draining", ErrUnavailable)
+			}
 			_, err := b.takeover(ctx, string(p), nil, false)
 			return nil, err
 		}},

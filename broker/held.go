@@ -36,8 +36,12 @@ type held struct {
 	pending  []session.Message // appended, not yet acked, in seq order
 	flushing bool
 	backup   string // replica node; "" when none is known yet
-	fullCopy bool   // the backup needs the whole stream, not just pending
-	sealed   bool
+	// lastFailed is the backup a replication last failed to reach. Gossip
+	// may still call it alive for seconds, so the next choice avoids it
+	// while another node is available.
+	lastFailed string
+	fullCopy   bool // the backup needs the whole stream, not just pending
+	sealed     bool
 
 	sinks   map[uint64]transport.Sink
 	remotes map[string]bool // nodes with connections of this user attached here
@@ -118,8 +122,9 @@ func (h *held) flushLocked(ctx context.Context) error {
 		h.cond.Broadcast()
 	}()
 	if h.backup == "" {
+		avoid := h.lastFailed
 		h.mu.Unlock()
-		backup, err := h.b.chooseBackup(ctx, h)
+		backup, err := h.b.chooseBackup(ctx, h, avoid)
 		h.mu.Lock()
 		switch {
 		case errors.Is(err, errNoBackup):
@@ -168,7 +173,8 @@ func (h *held) flushLocked(ctx context.Context) error {
 		h.fullCopy = true
 	default:
 		h.b.log.Warn("replication to backup failed; choosing another", "user", h.user, "backup", backup, "err", err)
-		h.backup = "" // the next flush picks a new backup and copies everything
+		// The next flush picks a new backup, not this one, and copies everything.
+		h.backup, h.lastFailed = "", backup
 	}
 	return err
 }

@@ -34,13 +34,9 @@ func (b *Broker) NodeDown(node string) {
 		a.evict("owner node is down")
 	}
 	for _, h := range helds {
-		h.mu.Lock()
-		if h.backup == node && !h.flushing {
-			h.backup = ""
-		}
-		h.mu.Unlock()
 		h.detachRemote(node)
 	}
+	b.Rebackup(node)
 	b.promote(node)
 }
 

@@ -117,12 +117,20 @@ func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []Publi
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				// The owner did not answer: the outcome is unknown, so the
-				// retry keeps the same id (stored once, G3) and goes wherever
-				// the stream is by then.
 				b.log.Debug("forward failed", "owner", owner, "err", err)
-				avoid[owner] = true
-				retry = append(retry, idx...)
+				if b.linkFailed(owner, err) {
+					// The owner's link broke: it may be dead. The outcome is
+					// unknown, so the retry keeps the same id (stored once,
+					// G3) and goes wherever the stream is by then.
+					avoid[owner] = true
+					retry = append(retry, idx...)
+					return
+				}
+				// Slow or refusing, but there: not a reason to take its
+				// streams away. The publisher retries with the same id.
+				for _, i := range idx {
+					res[i].Err = fmt.Errorf("%w: owner %s: %v", ErrUnavailable, owner, err)
+				}
 				return
 			}
 			for k, i := range idx {
@@ -143,25 +151,21 @@ func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []Publi
 	return retry
 }
 
-// servePublish appends a forwarded batch on the owner. Users this node
-// does not hold are answered itemNotOwner so the sender re-routes; a user
-// the registry says is ours but that we do not hold (we restarted) is
-// taken over here.
-func (b *Broker) servePublish(ctx context.Context, items []publishItem) []publishOutcome {
+// servePublish appends a forwarded batch here. Users whose stream lives
+// on another live node are answered itemNotOwner so the sender re-routes;
+// users nobody reachable holds are taken over here, as the sender would.
+func (b *Broker) servePublish(ctx context.Context, from string, items []publishItem) []publishOutcome {
 	out := make([]publishOutcome, len(items))
+	avoid := map[string]bool{from: b.draining.Load()}
 	for k, it := range items {
-		h := b.local(it.User)
-		if h == nil || h.isSealed() {
-			e, ok := b.reg.Get(it.User)
-			if !ok || e.Owner != b.cfg.NodeID {
-				out[k] = publishOutcome{Code: itemNotOwner}
-				continue
-			}
-			var err error
-			if h, err = b.takeover(ctx, it.User, nil, false); err != nil {
-				out[k] = outcomeOf(err)
-				continue
-			}
+		h, owner, err := b.route(ctx, it.User, nil, avoid, false)
+		switch {
+		case err != nil:
+			out[k] = outcomeOf(err)
+			continue
+		case h == nil:
+			out[k] = publishOutcome{Code: itemNotOwner, Msg: "owned by " + owner}
+			continue
 		}
 		m, err := h.append(ctx, it.ID, it.Data)
 		if err != nil {

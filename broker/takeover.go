@@ -24,8 +24,13 @@ func (b *Broker) route(ctx context.Context, user string, hint *session.Entry, av
 		return h, "", nil
 	}
 	e, ok := b.entry(user, hint)
-	if ok && e.Owner != b.cfg.NodeID && !avoid[e.Owner] && b.cluster.Alive(e.Owner) {
+	if ok && b.usable(e.Owner, avoid) {
 		return nil, e.Owner, nil
+	}
+	if b.draining.Load() {
+		// A draining node takes nothing over: another node will.
+		t, err := b.forwardTarget(user, avoid)
+		return nil, t, err
 	}
 	h, err := b.takeover(ctx, user, avoid, attach)
 	return h, "", err
@@ -61,12 +66,12 @@ func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]boo
 func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
 	e, ok := b.reg.Get(user)
 	sess := e.Session
-	if !ok || !b.recoverable(e, avoid) {
-		// Nobody reachable holds the stream: continuity is lost and a new
-		// session tells resuming clients so (resumed:false).
+	if !ok || b.lost(e) {
+		// Neither the old owner nor the backup exists any more: continuity
+		// is lost, and a new session tells resuming clients so.
 		sess = newSessionID()
 	}
-	backup, err := b.pickBackup(user, map[string]bool{e.Owner: e.Owner != b.cfg.NodeID && !b.usable(e.Owner, avoid)})
+	backup, err := b.pickBackup(user, map[string]bool{e.Owner: !b.usable(e.Owner, avoid)})
 	if err != nil && !errors.Is(err, errNoBackup) {
 		return nil, err
 	}
@@ -90,8 +95,10 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 			err = stream.Load(tail.Last, tail.Msgs)
 		}
 		if err != nil {
-			b.log.Warn("stream could not be recovered; starting a new session", "user", user, "owner", e.Owner, "backup", e.Backup, "err", err)
-			return b.restart(ctx, user, res.Entry, attach)
+			// The stream still exists somewhere we cannot reach now. Never
+			// start over while it might: the claim stands (it fences the
+			// old holders), and the next attempt fetches again.
+			return nil, fmt.Errorf("%w: recovering the stream of %s: %v", ErrUnavailable, user, err)
 		}
 	}
 	return b.serve(ctx, stream, res.Entry.Backup)
@@ -99,14 +106,24 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 
 // usable says whether node can be asked for a stream during this request.
 func (b *Broker) usable(node string, avoid map[string]bool) bool {
-	return node != "" && node != b.cfg.NodeID && !avoid[node] && b.cluster.Alive(node)
+	return node != "" && node != b.cfg.NodeID && !avoid[node] && !b.isDown(node) && b.cluster.Alive(node)
 }
 
-// recoverable says whether someone can still hand over the stream of e:
-// its old owner, its backup, or this node's own replica.
-func (b *Broker) recoverable(e session.Entry, avoid map[string]bool) bool {
-	return b.usable(e.Owner, avoid) || b.usable(e.Backup, avoid) ||
-		e.Backup == b.cfg.NodeID && b.replicaFor(e.User) != nil
+// lost says whether nobody can hand over the stream of e any more: its
+// owner and its backup are gone from the cluster (or never existed), and
+// this node is neither of them with a copy. A node that is merely
+// unreachable is not gone: its stream may still be recovered.
+func (b *Broker) lost(e session.Entry) bool {
+	holds := func(node string) bool {
+		switch {
+		case node == "":
+			return false
+		case node == b.cfg.NodeID:
+			return b.local(e.User) != nil || b.replicaFor(e.User) != nil
+		}
+		return b.cluster.Alive(node)
+	}
+	return !holds(e.Owner) && !holds(e.Backup)
 }
 
 // fetchTail seals the stream under the new epoch wherever it still lives
@@ -130,6 +147,7 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		cctx, cancel := b.callCtx(ctx)
 		p, err := b.peers.Call(cctx, e.Owner, methodHandoff, req)
 		cancel()
+		b.linkFailed(e.Owner, err)
 		var rep handoffReply
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
@@ -147,6 +165,7 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		cctx, cancel := b.callCtx(ctx)
 		p, err := b.peers.Call(cctx, e.Backup, methodSeal, req)
 		cancel()
+		b.linkFailed(e.Backup, err)
 		var rep handoffReply
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
@@ -159,26 +178,6 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		return handoffReply{}, errors.New("neither the old owner nor the backup is reachable")
 	}
 	return handoffReply{}, errors.Join(errs...)
-}
-
-// restart claims user again with a fresh session after the stream could
-// not be recovered: continuity is lost, and the new session says so.
-func (b *Broker) restart(ctx context.Context, user string, e session.Entry, attach bool) (*held, error) {
-	sess := newSessionID()
-	res, err := b.reg.Propose(ctx, session.Command{
-		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
-		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: e.Backup,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: reclaim %s: %v", ErrUnavailable, user, err)
-	}
-	if res.Err != nil {
-		if errors.Is(res.Err, session.ErrStaleEpoch) {
-			return nil, &ownedElsewhere{entry: res.Entry}
-		}
-		return nil, fmt.Errorf("reclaim %s: %w", user, res.Err)
-	}
-	return b.serve(ctx, session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream), res.Entry.Backup)
 }
 
 // serve installs a freshly claimed stream as the one this node holds and

@@ -77,6 +77,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	case <-c.ready:
 		return c, nil
 	case <-ctx.Done():
+		select {
+		case <-c.ready: // both happened: a connected client is the better answer
+			return c, nil
+		default:
+		}
 		last := c.lastError()
 		_ = c.Close()
 		if last != nil {

@@ -19,7 +19,8 @@ type Config struct {
 	// for failover; these are kept.
 	Endpoints []string
 	// Token returns the JWT sent in hello. It is called before every connect
-	// so that an expiring token can be refreshed. See StaticToken.
+	// so that an expiring token can be refreshed; it must return promptly
+	// (Close waits for it). See StaticToken.
 	Token func() (string, error)
 
 	// Session and LastSeq are the resume point. The client keeps them up to

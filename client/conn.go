@@ -252,6 +252,9 @@ func (c *Client) readError(err error, idle time.Duration, errFrame *inFrame, out
 	var ce *websocket.CloseError
 	var ne net.Error
 	switch {
+	case errors.As(err, &ce) && ce.Code == websocket.CloseAbnormalClosure:
+		// Not a close frame: the connection just dropped (gorilla reports 1006).
+		out.err = fmt.Errorf("client: connection dropped: %w", err)
 	case errors.As(err, &ce):
 		e := &CloseError{Code: ce.Code, Reason: ce.Text}
 		if errFrame != nil {

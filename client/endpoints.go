@@ -33,7 +33,7 @@ func (l *endpointList) connected(ep string, learned []string) {
 	order = dedup(order, l.original)
 	order = dedup(order, l.order)
 	l.order = l.bound(order)
-	l.next = 0
+	l.next = 1 % len(l.order)
 }
 
 // prefer makes urls the next endpoints to try, in order, and moves avoid

@@ -52,6 +52,7 @@ type CloseError struct {
 	Message   string // message of the preceding error frame
 }
 
+// Error describes the close and the error frame before it.
 func (e *CloseError) Error() string {
 	if e.ErrorCode != "" {
 		return fmt.Sprintf("client: server closed %d (%s: %s)", e.Code, e.ErrorCode, e.Message)

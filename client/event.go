@@ -27,6 +27,7 @@ const (
 	EventSequenceAnomaly
 )
 
+// String returns the kind in snake case, for logs.
 func (k EventKind) String() string {
 	switch k {
 	case EventConnected:

@@ -28,6 +28,7 @@ type fakeServer struct {
 	closes  chan int // close codes received from the client
 	conns   atomic.Int32
 
+	stop   chan struct{} // closed at cleanup: handlers stop blocking
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup // handlers, waited for at cleanup
@@ -46,6 +47,7 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 		scripts: scripts,
 		hellos:  make(chan transport.ClientFrame, 64),
 		closes:  make(chan int, 64),
+		stop:    make(chan struct{}),
 	}
 	up := websocket.Upgrader{}
 	fs.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +79,11 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 			t.Errorf("fake: first frame %s is not a hello: %v", b, err)
 			return
 		}
-		fs.hellos <- hello
+		select {
+		case fs.hellos <- hello:
+		case <-fs.stop:
+			return
+		}
 		script := fs.scripts[min(n, len(fs.scripts)-1)]
 		script(&fakeConn{fs: fs, ws: ws, hello: hello})
 	}))
@@ -87,6 +93,7 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 		fs.mu.Lock()
 		fs.closed = true
 		fs.mu.Unlock()
+		close(fs.stop)
 		fs.wg.Wait()
 	})
 	return fs
@@ -143,7 +150,10 @@ func (fc *fakeConn) hold() {
 		if err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
-				fc.fs.closes <- ce.Code
+				select {
+				case fc.fs.closes <- ce.Code:
+				default:
+				}
 			}
 			return
 		}

@@ -50,6 +50,7 @@ type APIError struct {
 	Message string // the body's "error" field, or the status text
 }
 
+// Error describes the status and the server's message.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("client: publish answered %d: %s", e.Status, e.Message)
 }

@@ -1,8 +1,6 @@
 package consensus
 
 import (
-	"os"
-	"strconv"
 	"context"
 	"fmt"
 	"slices"
@@ -13,13 +11,16 @@ import (
 )
 
 // benchProposers is the number of concurrent proposers in the benchmarks.
-var benchProposers = envInt("BP", 256)
+const benchProposers = 256
 
-func envInt(k string, d int) int { if v, err := strconv.Atoi(os.Getenv(k)); err == nil { return v }; return d }
-
-// fsyncOn is the production durability setting: the benchmarks measure
-// group commit against real fsyncs.
-func fsyncOn(c *Config) { c.NoSync = false; c.MaxInFlightBatches = envInt("IF", 4) }
+// fsyncOn is the production setting: default LAN timing and fsync on, so
+// the benchmarks measure group commit against real fsyncs.
+func fsyncOn(c *Config) {
+	d := DefaultConfig()
+	c.HeartbeatTimeout, c.ElectionTimeout = d.HeartbeatTimeout, d.ElectionTimeout
+	c.LeaderLeaseTimeout, c.CommitTimeout = d.LeaderLeaseTimeout, d.CommitTimeout
+	c.NoSync = false
+}
 
 // benchCmd is a small command, about 60 bytes, with a unique key.
 func benchCmd(i int64) []byte {
@@ -62,17 +63,12 @@ func runLoad(b *testing.B, op func(ctx context.Context, i int64) error) {
 		return
 	}
 	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "cmds/s")
-	if a := DbgApplies.Load(); a > 0 {
-		b.ReportMetric(float64(DbgApplyNs.Load())/float64(a)/1e6, "apply-ms")
-		b.ReportMetric(float64(DbgCmds.Load())/float64(a), "cmds/entry")
-		DbgApplies.Store(0); DbgApplyNs.Store(0); DbgCmds.Store(0)
-	}
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 }
 
-func benchCluster(b *testing.B) (leader, follower *testNode) {
+func benchCluster(b *testing.B, tweak ...func(*Config)) (leader, follower *testNode) {
 	c := newCluster(b)
-	c.form(3, fsyncOn)
+	c.form(3, append([]func(*Config){fsyncOn}, tweak...)...)
 	leader = c.leader()
 	for _, n := range c.nodes() {
 		if n != leader {
@@ -83,13 +79,23 @@ func benchCluster(b *testing.B) (leader, follower *testNode) {
 }
 
 // BenchmarkProposer3Nodes measures Propose with group commit on a 3-node
-// cluster with fsync on, from the leader and from a follower (forwarded).
+// cluster with fsync on, from the leader and from a follower (forwarded),
+// with the default MaxInFlightBatches and with one batch in flight.
 func BenchmarkProposer3Nodes(b *testing.B) {
-	for _, via := range []string{"leader", "follower"} {
-		b.Run(via, func(b *testing.B) {
-			leader, follower := benchCluster(b)
+	for _, bc := range []struct {
+		name     string
+		follower bool
+		inFlight int
+	}{
+		{"leader", false, 0},
+		{"follower", true, 0},
+		{"leader/inflight=1", false, 1},
+		{"follower/inflight=1", true, 1},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			leader, follower := benchCluster(b, func(c *Config) { c.MaxInFlightBatches = bc.inFlight })
 			target := leader
-			if via == "follower" {
+			if bc.follower {
 				target = follower
 			}
 			runLoad(b, func(ctx context.Context, i int64) error {

@@ -139,9 +139,9 @@ func TestPlan(t *testing.T) {
 			want:    action{},
 		},
 		{
-			name:    "no swap while a voter is dead within its grace",
-			servers: []raft.Server{voter("n1"), voter("n2"), voter("n3"), nonvoter("n4")},
-			members: []Member{member("n1", "r1", "a", MemberAlive), member("n2", "r1", "a", MemberAlive), member("n3", "r1", "a", MemberDead), member("n4", "r2", "a", MemberAlive)},
+			name:      "no swap while a voter is dead within its grace",
+			servers:   []raft.Server{voter("n1"), voter("n2"), voter("n3"), nonvoter("n4")},
+			members:   []Member{member("n1", "r1", "a", MemberAlive), member("n2", "r1", "a", MemberAlive), member("n3", "r1", "a", MemberDead), member("n4", "r2", "a", MemberAlive)},
 			deadSince: map[string]time.Duration{"n3": time.Second},
 			want:      action{},
 		},

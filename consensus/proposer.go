@@ -106,8 +106,10 @@ type proposer struct {
 	maxCmds  int
 	maxBytes int
 
-	queue   chan *proposal
-	batches chan *batch
+	queue    chan *proposal
+	batches  chan *batch
+	freed    chan int // a worker finished a batch of this many commands
+	inFlight int      // workers, the most batches in flight
 
 	ctx    context.Context // cancelled by close: aborts forwards in progress
 	cancel context.CancelFunc
@@ -126,12 +128,14 @@ func newProposer(be proposerBackend, m *metrics, log *slog.Logger, maxCmds, maxB
 		maxBytes: maxBytes,
 		// Bounded: when full, Propose blocks under its context, which is
 		// the back-pressure callers feel when Raft cannot keep up.
-		queue:   make(chan *proposal, maxCmds),
-		batches: make(chan *batch),
-		ctx:     ctx,
-		cancel:  cancel,
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		queue:    make(chan *proposal, maxCmds),
+		batches:  make(chan *batch),
+		freed:    make(chan int, inFlight),
+		inFlight: inFlight,
+		ctx:      ctx,
+		cancel:   cancel,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	pr.wg.Add(1 + inFlight)
 	go pr.run()
@@ -227,27 +231,42 @@ func (pr *proposer) full(b *batch) bool {
 }
 
 // run forms batches: it takes what is queued, then keeps adding to the
-// batch until a worker is free to take it.
+// batch until it may be dispatched.
+//
+// A batch goes out at once when nothing is in flight. While batches are in
+// flight, another one joins them only once it holds at least as many
+// commands as all of them together (or is full). Raft writes and replicates entries one
+// after another, so on a LAN many small pipelined entries cost more than a
+// few large ones, while at low load, or with long round trips (WAN), a
+// command still does not wait for the batch ahead of it.
 func (pr *proposer) run() {
 	defer pr.wg.Done()
-	var carry *proposal // the proposal that did not fit the previous batch
+	var (
+		carry    *proposal // the proposal that did not fit the previous batch
+		inFlight int       // batches handed to workers and not yet finished
+		inCmds   int       // commands in those batches
+	)
 	for {
 		b := &batch{}
-		if carry != nil {
-			b.add(carry)
-			carry = nil
-		} else {
+		for b.n == 0 {
+			if carry != nil {
+				b.add(carry)
+				carry = nil
+				break
+			}
 			select {
 			case p := <-pr.queue:
 				b.add(p)
+			case n := <-pr.freed:
+				inFlight--
+				inCmds -= n
 			case <-pr.stop:
 				pr.drain()
 				return
 			}
 		}
 		for {
-			// Take everything already queued before offering the batch,
-			// so a free worker does not get a needlessly small one.
+			// Take everything already queued before offering the batch.
 			for carry == nil && !pr.full(b) {
 				select {
 				case p := <-pr.queue:
@@ -261,14 +280,24 @@ func (pr *proposer) run() {
 				}
 				break
 			}
-			// A full batch only waits for a worker: a nil channel never
-			// delivers.
+			// Nil channels never deliver: a full batch stops collecting,
+			// and a batch not yet allowed out is not offered to workers.
 			var queue chan *proposal
 			if carry == nil && !pr.full(b) {
 				queue = pr.queue
 			}
+			var batches chan *batch
+			if inFlight == 0 || (inFlight < pr.inFlight && (b.n >= inCmds || carry != nil || pr.full(b))) {
+				batches = pr.batches
+			}
 			select {
-			case pr.batches <- b:
+			case batches <- b:
+				inFlight++
+				inCmds += b.n
+			case n := <-pr.freed:
+				inFlight--
+				inCmds -= n
+				continue
 			case p := <-queue:
 				if pr.fits(b, p) {
 					b.add(p)
@@ -313,6 +342,7 @@ func (pr *proposer) work() {
 		select {
 		case b := <-pr.batches:
 			pr.dispatch(b)
+			pr.freed <- b.n // never blocks: one slot per worker
 		case <-pr.stop:
 			return
 		}
@@ -457,11 +487,7 @@ func encodeProposals(prefix []byte, props []*proposal, n, size int) []byte {
 	return e.buf
 }
 
-var DbgApplyNs, DbgApplies, DbgCmds atomic.Int64
-
 func (pr *proposer) applyLocal(props []*proposal, n, size int) ([][]byte, error) {
-	t0 := time.Now()
-	defer func() { DbgApplyNs.Add(int64(time.Since(t0))); DbgApplies.Add(1); DbgCmds.Add(int64(n)) }()
 	resp, err := pr.be.apply(encodeProposals(nil, props, n, size))
 	if err != nil {
 		return nil, err

@@ -35,6 +35,9 @@ func (n *Node) control() {
 		for _, m := range members {
 			prev, seen := known[m.ID]
 			known[m.ID] = m.State
+			if m.ID != n.cfg.NodeID && m.State == membership.StateDraining && prev != m.State {
+				n.broker.Rebackup(m.ID) // it is leaving: replicas move before it goes
+			}
 			if m.ID == n.cfg.NodeID || usable(m.State) {
 				continue
 			}

@@ -332,12 +332,19 @@ func (n *Node) drain(ctx context.Context) error {
 	if err := n.pool.SetDraining(ctx, true); err != nil {
 		n.log.Warn("gossip draining state", "err", err)
 	}
+	// New connections are turned away first, then every stream goes to
+	// another node, and only then are clients told to reconnect: they
+	// resume at the streams' new owners, with replay.
 	n.gateway.SetDraining(n.endpoints())
+	err := n.broker.Drain(ctx)
+	if err != nil {
+		n.log.Warn("drain incomplete", "err", err)
+	}
 	n.gateway.CloseAll(transport.CloseDraining, transport.CodeDraining, "node draining: reconnect to another endpoint", n.endpoints())
 	if n.raft.IsLeader() {
 		if err := n.raft.TransferLeadership(); err != nil {
 			n.log.Warn("leadership transfer failed", "err", err)
 		}
 	}
-	return nil
+	return err
 }

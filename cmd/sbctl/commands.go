@@ -235,10 +235,30 @@ func cmdLeaderTransfer(g *globals, args []string, stdout io.Writer) error {
 	}
 	leader := ans.Leader
 	if leader == "" || leader == ans.Previous {
-		leader = "(election in progress; see sbctl status)"
+		leader = c.awaitNewLeader(ans.Previous, 5*time.Second)
+	}
+	if leader == "" {
+		leader = "(election still in progress; see sbctl status)"
 	}
 	_, err = fmt.Fprintf(stdout, "leadership transferred from %s to %s\n", dash(ans.Previous), leader)
 	return err
+}
+
+// awaitNewLeader polls the cluster until a leader other than prev is
+// known, or wait passes ("" then). The transfer answer often comes before
+// the new leader's first heartbeat has reached the node we asked.
+func (c *adminClient) awaitNewLeader(prev string, wait time.Duration) string {
+	deadline := time.Now().Add(wait)
+	for {
+		var ci clusterInfo
+		if _, err := c.getJSON("/v1/cluster", &ci); err == nil && ci.Leader != "" && ci.Leader != prev {
+			return ci.Leader
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func dash(s string) string {

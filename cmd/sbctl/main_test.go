@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -345,5 +346,22 @@ func TestPrintStatus(t *testing.T) {
 	}
 	if !strings.Contains(out, "suspect") || !strings.Contains(out, "12") {
 		t.Errorf("n2 row incomplete:\n%s", out)
+	}
+}
+
+func TestLeaderTransfer(t *testing.T) {
+	clearEnv(t)
+	c := clustertest.Start(t, 3)
+	prev := c.WaitLeader()
+	code, out, errOut := sbctl(t, "--addr", c.URL("n2"), "--admin-key", clustertest.AdminKey, "leader-transfer")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var from, to string
+	if _, err := fmt.Sscanf(out, "leadership transferred from %s to %s", &from, &to); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if from != prev || to == prev || c.Node(to) == nil {
+		t.Errorf("output %q; leader was %s", out, prev)
 	}
 }

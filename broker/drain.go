@@ -1,0 +1,152 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// drainParallel bounds concurrent handovers during a drain.
+const drainParallel = 32
+
+// Drain hands every stream held here to another node, its backup first
+// (which already has the data), and from then on takes no stream over
+// here: publishes for users nobody holds go to a live peer. It returns
+// once every stream is handed over or ctx ends. Streams with no other
+// node to go to (a single-node cluster) stay, as their durability was
+// local all along.
+func (b *Broker) Drain(ctx context.Context) error {
+	b.draining.Store(true)
+	b.mu.Lock()
+	helds := make([]*held, 0, len(b.held))
+	for _, h := range b.held {
+		helds = append(helds, h)
+	}
+	b.mu.Unlock()
+	b.log.Info("handing streams over", "streams", len(helds))
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, drainParallel)
+	)
+	for _, h := range helds {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := b.handOver(ctx, h); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("drain: %d of %d streams not handed over: %w", len(errs), len(helds), errors.Join(errs...))
+	}
+	return nil
+}
+
+// handOver asks another node to take h's stream over; the taker seals it
+// here and fetches it, exactly as a resuming client's node would.
+func (b *Broker) handOver(ctx context.Context, h *held) error {
+	h.mu.Lock()
+	first, sealed := h.backup, h.sealed
+	h.mu.Unlock()
+	if sealed {
+		return nil
+	}
+	tried := map[string]bool{}
+	for target := first; ; {
+		if target == "" {
+			var err error
+			if target, err = b.pickBackup(h.user, tried); err != nil {
+				if errors.Is(err, errNoBackup) && len(tried) == 0 {
+					return nil // nobody to hand it to: local durability only
+				}
+				return fmt.Errorf("%s: %w", h.user, err)
+			}
+		}
+		tried[target] = true
+		cctx, cancel := context.WithTimeout(ctx, 4*b.cfg.CallTimeout)
+		_, err := b.peers.Call(cctx, target, methodTakeover, []byte(h.user))
+		cancel()
+		if err == nil || h.isSealed() {
+			return nil
+		}
+		b.linkFailed(target, err)
+		b.log.Warn("handover failed; trying another node", "user", h.user, "to", target, "err", err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", h.user, ctx.Err())
+		}
+		target = ""
+	}
+}
+
+// Rebackup makes streams held here that node backs up choose another
+// backup and copy themselves there now, rather than at their next append:
+// node is leaving (draining) or gone, and an idle stream must not be left
+// with a single copy.
+func (b *Broker) Rebackup(node string) {
+	b.mu.Lock()
+	var affected []*held
+	for _, h := range b.held {
+		affected = append(affected, h)
+	}
+	b.mu.Unlock()
+	var todo []*held
+	for _, h := range affected {
+		h.mu.Lock()
+		if h.backup == node && !h.sealed {
+			todo = append(todo, h)
+		}
+		h.mu.Unlock()
+	}
+	if len(todo) == 0 {
+		return
+	}
+	b.goSafe(func() {
+		sem := make(chan struct{}, promoteParallel)
+		var wg sync.WaitGroup
+		for _, h := range todo {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				ctx, cancel := context.WithTimeout(b.ctx, 4*b.cfg.CallTimeout)
+				defer cancel()
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				if h.backup != node || h.sealed {
+					return
+				}
+				h.backup, h.fullCopy = "", true
+				for h.flushing {
+					h.cond.Wait()
+				}
+				if err := h.flushLocked(ctx); err != nil {
+					b.log.Debug("re-backup failed; the next append retries", "user", h.user, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+}
+
+// forwardTarget is where a draining node sends publishes for a user it
+// would otherwise take over.
+func (b *Broker) forwardTarget(user string, avoid map[string]bool) (string, error) {
+	t, err := b.pickBackup(user, avoid)
+	if err != nil {
+		return "", fmt.Errorf("%w: draining and no other node to take %s", ErrUnavailable, user)
+	}
+	return t, nil
+}
