@@ -125,11 +125,15 @@ type Broker struct {
 	// draining: streams are being handed away; none is taken over here.
 	draining atomic.Bool
 
-	flight  singleflight.Group // one takeover per user at a time
-	applied chan session.Entry
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	flight singleflight.Group // one takeover per user at a time
+
+	stateMu   sync.Mutex
+	stateWant map[string]stateUpdate // attach/detach to record, per user
+	stateBusy map[string]bool        // users with a sender running
+	applied   chan session.Entry
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // New returns a running Broker.
@@ -151,13 +155,15 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
 		cfg: cfg, reg: reg, peers: peers, cluster: cluster,
-		log:     cfg.Logger.With("component", "broker"),
-		held:    make(map[string]*held),
-		remote:  make(map[string]*attached),
-		reps:    replicas{m: make(map[string]*replica)},
-		down:    make(map[string]time.Time),
-		applied: make(chan session.Entry, 4096),
-		ctx:     ctx, cancel: cancel,
+		log:       cfg.Logger.With("component", "broker"),
+		held:      make(map[string]*held),
+		remote:    make(map[string]*attached),
+		reps:      replicas{m: make(map[string]*replica)},
+		down:      make(map[string]time.Time),
+		stateWant: make(map[string]stateUpdate),
+		stateBusy: make(map[string]bool),
+		applied:   make(chan session.Entry, 4096),
+		ctx:       ctx, cancel: cancel,
 	}
 	b.wg.Add(2)
 	go b.watchRegistry()
@@ -261,11 +267,17 @@ func (b *Broker) isDown(node string) bool {
 	return ok
 }
 
-// local returns the held stream for user, if this node holds one.
+// local returns the live (unsealed) stream held here for user, if any;
+// a sealed one is forgotten on the way.
 func (b *Broker) local(user string) *held {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.held[user]
+	h := b.held[user]
+	if h != nil && h.gone.Load() {
+		delete(b.held, user)
+		return nil
+	}
+	return h
 }
 
 // drop forgets a held stream once it is sealed.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard/switchboard/session"
@@ -42,6 +43,10 @@ type held struct {
 	lastFailed string
 	fullCopy   bool // the backup needs the whole stream, not just pending
 	sealed     bool
+	// gone mirrors sealed for readers that must not take mu (Broker.mu is
+	// never held while taking a held's mu: the order is held.mu, then
+	// Broker.mu).
+	gone atomic.Bool
 
 	sinks   map[uint64]transport.Sink
 	remotes map[string]bool // nodes with connections of this user attached here
@@ -172,6 +177,7 @@ func (h *held) flushLocked(ctx context.Context) error {
 	case errors.Is(err, session.ErrGap):
 		h.fullCopy = true
 	default:
+		h.b.linkFailed(backup, err)
 		h.b.log.Warn("replication to backup failed; choosing another", "user", h.user, "backup", backup, "err", err)
 		// The next flush picks a new backup, not this one, and copies everything.
 		h.backup, h.lastFailed = "", backup
@@ -348,6 +354,7 @@ func (h *held) sealLocked(epoch uint64, why string) bool {
 		return true
 	}
 	h.sealed = true
+	h.gone.Store(true)
 	h.cond.Broadcast() // appenders waiting for replication fail over now
 	for id, s := range h.sinks {
 		s.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", h.b.cluster.Endpoints())
@@ -372,18 +379,49 @@ func (h *held) handoff(epoch uint64) (handoffReply, error) {
 	return tailOf(h.stream), nil
 }
 
-// proposeState records attach/detach in the registry in the background;
-// it is advisory (it decides remote attach versus takeover, and starts
-// the resume window), and fenced by epoch, so failures are only logged.
+// proposeState records attach/detach in the registry in the background.
+// It is advisory (it decides remote attach versus takeover, and starts the
+// resume window) and fenced by epoch, so failures are only logged. Updates
+// of one user are sent one at a time and coalesced to the latest wanted
+// state, so a quick detach+attach can never land in the wrong order.
 func (b *Broker) proposeState(user string, epoch uint64, kind session.Kind) {
+	b.stateMu.Lock()
+	b.stateWant[user] = stateUpdate{epoch: epoch, kind: kind}
+	busy := b.stateBusy[user]
+	b.stateBusy[user] = true
+	b.stateMu.Unlock()
+	if busy {
+		return // the running sender picks the new state up
+	}
 	b.goSafe(func() {
-		ctx, cancel := context.WithTimeout(b.ctx, 2*b.cfg.CallTimeout)
-		defer cancel()
-		_, err := b.reg.Propose(ctx, session.Command{Kind: kind, User: user, Node: b.cfg.NodeID, Epoch: epoch})
-		if err != nil && !errors.Is(err, context.Canceled) {
-			b.log.Debug("registry state update failed", "user", user, "kind", kind, "err", err)
+		var last stateUpdate
+		for {
+			b.stateMu.Lock()
+			want, ok := b.stateWant[user]
+			if !ok || want == last {
+				delete(b.stateWant, user)
+				delete(b.stateBusy, user)
+				b.stateMu.Unlock()
+				return
+			}
+			b.stateMu.Unlock()
+			ctx, cancel := context.WithTimeout(b.ctx, 2*b.cfg.CallTimeout)
+			_, err := b.reg.Propose(ctx, session.Command{Kind: want.kind, User: user, Node: b.cfg.NodeID, Epoch: want.epoch})
+			cancel()
+			if err != nil && !errors.Is(err, context.Canceled) {
+				b.log.Debug("registry state update failed", "user", user, "kind", want.kind, "err", err)
+			}
+			last = want
+			if b.ctx.Err() != nil {
+				return
+			}
 		}
 	})
+}
+
+type stateUpdate struct {
+	epoch uint64
+	kind  session.Kind
 }
 
 // welcome encodes the welcome frame for a connection served from a

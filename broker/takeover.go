@@ -20,7 +20,7 @@ func (o *ownedElsewhere) Error() string {
 // the owner to forward to. Where nobody reachable holds it, this node
 // takes it over. avoid lists owners found unreachable during this request.
 func (b *Broker) route(ctx context.Context, user string, hint *session.Entry, avoid map[string]bool, attach bool) (*held, string, error) {
-	if h := b.local(user); h != nil && !h.isSealed() {
+	if h := b.local(user); h != nil {
 		return h, "", nil
 	}
 	e, ok := b.entry(user, hint)
@@ -52,7 +52,7 @@ func (b *Broker) entry(user string, hint *session.Entry) (session.Entry, bool) {
 // attempt.
 func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
 	v, err, _ := b.flight.Do(user, func() (any, error) {
-		if h := b.local(user); h != nil && !h.isSealed() {
+		if h := b.local(user); h != nil {
 			return h, nil
 		}
 		return b.claim(ctx, user, avoid, attach)
@@ -204,8 +204,4 @@ func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string) (*
 	return h, nil
 }
 
-func (h *held) isSealed() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.sealed
-}
+func (h *held) isSealed() bool { return h.gone.Load() }

@@ -101,3 +101,34 @@ func (r *Raft) queryReadIndex(ctx context.Context, addr string) (uint64, error) 
 	}
 	return decodeIndex(resp)
 }
+
+// ReadBarrier makes the next local reads linearizable: it learns the
+// leader's read index (everything committed before the call) and waits
+// until this replica has applied it. Routing never waits like this (it is
+// fenced by epochs); admin reads and tests do.
+func (r *Raft) ReadBarrier(ctx context.Context) error {
+	var index uint64
+	var err error
+	if r.IsLeader() {
+		index, err = r.readIndex(ctx)
+	} else {
+		_, addr := r.Leader()
+		if addr == "" {
+			return ErrNoLeader
+		}
+		index, err = r.queryReadIndex(ctx, addr)
+	}
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for r.fsm.lastApplied.Load() < index {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consensus: read barrier at %d (applied %d): %w", index, r.fsm.lastApplied.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}

@@ -384,13 +384,20 @@ func (n *Node) handleSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user := r.PathValue("user")
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	// Operators expect the truth, not this replica's lag: read after a
+	// barrier (linearizable). Without a leader, say so rather than guess.
+	if err := n.raft.ReadBarrier(ctx); err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "registry unavailable: "+err.Error())
+		return
+	}
 	e, ok := registry{n}.Get(user)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no session for user "+strconv.Quote(user))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-	defer cancel()
 	seq, _ := n.streamSeq(ctx, e.Owner, user)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"user": e.User, "session": e.Session, "owner": e.Owner, "backup": e.Backup,
