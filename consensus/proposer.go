@@ -502,7 +502,7 @@ func (pr *proposer) forward(addr string, props []*proposal, n, size int) ([][]by
 	resp, err := pr.be.forward(ctx, addr, payload)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrNotLeader):
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNotSent) && !pr.stopped():
 		return nil, fmt.Errorf("%w: %w", errRetry, err)
 	case pr.stopped():
 		return nil, fmt.Errorf("%w: %w: %w", ErrClosed, ErrNotCommitted, err)

@@ -32,6 +32,10 @@ var (
 	// unknown (leadership lost mid-apply, forward failed, or the caller gave
 	// up waiting); it may or may not have been applied.
 	ErrNotCommitted = errors.New("consensus: outcome unknown, command may not be committed")
+	// ErrNotSent is for Config.Forward implementations: wrap it when the
+	// payload certainly never left this node (no link to the leader), so
+	// the proposer retries instead of reporting an unknown outcome.
+	ErrNotSent = errors.New("consensus: forward not sent")
 )
 
 const (

@@ -115,7 +115,11 @@ func New(cfg Config) (n *Node, err error) {
 		return transport.DialClusterWith(ctx, n.dialer(), addr, transport.MuxRaft, timeout)
 	}
 	rc.Forward = func(ctx context.Context, leaderAddr string, payload []byte) ([]byte, error) {
-		return n.peers.Call(ctx, leaderAddr, methodForward, payload)
+		out, err := n.peers.Call(ctx, leaderAddr, methodForward, payload)
+		if errors.Is(err, transport.ErrPeerNotSent) {
+			err = fmt.Errorf("%w: %w", consensus.ErrNotSent, err)
+		}
+		return out, err
 	}
 	rc.MaxVoters = cfg.MaxVoters
 	rc.NoSync = cfg.RaftNoSync
@@ -269,6 +273,11 @@ func (n *Node) stop(ctx context.Context, graceful bool) {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			_ = n.http.Shutdown(cctx) // hijacked WebSockets are the gateway's
 			cancel()
+			// Shutdown leaves what outlived its grace: requests still
+			// running, and connections that never sent one (it counts
+			// those idle only after 5 s). Close cuts them, with their
+			// goroutines.
+			_ = n.http.Close()
 		}
 		if n.gateway != nil {
 			code, slug := transport.CloseGoingAway, transport.CodeShutdown

@@ -23,6 +23,10 @@ var (
 	// ErrPeerUnavailable: no usable link to the peer (dial failed, in backoff,
 	// or the link died with the call in flight; the call may or may not have run).
 	ErrPeerUnavailable = errors.New("peer: unavailable")
+	// ErrPeerNotSent accompanies ErrPeerUnavailable when no link could be
+	// had at all: the request certainly never reached the peer, so any
+	// request, even a non-idempotent one, may be retried.
+	ErrPeerNotSent = errors.New("peer: not sent")
 	// ErrPeerFrameTooLarge: a payload exceeds PeerConfig.MaxFrame.
 	ErrPeerFrameTooLarge = errors.New("peer: frame too large")
 	// ErrPeerUnknownMethod: no handler is registered for the method (server side;
@@ -424,7 +428,7 @@ func (p *Peers) link(ctx context.Context, addr string) (*peerConn, error) {
 			if wait := time.Until(pc.retryAt); wait > 0 {
 				err := pc.lastErr
 				pc.mu.Unlock()
-				return nil, fmt.Errorf("%w: %s: last dial failed, retry in %v: %v", ErrPeerUnavailable, addr, wait.Round(time.Millisecond), err)
+				return nil, fmt.Errorf("%w: %w: %s: last dial failed, retry in %v: %v", ErrPeerUnavailable, ErrPeerNotSent, addr, wait.Round(time.Millisecond), err)
 			}
 			pc.dialing = make(chan struct{})
 			if !p.goOwned(func() { p.dial(pc) }) {
@@ -439,7 +443,7 @@ func (p *Peers) link(ctx context.Context, addr string) (*peerConn, error) {
 		select {
 		case <-dialing:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("peer link to %s: %w", addr, ctx.Err())
+			return nil, fmt.Errorf("%w: peer link to %s: %w", ErrPeerNotSent, addr, ctx.Err())
 		}
 	}
 }

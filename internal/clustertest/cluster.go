@@ -76,7 +76,12 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 		o.Zones = []string{"r1/a", "r1/b", "r1/c"}
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		w := &testWriter{t: t}
+		// Registered before the cluster's own cleanup, so it runs after the
+		// nodes stopped: a probe memberlist still has in flight after Kill
+		// may log, and t.Log after the test has completed panics.
+		t.Cleanup(w.stop)
+		o.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	c := &Cluster{t: t, opts: o, dir: t.TempDir(), cfgs: map[string]node.Config{}, nodes: map[string]*node.Node{}}
 	ports := freePorts(t, 3*n)
@@ -449,12 +454,27 @@ func freePorts(t testing.TB, n int) []int {
 	return ports
 }
 
-// testWriter sends node logs to the test log, so they show only on failure.
-type testWriter struct{ t testing.TB }
+// testWriter sends node logs to the test log, so they show only on
+// failure, until the test's cleanups are done.
+type testWriter struct {
+	t       testing.TB
+	mu      sync.Mutex
+	stopped bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.t.Log(string(bytes.TrimRight(p, "\n")))
+	}
 	return len(p), nil
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
 }
 
 // Verbose, when SWITCHBOARD_TEST_LOG=debug, logs nodes at debug level.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,34 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
+}
+
+// cutoffLogger logs warnings to t until the test's cleanups run: a killed
+// node's memberlist can still log from a probe in flight after Kill
+// returns, and t.Log after the test has completed panics.
+func cutoffLogger(t *testing.T) *slog.Logger {
+	w := &cutoffWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type cutoffWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *cutoffWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
 
 // echoServer answers every byte it reads until the test ends.
@@ -199,7 +229,7 @@ func TestFaultsLatencyDelaysOneDirection(t *testing.T) {
 }
 
 func TestIsolatedLeaderIsReplaced(t *testing.T) {
-	c := Start(t, 3, Options{Faults: true})
+	c := Start(t, 3, Options{Faults: true, Logger: cutoffLogger(t)})
 	old := c.WaitLeader()
 	c.Isolate(old)
 	var rest []string
