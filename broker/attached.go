@@ -44,7 +44,7 @@ func (b *Broker) attachRemote(ctx context.Context, owner string, sink transport.
 		req.Session, req.After = resume.Session, resume.Seq
 	}
 	cctx, cancel := b.callCtx(ctx)
-	p, err := b.peers.Call(cctx, owner, methodAttach, encodeAttach(req))
+	p, err := b.call(cctx, owner, methodAttach, encodeAttach(req))
 	cancel()
 	var rep attachReply
 	if err == nil {

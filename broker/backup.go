@@ -38,8 +38,14 @@ func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error
 			best = append(best, p.ID)
 		}
 	}
-	if len(best) == 0 {
+	switch {
+	case len(best) == 0 && b.cluster.Solo():
 		return "", errNoBackup
+	case len(best) == 0:
+		// Other servers exist but none is reachable now (a partition, or a
+		// node gossip already gave up on): acknowledging with one copy here
+		// could lose what the other side never saw.
+		return "", errBackupsDown
 	}
 	h := fnv.New32a()
 	h.Write([]byte(user))
@@ -48,28 +54,29 @@ func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error
 
 // chooseBackup picks a new backup for a held stream, other than avoid (the
 // one that just failed) when possible, and records it in the registry
-// (fenced by the stream's epoch) before anything is copied there.
-func (b *Broker) chooseBackup(ctx context.Context, h *held, avoid string) (string, error) {
+// (fenced by the stream's epoch) before anything is copied there. It
+// returns the entry's new epoch, which the owner adopts.
+func (b *Broker) chooseBackup(ctx context.Context, h *held, epoch uint64, avoid string) (string, uint64, error) {
 	exclude := map[string]bool{}
 	if avoid != "" {
 		exclude[avoid] = true
 	}
 	backup, err := b.pickBackup(h.user, exclude)
-	if errors.Is(err, errNoBackup) && len(exclude) > 0 {
+	if errors.Is(err, errBackupsDown) && len(exclude) > 0 {
 		backup, err = b.pickBackup(h.user, nil) // the only other node: try it again
 	}
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	res, err := b.reg.Propose(ctx, session.Command{
-		Kind: session.KindSetBackup, User: h.user, Node: b.cfg.NodeID, Epoch: h.stream.Epoch, Backup: backup,
+		Kind: session.KindSetBackup, User: h.user, Node: b.cfg.NodeID, Epoch: epoch, Backup: backup,
 	})
 	if err != nil {
-		return "", fmt.Errorf("%w: set backup: %v", ErrUnavailable, err)
+		return "", 0, fmt.Errorf("%w: set backup: %v", ErrUnavailable, err)
 	}
 	if res.Err != nil {
 		h.seal(res.Entry.Epoch, "session moved to another node")
-		return "", fmt.Errorf("%w: set backup: %v", errSealed, res.Err)
+		return "", 0, fmt.Errorf("%w: set backup: %v", errSealed, res.Err)
 	}
-	return backup, nil
+	return backup, res.Entry.Epoch, nil
 }

@@ -50,6 +50,9 @@ type Cluster interface {
 	Endpoints() []string
 	// Peers lists the other live nodes that may hold replicas (not draining).
 	Peers() []Peer
+	// Solo reports whether this node is the only server of the cluster:
+	// only then may a stream be acknowledged with a single copy.
+	Solo() bool
 }
 
 // Config configures a Broker.
@@ -128,8 +131,8 @@ type Broker struct {
 	flight singleflight.Group // one takeover per user at a time
 
 	stateMu   sync.Mutex
-	stateWant map[string]stateUpdate // attach/detach to record, per user
-	stateBusy map[string]bool        // users with a sender running
+	stateWant map[string]session.Kind // attach/detach to record, per user
+	stateBusy map[string]bool         // users with a sender running
 	applied   chan session.Entry
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -158,9 +161,9 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		log:       cfg.Logger.With("component", "broker"),
 		held:      make(map[string]*held),
 		remote:    make(map[string]*attached),
-		reps:      replicas{m: make(map[string]*replica)},
+		reps:      replicas{m: make(map[string]*replica), fences: make(map[string]fence)},
 		down:      make(map[string]time.Time),
-		stateWant: make(map[string]stateUpdate),
+		stateWant: make(map[string]session.Kind),
 		stateBusy: make(map[string]bool),
 		applied:   make(chan session.Entry, 4096),
 		ctx:       ctx, cancel: cancel,
@@ -253,6 +256,27 @@ func (b *Broker) linkFailed(node string, err error) bool {
 	b.down[node] = b.cfg.Now().Add(downFor)
 	b.mu.Unlock()
 	return true
+}
+
+// call is Peers.Call that keeps the link-failure marks true: a failed
+// link marks the node down, a successful call clears the mark.
+func (b *Broker) call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error) {
+	p, err := b.peers.Call(ctx, node, method, payload)
+	if err == nil {
+		b.mu.Lock()
+		delete(b.down, node)
+		b.mu.Unlock()
+	} else {
+		b.linkFailed(node, err)
+	}
+	return p, err
+}
+
+// NodeUp clears the link-failure mark of a node gossip sees alive again.
+func (b *Broker) NodeUp(node string) {
+	b.mu.Lock()
+	delete(b.down, node)
+	b.mu.Unlock()
 }
 
 // isDown says whether node's links failed within downFor.

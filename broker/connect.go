@@ -20,23 +20,27 @@ import (
 // Welcome and replay are enqueued on the sink before any live message.
 func (b *Broker) Hello(ctx context.Context, sink transport.Sink, user string, resume *transport.Resume) error {
 	avoid := map[string]bool{}
+	noAttach := map[string]bool{} // owners that said they do not hold the stream
 	var hint *session.Entry
 	for attempt := 0; attempt < b.cfg.MaxRoutes; attempt++ {
 		if h := b.local(user); h != nil {
-			err := h.attach(sink, resume)
+			err := h.attach(ctx, sink, resume)
 			if !errors.Is(err, errSealed) {
 				return err
 			}
 			continue
 		}
 		e, ok := b.entry(user, hint)
-		if ok && e.State == session.Attached && b.usable(e.Owner, avoid) {
+		if ok && e.State == session.Attached && b.usable(e.Owner, avoid) && !noAttach[e.Owner] {
 			err := b.attachRemote(ctx, e.Owner, sink, resume)
 			switch {
 			case err == nil:
 				return nil
 			case errors.Is(err, ErrNotHere):
-				hint = nil // the replica is behind the owner's view: re-read
+				// Our replica is behind, or the owner lost the stream (it
+				// restarted): re-read, and take it over if it still says so.
+				hint = nil
+				noAttach[e.Owner] = true
 			case b.linkFailed(e.Owner, err):
 				b.log.Debug("owner unreachable; taking over", "user", user, "owner", e.Owner, "err", err)
 				avoid[e.Owner] = true
@@ -54,7 +58,7 @@ func (b *Broker) Hello(ctx context.Context, sink transport.Sink, user string, re
 		case err != nil:
 			return err
 		}
-		err = h.attach(sink, resume)
+		err = h.attach(ctx, sink, resume)
 		if !errors.Is(err, errSealed) {
 			return err
 		}

@@ -77,7 +77,7 @@ func (b *Broker) handOver(ctx context.Context, h *held) error {
 		}
 		tried[target] = true
 		cctx, cancel := context.WithTimeout(ctx, 4*b.cfg.CallTimeout)
-		_, err := b.peers.Call(cctx, target, methodTakeover, []byte(h.user))
+		_, err := b.call(cctx, target, methodTakeover, []byte(h.user))
 		cancel()
 		if err == nil || h.isSealed() {
 			return nil

@@ -101,6 +101,13 @@ func (b *Broker) Handlers() []Handler {
 			_, err := b.takeover(ctx, string(p), nil, false)
 			return nil, err
 		}},
+		{Method: methodProbe, Inline: true, Fn: func(_ context.Context, _ string, p []byte) ([]byte, error) {
+			user := string(p)
+			if b.local(user) != nil || b.replicaFor(user) != nil {
+				return []byte{1}, nil
+			}
+			return []byte{0}, nil
+		}},
 		{Method: methodEvict, Inline: true, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
 			u, err := decodeUserNode(p)
 			if err != nil {

@@ -117,6 +117,33 @@ func (h *held) waitAckedLocked(ctx context.Context, seq uint64) error {
 	return nil
 }
 
+// syncLocked copies the whole stream to a backup (even an empty one: the
+// replica is what says the stream exists) and waits until everything
+// held is acknowledged.
+func (h *held) syncLocked(ctx context.Context) error {
+	for h.fullCopy || h.acked < h.stream.Last() {
+		if h.sealed {
+			return errSealed
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: first copy of %s: %v", ErrUnavailable, h.user, err)
+		}
+		if h.flushing {
+			h.cond.Wait()
+			continue
+		}
+		if err := h.flushLocked(ctx); err != nil && ctx.Err() == nil {
+			h.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			h.mu.Lock()
+		}
+	}
+	return nil
+}
+
 // flushLocked replicates what is pending (or the whole stream, to a new
 // backup) and, on success, acknowledges and delivers it. mu is released
 // during the peer call; flushing keeps other flushers out meanwhile.
@@ -127,14 +154,15 @@ func (h *held) flushLocked(ctx context.Context) error {
 		h.cond.Broadcast()
 	}()
 	if h.backup == "" {
-		avoid := h.lastFailed
+		avoid, epoch := h.lastFailed, h.stream.Epoch
 		h.mu.Unlock()
-		backup, err := h.b.chooseBackup(ctx, h, avoid)
+		backup, newEpoch, err := h.b.chooseBackup(ctx, h, epoch, avoid)
 		h.mu.Lock()
 		switch {
 		case errors.Is(err, errNoBackup):
-			// Nobody else alive: durability is this process only, as a
-			// single-node cluster reports in /v1/cluster.
+			// The only server of the cluster: durability is this process
+			// only, as /v1/cluster reports.
+			h.fullCopy = false
 			h.ackLocked(h.stream.Last())
 			return nil
 		case err != nil:
@@ -143,6 +171,7 @@ func (h *held) flushLocked(ctx context.Context) error {
 		if h.sealed {
 			return errSealed
 		}
+		h.stream.Adopt(newEpoch)
 		h.backup, h.fullCopy = backup, true
 	}
 	req := replicateRequest{User: h.user, Session: h.stream.Session, Epoch: h.stream.Epoch, Full: h.fullCopy}
@@ -159,7 +188,7 @@ func (h *held) flushLocked(ctx context.Context) error {
 	backup := h.backup
 	h.mu.Unlock()
 	cctx, cancel := h.b.callCtx(ctx)
-	_, err := h.b.peers.Call(cctx, backup, methodReplicate, encodeReplicate(req))
+	_, err := h.b.call(cctx, backup, methodReplicate, encodeReplicate(req))
 	cancel()
 	h.mu.Lock()
 	if h.sealed {
@@ -268,13 +297,27 @@ func (h *held) resumePointLocked(r *transport.Resume) (bool, []session.Message) 
 	return true, msgs
 }
 
+// catchingUpLocked says whether a resume asks for a point the stream
+// holds but has not yet replicated: a stream just taken over, whose first
+// copy to its new backup is in flight. The client saw those messages at
+// the old owner; telling it continuity is lost would be false.
+func (h *held) catchingUpLocked(r *transport.Resume) bool {
+	return r != nil && (r.Session == "" || r.Session == h.stream.Session) &&
+		r.Seq > h.acked && r.Seq <= h.stream.Last()
+}
+
 // attach registers a local sink after sending it the welcome and the
 // replay, all under mu so that no delivery can slip between them.
-func (h *held) attach(sink transport.Sink, resume *transport.Resume) error {
+func (h *held) attach(ctx context.Context, sink transport.Sink, resume *transport.Resume) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sealed {
 		return errSealed
+	}
+	if h.catchingUpLocked(resume) {
+		if err := h.waitAckedLocked(ctx, resume.Seq); err != nil {
+			return err
+		}
 	}
 	resumed, replay := h.resumePointLocked(resume)
 	if !sink.Send(h.acked, h.b.welcome(h.stream.Session, h.acked, resumed)) {
@@ -306,7 +349,13 @@ func (h *held) attachRemote(node string, after uint64, sess string) (attachReply
 	if h.sealed {
 		return attachReply{}, errSealed
 	}
-	resumed, replay := h.resumePointLocked(&transport.Resume{Session: sess, Seq: after})
+	r := &transport.Resume{Session: sess, Seq: after}
+	if h.catchingUpLocked(r) {
+		// This runs on the peer link's read loop and must not wait: the
+		// attaching node re-reads and retries.
+		return attachReply{}, fmt.Errorf("%w: stream of %s is still being replicated up to seq %d", ErrNotHere, h.user, after)
+	}
+	resumed, replay := h.resumePointLocked(r)
 	h.remotes[node] = true
 	h.touchLocked()
 	return attachReply{Session: h.stream.Session, Epoch: h.stream.Epoch, Last: h.acked, Resumed: resumed, Msgs: replay}, nil
@@ -384,9 +433,9 @@ func (h *held) handoff(epoch uint64) (handoffReply, error) {
 // resume window) and fenced by epoch, so failures are only logged. Updates
 // of one user are sent one at a time and coalesced to the latest wanted
 // state, so a quick detach+attach can never land in the wrong order.
-func (b *Broker) proposeState(user string, epoch uint64, kind session.Kind) {
+func (b *Broker) proposeState(user string, _ uint64, kind session.Kind) {
 	b.stateMu.Lock()
-	b.stateWant[user] = stateUpdate{epoch: epoch, kind: kind}
+	b.stateWant[user] = kind
 	busy := b.stateBusy[user]
 	b.stateBusy[user] = true
 	b.stateMu.Unlock()
@@ -394,22 +443,28 @@ func (b *Broker) proposeState(user string, epoch uint64, kind session.Kind) {
 		return // the running sender picks the new state up
 	}
 	b.goSafe(func() {
-		var last stateUpdate
+		var last session.Kind
 		for {
 			b.stateMu.Lock()
 			want, ok := b.stateWant[user]
-			if !ok || want == last {
+			h := b.local(user)
+			if !ok || want == last || h == nil {
 				delete(b.stateWant, user)
 				delete(b.stateBusy, user)
 				b.stateMu.Unlock()
 				return
 			}
 			b.stateMu.Unlock()
+			// The epoch is read now, not when the change was asked for:
+			// a set-backup in between moved it on.
+			h.mu.Lock()
+			epoch := h.stream.Epoch
+			h.mu.Unlock()
 			ctx, cancel := context.WithTimeout(b.ctx, 2*b.cfg.CallTimeout)
-			_, err := b.reg.Propose(ctx, session.Command{Kind: want.kind, User: user, Node: b.cfg.NodeID, Epoch: want.epoch})
+			_, err := b.reg.Propose(ctx, session.Command{Kind: want, User: user, Node: b.cfg.NodeID, Epoch: epoch})
 			cancel()
 			if err != nil && !errors.Is(err, context.Canceled) {
-				b.log.Debug("registry state update failed", "user", user, "kind", want.kind, "err", err)
+				b.log.Debug("registry state update failed", "user", user, "kind", want, "err", err)
 			}
 			last = want
 			if b.ctx.Err() != nil {
@@ -417,11 +472,6 @@ func (b *Broker) proposeState(user string, epoch uint64, kind session.Kind) {
 			}
 		}
 	})
-}
-
-type stateUpdate struct {
-	epoch uint64
-	kind  session.Kind
 }
 
 // welcome encodes the welcome frame for a connection served from a

@@ -105,7 +105,7 @@ func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []Publi
 				items[k] = publishItem{User: reqs[i].User, ID: reqs[i].ID, Data: reqs[i].Data}
 			}
 			cctx, cancel := b.callCtx(ctx)
-			p, err := b.peers.Call(cctx, owner, methodPublish, encodePublish(items))
+			p, err := b.call(cctx, owner, methodPublish, encodePublish(items))
 			cancel()
 			var out []publishOutcome
 			if err == nil {

@@ -26,6 +26,15 @@ type replica struct {
 type replicas struct {
 	mu sync.Mutex
 	m  map[string]*replica
+	// fences outlive dropped replicas: once this node took a stream over
+	// (or saw it sealed) at an epoch, an old owner's full copy at an older
+	// epoch must not recreate the replica and let it acknowledge again.
+	fences map[string]fence
+}
+
+type fence struct {
+	epoch uint64
+	at    time.Time
 }
 
 func (b *Broker) replicaFor(user string) *replica {
@@ -41,6 +50,14 @@ func (b *Broker) replicaFor(user string) *replica {
 func (b *Broker) serveReplicate(from string, req replicateRequest) error {
 	now := b.now()
 	b.reps.mu.Lock()
+	if f, ok := b.reps.fences[req.User]; ok && req.Epoch < f.epoch {
+		b.reps.mu.Unlock()
+		return fmt.Errorf("%w: %s was taken over at epoch %d, replication at %d", session.ErrStaleEpoch, req.User, f.epoch, req.Epoch)
+	}
+	if e, ok := b.reg.Get(req.User); ok && req.Epoch < e.Epoch {
+		b.reps.mu.Unlock()
+		return fmt.Errorf("%w: registry is at epoch %d, replication at %d", session.ErrStaleEpoch, e.Epoch, req.Epoch)
+	}
 	r := b.reps.m[req.User]
 	if r == nil || req.Full {
 		if r != nil {
@@ -101,10 +118,14 @@ func tailOf(s *session.Stream) handoffReply {
 	return handoffReply{Session: s.Session, Last: s.Last(), Msgs: msgs}
 }
 
-// dropReplica forgets a replica (the stream was taken over here, or expired).
-func (b *Broker) dropReplica(user string) {
+// dropReplica forgets a replica because this node took the stream over at
+// epoch, and remembers the epoch as a fence for the resume window.
+func (b *Broker) dropReplica(user string, epoch uint64) {
 	b.reps.mu.Lock()
 	delete(b.reps.m, user)
+	if epoch > b.reps.fences[user].epoch {
+		b.reps.fences[user] = fence{epoch: epoch, at: b.cfg.Now()}
+	}
 	b.reps.mu.Unlock()
 }
 
@@ -115,6 +136,11 @@ func (b *Broker) expireReplicas(now time.Time) {
 	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond
 	b.reps.mu.Lock()
 	defer b.reps.mu.Unlock()
+	for u, f := range b.reps.fences {
+		if now.Sub(f.at) > window {
+			delete(b.reps.fences, u)
+		}
+	}
 	for u, r := range b.reps.m {
 		r.mu.Lock()
 		r.stream.Trim(now.UnixMilli())
@@ -129,3 +155,8 @@ func (b *Broker) expireReplicas(now time.Time) {
 // errNoBackup means no other live node can hold a replica: durability is
 // local to the owner (a single-node cluster).
 var errNoBackup = errors.New("no backup node available")
+
+// errBackupsDown means other nodes exist but none can take a replica now:
+// appends wait (and publishes fail with ErrUnavailable) rather than being
+// acknowledged with a single copy.
+var errBackupsDown = fmt.Errorf("%w: no reachable backup node", ErrUnavailable)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/switchboard/switchboard/session"
 )
@@ -66,18 +67,22 @@ func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]boo
 func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
 	e, ok := b.reg.Get(user)
 	sess := e.Session
-	if !ok || b.lost(e) {
+	switch {
+	case !ok || b.lost(ctx, e):
 		// Neither the old owner nor the backup exists any more: continuity
 		// is lost, and a new session tells resuming clients so.
 		sess = newSessionID()
+	case !b.reachable(e, avoid):
+		// The stream exists but nobody holding it can be reached now: a
+		// claim would only churn epochs. The caller retries later.
+		return nil, fmt.Errorf("%w: neither the owner %s nor the backup %s of %s is reachable", ErrUnavailable, e.Owner, e.Backup, user)
 	}
-	backup, err := b.pickBackup(user, map[string]bool{e.Owner: !b.usable(e.Owner, avoid)})
-	if err != nil && !errors.Is(err, errNoBackup) {
-		return nil, err
-	}
+	// The claim keeps the backup: it holds every acknowledged message, so
+	// the registry must go on naming it until the new owner has copied the
+	// stream somewhere (a failed fetch then leaves the data findable).
 	res, err := b.reg.Propose(ctx, session.Command{
 		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
-		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: backup,
+		Session: sess, Epoch: e.Epoch, Attach: attach,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: claim %s: %v", ErrUnavailable, user, err)
@@ -88,6 +93,8 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		}
 		return nil, fmt.Errorf("claim %s: %w", user, res.Err)
 	}
+	b.log.Debug("claimed", "user", user, "epoch", res.Entry.Epoch, "session", sess, "new_session", sess != e.Session,
+		"was_owner", e.Owner, "was_backup", e.Backup, "backup", res.Entry.Backup)
 	stream := session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream)
 	if ok && sess == e.Session {
 		tail, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid)
@@ -97,11 +104,16 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		if err != nil {
 			// The stream still exists somewhere we cannot reach now. Never
 			// start over while it might: the claim stands (it fences the
-			// old holders), and the next attempt fetches again.
+			// old holders, and the backup stays named), and the next
+			// attempt fetches again.
 			return nil, fmt.Errorf("%w: recovering the stream of %s: %v", ErrUnavailable, user, err)
 		}
 	}
-	return b.serve(ctx, stream, res.Entry.Backup)
+	backup := res.Entry.Backup
+	if !b.usable(backup, avoid) {
+		backup = "" // the first flush chooses (and records) another one
+	}
+	return b.serve(ctx, stream, backup)
 }
 
 // usable says whether node can be asked for a stream during this request.
@@ -109,22 +121,50 @@ func (b *Broker) usable(node string, avoid map[string]bool) bool {
 	return node != "" && node != b.cfg.NodeID && !avoid[node] && !b.isDown(node) && b.cluster.Alive(node)
 }
 
-// lost says whether nobody can hand over the stream of e any more: its
-// owner and its backup are gone from the cluster (or never existed), and
-// this node is neither of them with a copy. A node that is merely
-// unreachable is not gone: its stream may still be recovered.
-func (b *Broker) lost(e session.Entry) bool {
-	holds := func(node string) bool {
-		switch {
-		case node == "":
-			return false
-		case node == b.cfg.NodeID:
-			return b.local(e.User) != nil || b.replicaFor(e.User) != nil
+// reachable says whether some holder of e's stream can be asked for it now.
+func (b *Broker) reachable(e session.Entry, avoid map[string]bool) bool {
+	return b.usable(e.Owner, avoid) || b.usable(e.Backup, avoid) || b.holdsLocally(e)
+}
+
+func (b *Broker) holdsLocally(e session.Entry) bool {
+	return e.Owner == b.cfg.NodeID && b.local(e.User) != nil || e.Backup == b.cfg.NodeID && b.replicaFor(e.User) != nil
+}
+
+// lost says whether nobody can hand over the stream of e any more: this
+// node holds no copy, and its owner and backup are gone from the cluster
+// (or never existed) or answer that they do not hold it (they restarted).
+// Gossip alone is not trusted for "gone": a node it gave up on is probed
+// directly first, since starting a new session while the stream still
+// exists would break continuity for nothing.
+func (b *Broker) lost(ctx context.Context, e session.Entry) bool {
+	if b.holdsLocally(e) {
+		return false
+	}
+	for _, node := range []string{e.Owner, e.Backup} {
+		if node == "" || node == b.cfg.NodeID {
+			continue
 		}
+		if b.probe(ctx, node, e.User) {
+			return false
+		}
+	}
+	return true
+}
+
+// probe asks node whether it holds user's stream or replica. Unreachable
+// nodes that gossip still counts alive count as holding it (they may).
+func (b *Broker) probe(ctx context.Context, node, user string) bool {
+	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	p, err := b.call(cctx, node, methodProbe, []byte(user))
+	if err != nil {
 		return b.cluster.Alive(node)
 	}
-	return !holds(e.Owner) && !holds(e.Backup)
+	return len(p) == 1 && p[0] == 1
 }
+
+// probeTimeout bounds the direct check behind lost().
+const probeTimeout = 500 * time.Millisecond
 
 // fetchTail seals the stream under the new epoch wherever it still lives
 // and returns its content: from the old owner if it answers (it holds
@@ -145,9 +185,8 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 	req := encodeHandoff(handoffRequest{User: e.User, Epoch: epoch})
 	if b.usable(e.Owner, avoid) {
 		cctx, cancel := b.callCtx(ctx)
-		p, err := b.peers.Call(cctx, e.Owner, methodHandoff, req)
+		p, err := b.call(cctx, e.Owner, methodHandoff, req)
 		cancel()
-		b.linkFailed(e.Owner, err)
 		var rep handoffReply
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
@@ -163,9 +202,8 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		}
 	} else if b.usable(e.Backup, avoid) {
 		cctx, cancel := b.callCtx(ctx)
-		p, err := b.peers.Call(cctx, e.Backup, methodSeal, req)
+		p, err := b.call(cctx, e.Backup, methodSeal, req)
 		cancel()
-		b.linkFailed(e.Backup, err)
 		var rep handoffReply
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
@@ -184,19 +222,18 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 // copies it to the backup before anyone is served from it: what a client
 // is shown must survive this node's crash too.
 func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string) (*held, error) {
+	epoch := s.Epoch // read before the stream is shared: the owner adopts newer epochs under h.mu
 	h := b.newHeld(s.User, s, backup)
 	b.mu.Lock()
 	prev := b.held[s.User]
 	b.held[s.User] = h
 	b.mu.Unlock()
 	if prev != nil {
-		prev.seal(s.Epoch, "session reclaimed")
+		prev.seal(epoch, "session reclaimed")
 	}
-	if backup != b.cfg.NodeID {
-		b.dropReplica(s.User) // this node is the owner now, not the backup
-	}
+	b.dropReplica(s.User, epoch) // this node is the owner now, not the backup
 	h.mu.Lock()
-	err := h.waitAckedLocked(ctx, s.Last())
+	err := h.syncLocked(ctx)
 	h.mu.Unlock()
 	if err != nil {
 		return nil, err

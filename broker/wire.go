@@ -233,6 +233,7 @@ const (
 	methodReplicate = 16 // owner → backup: appended messages (or the whole stream)
 	methodSeal      = 17 // new owner → backup: fence at epoch, return the replica
 	methodTakeover  = 18 // draining owner → backup: take this stream over now
+	methodProbe     = 19 // does this node hold user's stream or replica? (1 byte)
 )
 
 type replicateRequest struct {

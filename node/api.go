@@ -212,7 +212,9 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, err)
 		return
 	}
-	res := n.broker.Publish(r.Context(), []broker.PublishRequest{req})[0]
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
+	defer cancel()
+	res := n.broker.Publish(ctx, []broker.PublishRequest{req})[0]
 	n.metrics.published(r.Context(), 1, res.Err)
 	if res.Err != nil {
 		writePublishError(w, res.Err)
@@ -257,7 +259,9 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		reqs = append(reqs, req)
 		slots = append(slots, i)
 	}
-	results := n.broker.Publish(r.Context(), reqs)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
+	defer cancel()
+	results := n.broker.Publish(ctx, reqs)
 	for k, res := range results {
 		i, req := slots[k], reqs[k]
 		n.metrics.published(r.Context(), 1, res.Err)
@@ -432,7 +436,8 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 }
 
 // startDrain drains and stops this node in the background; Done closes
-// when it is gone, so the process can exit.
+// when it is gone, so the process can exit. Shutdown waits for the node's
+// own goroutines, so this one is not among them: it ends with the node.
 func (n *Node) startDrain() {
 	if n.draining.Load() {
 		return

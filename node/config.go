@@ -47,6 +47,9 @@ type Config struct {
 	SendQueue         int // per-connection send queue (frames)
 	MaxVoters         int
 	MaxBatch          int // messages in one batch publish
+	// PublishTimeout bounds a publish request: past it the answer is 503
+	// (retry with the same id) rather than a hung request.
+	PublishTimeout time.Duration
 
 	// Dial opens node-to-node connections (Raft and peer links); nil means
 	// a plain TCP dial. Fault tests route links through proxies with it.
@@ -78,6 +81,7 @@ func DefaultConfig() Config {
 		SendQueue:         4096,
 		MaxVoters:         3,
 		MaxBatch:          10000,
+		PublishTimeout:    10 * time.Second,
 	}
 }
 
@@ -125,6 +129,7 @@ func (c Config) Validate() error {
 	pos(c.SendQueue > 0, "send-queue")
 	pos(c.MaxVoters > 0, "max-voters")
 	pos(c.MaxBatch > 0, "max-batch")
+	pos(c.PublishTimeout > 0, "publish-timeout")
 	return errors.Join(errs...)
 }
 

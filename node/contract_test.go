@@ -1,10 +1,10 @@
 package node_test
 
-// Contract tests: what DESIGN.md §3 (client protocol), §4 (publish API) and
-// §5 (admin API) promise to a peer that sends bad input, checked with raw
-// gorilla/websocket and net/http against an in-process cluster. Every bad
-// input must get its exact answer while a well-behaved client on the same
-// node keeps receiving (G6).
+// Contract tests: exactly what DESIGN.md §3 (client protocol), §4 (publish
+// API) and §5 (admin API) promise, above all to a peer that sends bad
+// input, checked with raw gorilla/websocket and net/http against an
+// in-process cluster. Every bad input must get its exact answer while a
+// well-behaved client on the same node keeps receiving (G6).
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -406,18 +407,37 @@ func TestClientProtocolContract(t *testing.T) {
 
 	run("ping is answered with pong and the same id", func(t *testing.T) {
 		ws, _ := connect(t, c, "n2", nextUser())
-		for _, tc := range []struct{ ping, pong string }{
-			{`{"type":"ping","id":7}`, `{"type":"pong","id":7}`},
-			{`{"type":"ping","id":"abc"}`, `{"type":"pong","id":"abc"}`},
+		for _, tc := range []struct {
+			before     []string // frames sent first, answered by nothing
+			ping, pong string
+		}{
+			{nil, `{"type":"ping","id":7}`, `{"type":"pong","id":7}`},
+			{nil, `{"type":"ping","id":"abc"}`, `{"type":"pong","id":"abc"}`},
+			{[]string{`{"type":"ack","seq":0}`}, `{"type":"ping","id":8}`, `{"type":"pong","id":8}`},
 		} {
+			for _, f := range tc.before {
+				writeText(t, ws, []byte(f))
+			}
 			writeText(t, ws, []byte(tc.ping))
 			got := readFrame(t, ws, true)
 			var a, b any
 			_ = json.Unmarshal(got.raw, &a)
 			_ = json.Unmarshal([]byte(tc.pong), &b)
-			if fmt.Sprint(a) != fmt.Sprint(b) {
+			if !reflect.DeepEqual(a, b) {
 				t.Fatalf("ping %s: want %s, got %s", tc.ping, tc.pong, got.raw)
 			}
+		}
+	})
+
+	run("resume of an unknown session is resumed:false", func(t *testing.T) {
+		ws := dialWS(t, c.ConnectURL("n2"), nil)
+		b, _ := json.Marshal(map[string]any{"type": "hello", "token": c.Token(nextUser()), "resume": map[string]any{"session": "no-such-session", "seq": 5}})
+		writeText(t, ws, b)
+		w := readFrame(t, ws, true)
+		var m map[string]any
+		_ = json.Unmarshal(w.raw, &m)
+		if w.Type != "welcome" || m["resumed"] != false {
+			t.Fatalf("want welcome with resumed:false, got %s", w.raw)
 		}
 	})
 
@@ -474,7 +494,8 @@ func TestClientProtocolContract(t *testing.T) {
 			_, isBool := m["resumed"].(bool)
 			seq, isNum := m["seq"].(float64)
 			var eps []string
-			for _, e := range m["endpoints"].([]any) {
+			list, _ := m["endpoints"].([]any)
+			for _, e := range list {
 				s, _ := e.(string)
 				eps = append(eps, s)
 			}
@@ -669,9 +690,13 @@ func TestPublishAPIContract(t *testing.T) {
 		}
 		// The answer's node is the owner the registry names.
 		st, pr, body := c.Publish("n3", "shape", 4, "")
-		if si, sst := c.Session("n3", "shape"); st != http.StatusOK || sst != http.StatusOK || pr.Node != si.Owner {
-			t.Errorf("publish answer node %q, session %d %+v (%s)", pr.Node, sst, si, body)
+		if st != http.StatusOK {
+			t.Fatalf("publish: %d %s", st, body)
 		}
+		c.Eventually(10*time.Second, "n3's registry naming "+pr.Node+" as owner", func() bool {
+			si, sst := c.Session("n3", "shape")
+			return sst == http.StatusOK && si.Owner == pr.Node
+		})
 		// Generated ids differ; a retried id gets its first seq (G3).
 		_, a, _ := c.Publish("n1", "shape", 5, "")
 		_, b, _ := c.Publish("n1", "shape", 6, "")
@@ -731,6 +756,16 @@ func TestPublishAPIContract(t *testing.T) {
 			if m := readFrame(t, ws, true); m.Type != "message" || m.Seq != uint64(i+1) || string(m.Data) != data {
 				t.Fatalf("replay %d: %s", i+1, m.raw)
 			}
+		}
+	})
+
+	t.Run("no quorum is 503 with Retry-After", func(t *testing.T) {
+		c.Kill("n1")
+		c.Kill("n3")
+		st, hdr, body := httpDo(t, "POST", url, clustertest.APIKey, raw(`{"user":"nobody-yet","data":1}`))
+		wantErrorJSON(t, "publish without quorum", st, body, 503)
+		if hdr.Get("Retry-After") == "" {
+			t.Errorf("503 without Retry-After: %v", hdr)
 		}
 	})
 }

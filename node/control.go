@@ -17,6 +17,7 @@ func (n *Node) control() {
 	defer tick.Stop()
 	known := map[string]membership.State{}
 	lastSweep := time.Now()
+	var seeds []string
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -25,6 +26,7 @@ func (n *Node) control() {
 		case <-tick.C:
 		}
 		members := n.pool.Members()
+		seeds = n.saveSeeds(members, seeds)
 		leader := n.raft.IsLeader()
 		if leader {
 			if err := n.raft.Reconcile(raftMembers(members)); err != nil {
@@ -35,6 +37,12 @@ func (n *Node) control() {
 		for _, m := range members {
 			prev, seen := known[m.ID]
 			known[m.ID] = m.State
+			if m.ID != n.cfg.NodeID && m.State == membership.StateAlive && seen && prev != m.State {
+				// Back (restarted or healed): links to it may sit in a dial
+				// backoff from when it was gone; try them at once.
+				n.peers.Reset(m.ClusterAddr)
+				n.broker.NodeUp(m.ID)
+			}
 			if m.ID != n.cfg.NodeID && m.State == membership.StateDraining && prev != m.State {
 				n.broker.Rebackup(m.ID) // it is leaving: replicas move before it goes
 			}

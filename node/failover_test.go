@@ -167,7 +167,7 @@ func TestClientFailsOverWhenItsNodeDies(t *testing.T) {
 }
 
 func TestRestartedNodeRejoins(t *testing.T) {
-	c := clustertest.Start(t, 3, clustertest.Options{Logger: clustertest.Verbose()})
+	c := clustertest.Start(t, 3)
 	c.Kill("n3")
 	c.Eventually(15*time.Second, "n1 to see n3 gone", func() bool {
 		s := nodeState(c, "n1", "n3")
@@ -176,17 +176,17 @@ func TestRestartedNodeRejoins(t *testing.T) {
 	c.Restart("n3")
 	c.WaitReady("n3")
 	for _, id := range c.IDs() {
-		c.Eventually(15*time.Second, id+" to see n3 alive and in the raft configuration", func() bool {
+		eventually(t, 15*time.Second, id+" to see n3 alive and in the raft configuration", func() (bool, any) {
 			ci, err := c.Cluster(id)
 			if err != nil {
-				return false
+				return false, err
 			}
 			for _, nd := range ci.Nodes {
 				if nd.ID == "n3" {
-					return nd.State == "alive" && nd.Raft != "none" && nd.PublicURL == c.URL("n3")
+					return nd.State == "alive" && nd.Raft != "none" && nd.PublicURL == c.URL("n3"), nd
 				}
 			}
-			return false
+			return false, ci
 		})
 	}
 
@@ -202,45 +202,14 @@ func TestRestartedNodeRejoins(t *testing.T) {
 			t.Fatalf("message %d is seq %d id %q, want seq %d id liam-%d", i, m.Seq, m.ID, i+1, i+1)
 		}
 	}
-}
-
-// publishRetrying publishes until it is answered 200, retrying with the
-// same id while the cluster answers 503 or not at all, for at most
-// timeout. It returns the answer and how long it took.
-func publishRetrying(t *testing.T, c *clustertest.Cluster, via, user string, data any, msgID string, timeout time.Duration) (clustertest.PublishResult, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	for {
-		st, pr, body := c.Publish(via, user, data, msgID)
-		switch st {
-		case http.StatusOK:
-			return pr, time.Since(start)
-		case http.StatusServiceUnavailable, 0:
-			if time.Since(start) > timeout {
-				t.Fatalf("publish %s to %s via %s still failing after %v: %d %s", msgID, user, via, timeout, st, body)
-			}
-			time.Sleep(100 * time.Millisecond)
-		default:
-			t.Fatalf("publish %s to %s via %s: %d %s", msgID, user, via, st, body)
-		}
+	// The rejoined node is a full member: the stream stays with it while
+	// it lives, and its client is never moved.
+	if si, st := c.Session("n1", "liam"); st != http.StatusOK || si.Owner != "n3" {
+		t.Errorf("n1 reports liam's session as %d %+v, want owner n3", st, si)
 	}
-}
-
-// expectEvent waits for an event of kind, discarding others.
-func expectEvent(t *testing.T, cl *client.Client, kind client.EventKind, timeout time.Duration) client.Event {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	var seen []string
-	for {
-		select {
-		case e := <-cl.Events():
-			if e.Kind == kind {
-				return e
-			}
-			seen = append(seen, e.Kind.String())
-		case <-timer.C:
-			t.Fatalf("no %s event within %v; saw %v", kind, timeout, seen)
+	for len(cl.Events()) > 0 {
+		if e := <-cl.Events(); e.Kind != client.EventConnected {
+			t.Errorf("client on the rejoined node: %s event (node %s, err %v)", e.Kind, e.Node, e.Err)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,10 +70,13 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.NodeID), ctx: ctx, cancel: cancel, done: make(chan struct{})}
-	// Whatever started is stopped again if a later step fails.
+	// Whatever started is stopped again if a later step fails. The
+	// closure keeps its own reference: a failing `return nil, err` has
+	// already set n to nil when it runs.
+	started := n
 	defer func() {
 		if err != nil {
-			n.stop(context.Background(), false)
+			started.stop(context.Background(), false)
 		}
 	}()
 
@@ -156,6 +160,7 @@ func New(cfg Config) (n *Node, err error) {
 
 	gc := transport.DefaultGatewayConfig()
 	gc.MaxFrameBytes, gc.HelloTimeout, gc.Heartbeat, gc.SendQueue = cfg.MaxFrameBytes, cfg.HelloTimeout, cfg.Heartbeat, cfg.SendQueue
+	gc.PingInterval = cfg.Heartbeat
 	gc.Logger = cfg.Logger
 	n.gateway = transport.NewGateway(gc, n.authenticate, n.broker)
 	n.metrics.observe(n)
@@ -217,23 +222,31 @@ func (n *Node) GossipAddr() string { return n.pool.Local().GossipAddr }
 // requested through the admin API).
 func (n *Node) Done() <-chan struct{} { return n.done }
 
-// join keeps trying the seed nodes until the pool has been joined.
+// join keeps trying the seed nodes until the pool has been joined: the
+// --join addresses, and the peers this node last saw alive. A node with
+// no --join counts as joined at once (it may be the first of a cluster);
+// it still looks for its remembered peers in the background.
 func (n *Node) join() {
+	seeds := append(slices.Clone(n.cfg.Join), n.loadSeeds()...)
 	if len(n.cfg.Join) == 0 {
 		n.joined.Store(true)
+	}
+	if len(seeds) == 0 {
 		return
 	}
+	wait := time.Second
 	for n.ctx.Err() == nil {
-		if err := n.pool.Join(n.ctx, n.cfg.Join); err == nil {
+		if err := n.pool.Join(n.ctx, seeds); err == nil {
 			n.joined.Store(true)
 			return
-		} else if n.ctx.Err() == nil {
-			n.log.Warn("join failed; retrying", "seeds", n.cfg.Join, "err", err)
+		} else if n.ctx.Err() == nil && len(n.cfg.Join) > 0 {
+			n.log.Warn("join failed; retrying", "seeds", seeds, "err", err)
 		}
 		select {
 		case <-n.ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 

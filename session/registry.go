@@ -209,13 +209,18 @@ func (r *Registry) detach(c Command) Result {
 	return Result{Entry: *e}
 }
 
+// setBackup moves the replica to c.Backup and bumps the epoch: where the
+// acknowledged messages live is part of what the fencing token guards, so
+// a claimant whose view still names the old backup fails its
+// compare-and-set instead of recovering from a stale replica.
 func (r *Registry) setBackup(c Command) Result {
 	e, res, ok := r.owns(c)
 	if !ok {
 		return res
 	}
-	if c.Backup != c.Node {
+	if c.Backup != c.Node && c.Backup != e.Backup {
 		e.Backup = c.Backup
+		e.Epoch++
 	}
 	return Result{Entry: *e}
 }

@@ -98,6 +98,16 @@ func (s *Stream) Seal(epoch uint64) {
 	}
 }
 
+// Adopt moves the stream's owner to a newer epoch it was granted (a
+// set-backup bumps the epoch of the owner's own entry). Older epochs are
+// fenced from then on.
+func (s *Stream) Adopt(epoch uint64) {
+	if epoch > s.Epoch {
+		s.Epoch = epoch
+		s.Seal(epoch)
+	}
+}
+
 // Sealed reports whether the stream's own epoch is fenced off.
 func (s *Stream) Sealed() bool { return s.Epoch < s.fence }
 

@@ -394,6 +394,20 @@ type peerClient struct {
 	backoff time.Duration
 }
 
+// Reset forgets addr's dial backoff, so the next call dials at once: the
+// node learned by other means (gossip) that the peer is back.
+func (p *Peers) Reset(addr string) {
+	p.mu.Lock()
+	pc := p.clients[addr]
+	p.mu.Unlock()
+	if pc == nil {
+		return
+	}
+	pc.mu.Lock()
+	pc.retryAt, pc.backoff = time.Time{}, 0
+	pc.mu.Unlock()
+}
+
 // link returns a live link to addr, dialing if there is none.
 func (p *Peers) link(ctx context.Context, addr string) (*peerConn, error) {
 	if p.cfgErr != nil {

@@ -1,0 +1,215 @@
+package load
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// requestTimeout bounds every admin, metrics and health request.
+const requestTimeout = 10 * time.Second
+
+// maxAnswer bounds how much of an HTTP answer is read.
+const maxAnswer = 16 << 20
+
+// nodeRef is one endpoint and the node id it answers with.
+type nodeRef struct {
+	ID    string
+	Base  string // http://host:port
+	Admin string // admin API base URL (Base unless separate)
+	WS    string // ws://host:port/v1/connect
+}
+
+// cluster is the HTTP side of the public contract, for one run.
+type cluster struct {
+	hc       *http.Client
+	apiKey   string
+	adminKey string
+	nodes    []nodeRef
+}
+
+func newCluster(cfg *Config) *cluster {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(cfg.Inflight, 8)
+	tr.MaxIdleConns = 0
+	return &cluster{
+		hc:       &http.Client{Transport: tr, Timeout: requestTimeout},
+		apiKey:   cfg.APIKey,
+		adminKey: cfg.AdminKey,
+	}
+}
+
+// close releases idle keep-alive connections (and their goroutines).
+func (c *cluster) close() { c.hc.CloseIdleConnections() }
+
+// resolve learns each endpoint's node id from GET /healthz.
+func (c *cluster) resolve(ctx context.Context, bases, admins []string) error {
+	c.nodes = c.nodes[:0]
+	for i, b := range bases {
+		var h struct {
+			Node string `json:"node"`
+		}
+		st, body, err := c.do(ctx, http.MethodGet, b+"/healthz", "", nil)
+		if err != nil {
+			return fmt.Errorf("%w: %s/healthz: %w", ErrCluster, b, err)
+		}
+		if st != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Node == "" {
+			return fmt.Errorf("%w: %s/healthz answered %d %s", ErrCluster, b, st, bytes.TrimSpace(body))
+		}
+		n := nodeRef{ID: h.Node, Base: b, Admin: b, WS: wsURL(b)}
+		if i < len(admins) {
+			n.Admin = admins[i]
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	return nil
+}
+
+// index finds a node by id or base URL.
+func (c *cluster) index(spec string) (int, error) {
+	s := strings.TrimRight(strings.TrimSpace(spec), "/")
+	for i, n := range c.nodes {
+		if n.ID == s || n.Base == s {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("%w: target %q is none of the endpoints' nodes", ErrConfig, spec)
+}
+
+// byID maps node ids to indexes.
+func (c *cluster) byID() map[string]int {
+	m := make(map[string]int, len(c.nodes))
+	for i, n := range c.nodes {
+		m[n.ID] = i
+	}
+	return m
+}
+
+// wsOrder lists every WebSocket URL starting at node first, so a client
+// connects there and fails over to the others in turn.
+func (c *cluster) wsOrder(first int) []string {
+	out := make([]string, 0, len(c.nodes))
+	for k := range c.nodes {
+		out = append(out, c.nodes[(first+k)%len(c.nodes)].WS)
+	}
+	return out
+}
+
+// do performs one request and returns the status and body.
+func (c *cluster) do(ctx context.Context, method, url, key string, body []byte) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	return resp.StatusCode, b, nil
+}
+
+// connections reads switchboard_gateway_connections from a node's /metrics.
+func (c *cluster) connections(ctx context.Context, base string) (int64, error) {
+	st, body, err := c.do(ctx, http.MethodGet, base+"/metrics", "", nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s/metrics: %w", ErrCluster, base, err)
+	}
+	if st != http.StatusOK {
+		return 0, fmt.Errorf("%w: %s/metrics answered %d", ErrCluster, base, st)
+	}
+	v, ok := metricValue(body, "switchboard_gateway_connections")
+	if !ok {
+		return 0, fmt.Errorf("%w: %s/metrics has no switchboard_gateway_connections", ErrCluster, base)
+	}
+	return int64(v), nil
+}
+
+// metricValue sums the samples of one metric in Prometheus text format.
+func metricValue(text []byte, name string) (float64, bool) {
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // a comment, another metric, or a longer name
+		}
+		if rest[0] == '{' {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			rest = rest[end+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			continue
+		}
+		sum += v
+		found = true
+	}
+	return sum, found
+}
+
+// owner reads a user's owner from GET /v1/sessions/{user}.
+func (c *cluster) owner(ctx context.Context, adminBase, user string) (string, error) {
+	st, body, err := c.do(ctx, http.MethodGet, adminBase+"/v1/sessions/"+user, c.adminKey, nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: session %s: %w", ErrCluster, user, err)
+	}
+	var s struct {
+		Owner string `json:"owner"`
+	}
+	if st != http.StatusOK || json.Unmarshal(body, &s) != nil {
+		return "", fmt.Errorf("%w: session %s answered %d %s", ErrCluster, user, st, bytes.TrimSpace(body))
+	}
+	return s.Owner, nil
+}
+
+// drainer returns a Trigger that asks the cluster to drain node target,
+// through another node first (as an operator elsewhere would), then
+// through the target itself.
+func (c *cluster) drainer(target int) Trigger {
+	return func(ctx context.Context) error {
+		id := c.nodes[target].ID
+		var last error
+		for k := 1; k <= len(c.nodes); k++ {
+			via := c.nodes[(target+k)%len(c.nodes)]
+			st, body, err := c.do(ctx, http.MethodPost, via.Admin+"/v1/nodes/"+id+"/drain", c.adminKey, []byte("{}"))
+			if err == nil && st == http.StatusAccepted {
+				return nil
+			}
+			if err == nil {
+				err = fmt.Errorf("answered %d %s", st, bytes.TrimSpace(body))
+			}
+			last = fmt.Errorf("drain %s via %s: %w", id, via.ID, err)
+		}
+		return fmt.Errorf("%w: %w", ErrTrigger, last)
+	}
+}

@@ -1,0 +1,5 @@
+package load
+
+import "os"
+
+func osPID() int { return os.Getpid() }
