@@ -72,22 +72,28 @@ func (b *Broker) newHeld(user string, s *session.Stream, backup string) *held {
 	return h
 }
 
-// append stores one message and returns once it is replicated (and so
-// delivered). A publish retried with the same id gets the original seq.
-func (h *held) append(ctx context.Context, id string, data []byte) (session.Message, error) {
+// appendMany appends the messages reqs[idx...] in order and returns once
+// all are replicated: one flush carries them all.
+func (h *held) appendMany(ctx context.Context, reqs []PublishRequest, idx []int) ([]session.Message, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sealed {
-		return session.Message{}, errSealed
+		return nil, errSealed
 	}
-	m, dup, err := h.stream.Append(id, data, h.b.now())
-	if err != nil {
-		return session.Message{}, err
+	out := make([]session.Message, len(idx))
+	var top uint64
+	now := h.b.now()
+	for k, i := range idx {
+		m, dup, err := h.stream.Append(reqs[i].ID, reqs[i].Data, now)
+		if err != nil {
+			return nil, err
+		}
+		if !dup {
+			h.pending = append(h.pending, m)
+		}
+		out[k], top = m, max(top, m.Seq)
 	}
-	if !dup {
-		h.pending = append(h.pending, m)
-	}
-	return m, h.waitAckedLocked(ctx, m.Seq)
+	return out, h.waitAckedLocked(ctx, top)
 }
 
 // waitAckedLocked waits until seq is replicated, flushing when nobody else is.

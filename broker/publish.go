@@ -51,27 +51,36 @@ func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishRe
 		}
 		var retry []int
 		forward := map[string][]int{}
+		local := map[*held][]int{}
+		// Route each user once; its messages keep their request order.
+		byUser := map[string][]int{}
+		var users []string
 		for _, i := range pending {
-			r := reqs[i]
-			h, owner, err := b.route(ctx, r.User, hints[r.User], avoid, false)
+			u := reqs[i].User
+			if _, ok := byUser[u]; !ok {
+				users = append(users, u)
+			}
+			byUser[u] = append(byUser[u], i)
+		}
+		for _, u := range users {
+			idx := byUser[u]
+			h, owner, err := b.route(ctx, u, hints[u], avoid, false)
 			var oe *ownedElsewhere
 			switch {
 			case errors.As(err, &oe):
-				hints[r.User] = &oe.entry
-				retry = append(retry, i)
+				hints[u] = &oe.entry
+				retry = append(retry, idx...)
 			case err != nil:
-				res[i].Err = err
-			case h != nil:
-				m, err := h.append(ctx, r.ID, r.Data)
-				if errors.Is(err, errSealed) || errors.Is(err, session.ErrStaleEpoch) {
-					retry = append(retry, i)
-					continue
+				for _, i := range idx {
+					res[i].Err = err
 				}
-				res[i] = PublishResult{Seq: m.Seq, Node: b.cfg.NodeID, Err: err}
+			case h != nil:
+				local[h] = idx
 			default:
-				forward[owner] = append(forward[owner], i)
+				forward[owner] = append(forward[owner], idx...)
 			}
 		}
+		retry = append(retry, b.appendLocal(ctx, reqs, res, local)...)
 		retry = append(retry, b.forward(ctx, reqs, res, forward, avoid)...)
 		pending = retry
 		if len(pending) > 0 {
@@ -157,24 +166,87 @@ func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []Publi
 func (b *Broker) servePublish(ctx context.Context, from string, items []publishItem) []publishOutcome {
 	out := make([]publishOutcome, len(items))
 	avoid := map[string]bool{from: b.draining.Load()}
+	reqs := make([]PublishRequest, len(items))
+	byUser := map[string][]int{}
+	var users []string
 	for k, it := range items {
-		h, owner, err := b.route(ctx, it.User, nil, avoid, false)
-		switch {
-		case err != nil:
-			out[k] = outcomeOf(err)
-			continue
-		case h == nil:
-			out[k] = publishOutcome{Code: itemNotOwner, Msg: "owned by " + owner}
-			continue
+		reqs[k] = PublishRequest{User: it.User, ID: it.ID, Data: it.Data}
+		if _, ok := byUser[it.User]; !ok {
+			users = append(users, it.User)
 		}
-		m, err := h.append(ctx, it.ID, it.Data)
-		if err != nil {
-			out[k] = outcomeOf(err)
-			continue
+		byUser[it.User] = append(byUser[it.User], k)
+	}
+	local := map[*held][]int{}
+	for _, u := range users {
+		h, owner, err := b.route(ctx, u, nil, avoid, false)
+		for _, k := range byUser[u] {
+			switch {
+			case err != nil:
+				out[k] = outcomeOf(err)
+			case h == nil:
+				out[k] = publishOutcome{Code: itemNotOwner, Msg: "owned by " + owner}
+			}
 		}
-		out[k] = publishOutcome{Code: itemOK, Seq: m.Seq}
+		if err == nil && h != nil {
+			local[h] = byUser[u]
+		}
+	}
+	res := make([]PublishResult, len(items))
+	for _, k := range b.appendLocal(ctx, reqs, res, local) {
+		out[k] = publishOutcome{Code: itemNotOwner, Msg: "stream moved"}
+	}
+	for _, idx := range local {
+		for _, k := range idx {
+			if out[k].Code == itemNotOwner {
+				continue
+			}
+			if res[k].Err != nil {
+				out[k] = outcomeOf(res[k].Err)
+				continue
+			}
+			out[k] = publishOutcome{Code: itemOK, Seq: res[k].Seq}
+		}
 	}
 	return out
+}
+
+// appendParallel bounds how many users' appends run at once.
+const appendParallel = 64
+
+// appendLocal appends each held stream's messages in one go (one
+// replication round for all of them) and runs different users in
+// parallel. It fills res and returns the requests to re-route because
+// their stream was sealed meanwhile.
+func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []PublishResult, groups map[*held][]int) []int {
+	var (
+		mu    sync.Mutex
+		retry []int
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, appendParallel)
+	)
+	for h, idx := range groups {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			msgs, err := h.appendMany(ctx, reqs, idx)
+			mu.Lock()
+			defer mu.Unlock()
+			if errors.Is(err, errSealed) || errors.Is(err, session.ErrStaleEpoch) {
+				retry = append(retry, idx...)
+				return
+			}
+			for k, i := range idx {
+				if err != nil {
+					res[i].Err = err
+					continue
+				}
+				res[i] = PublishResult{Seq: msgs[k].Seq, Node: b.cfg.NodeID}
+			}
+		}()
+	}
+	wg.Wait()
+	return retry
 }
 
 func outcomeOf(err error) publishOutcome {

@@ -131,11 +131,12 @@ func (b *Broker) holdsLocally(e session.Entry) bool {
 }
 
 // lost says whether nobody can hand over the stream of e any more: this
-// node holds no copy, and its owner and backup are gone from the cluster
-// (or never existed) or answer that they do not hold it (they restarted).
-// Gossip alone is not trusted for "gone": a node it gave up on is probed
-// directly first, since starting a new session while the stream still
-// exists would break continuity for nothing.
+// node holds no copy, and every node the registry still names as owner or
+// backup answers that it does not hold it (it restarted). The leader's
+// node-failed verdict clears a dead node from the entry; this node's own
+// view is never enough: after a partition its gossip may call live nodes
+// dead, and a node it cannot reach may hold the only copy. An unreachable
+// holder therefore means "unknown", and the caller retries.
 func (b *Broker) lost(ctx context.Context, e session.Entry) bool {
 	if b.holdsLocally(e) {
 		return false
@@ -144,23 +145,23 @@ func (b *Broker) lost(ctx context.Context, e session.Entry) bool {
 		if node == "" || node == b.cfg.NodeID {
 			continue
 		}
-		if b.probe(ctx, node, e.User) {
+		if held, known := b.probe(ctx, node, e.User); held || !known {
 			return false
 		}
 	}
 	return true
 }
 
-// probe asks node whether it holds user's stream or replica. Unreachable
-// nodes that gossip still counts alive count as holding it (they may).
-func (b *Broker) probe(ctx context.Context, node, user string) bool {
+// probe asks node whether it holds user's stream or replica; known is
+// false when it could not be asked.
+func (b *Broker) probe(ctx context.Context, node, user string) (held, known bool) {
 	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	p, err := b.call(cctx, node, methodProbe, []byte(user))
 	if err != nil {
-		return b.cluster.Alive(node)
+		return false, false
 	}
-	return len(p) == 1 && p[0] == 1
+	return len(p) == 1 && p[0] == 1, true
 }
 
 // probeTimeout bounds the direct check behind lost().

@@ -7,6 +7,7 @@ import (
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport"
 )
 
 // control keeps the node in step with gossip membership: Raft placement on
@@ -16,8 +17,10 @@ func (n *Node) control() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	known := map[string]membership.State{}
-	lastSweep := time.Now()
+	lastSweep, lastRejoin := time.Now(), time.Now()
 	var seeds []string
+	var leaderless time.Time // since when no Raft leader is known; zero while one is
+	shed := false
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -27,6 +30,11 @@ func (n *Node) control() {
 		}
 		members := n.pool.Members()
 		seeds = n.saveSeeds(members, seeds)
+		if time.Since(lastRejoin) > rejoinEvery {
+			lastRejoin = time.Now()
+			n.rejoinDead(members)
+		}
+		leaderless, shed = n.shedIfCutOff(leaderless, shed)
 		leader := n.raft.IsLeader()
 		if leader {
 			if err := n.raft.Reconcile(raftMembers(members)); err != nil {
@@ -62,17 +70,58 @@ func (n *Node) control() {
 		if leader && time.Since(lastSweep) > 10*time.Second {
 			lastSweep = time.Now()
 			for _, id := range down {
-				owned := 0
-				n.raft.Read(func() { owned = n.machine.Registry.Owned(id) })
-				if owned > 0 {
-					n.nodeFailed(id)
-				}
+				n.nodeFailed(id) // idempotent: repeats what an earlier leader may have missed
 			}
 			if len(down) > 0 {
 				n.sweep(down)
 			}
 		}
 	}
+}
+
+// rejoinEvery is how often members gossip declared dead are contacted
+// again. After a partition heals, memberlist on each side may keep the
+// other side dead; a join merges the two views again (as Serf does).
+const rejoinEvery = 5 * time.Second
+
+func (n *Node) rejoinDead(members []membership.Member) {
+	var addrs []string
+	for _, m := range members {
+		if m.ID != n.cfg.NodeID && m.State == membership.StateDead && m.GossipAddr != "" {
+			addrs = append(addrs, m.GossipAddr)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	n.goOwned(func() {
+		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+		defer cancel()
+		if err := n.pool.Join(ctx, addrs); err == nil {
+			n.log.Info("rejoined members gossip had declared dead", "addrs", addrs)
+		}
+	})
+}
+
+// cutOffAfter is how long a node may know no Raft leader before it sends
+// its clients elsewhere: it is on the minority side of a partition (or
+// the cluster lost quorum), where nothing can be claimed or moved, while
+// the majority side can serve those users with their streams.
+const cutOffAfter = 3 * time.Second
+
+func (n *Node) shedIfCutOff(since time.Time, shed bool) (time.Time, bool) {
+	if id, _ := n.raft.Leader(); id != "" {
+		return time.Time{}, false
+	}
+	if since.IsZero() {
+		return time.Now(), false
+	}
+	if !shed && time.Since(since) > cutOffAfter && !n.draining.Load() {
+		n.log.Warn("no raft leader: sending clients to other nodes", "for", time.Since(since).Round(time.Millisecond))
+		n.gateway.CloseAll(transport.CloseDraining, transport.CodeDraining, "node lost contact with the cluster: reconnect to another endpoint", n.endpoints())
+		return since, true
+	}
+	return since, shed
 }
 
 // nodeFailed detaches the users of a dead node so their resume window

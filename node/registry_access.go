@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/switchboard/switchboard/session"
 )
@@ -21,7 +22,10 @@ func (n *Node) Registry() RegistryClient { return RegistryClient{n} }
 // Result.Err; the error is consensus's: consensus.ErrNotCommitted means
 // the command may or may not have been applied.
 func (c RegistryClient) Propose(ctx context.Context, cmd session.Command) (session.Result, error) {
-	return registry(c).Propose(ctx, cmd)
+	// Once, without the broker's retry of unknown outcomes: a checker must
+	// see exactly what each attempt reported.
+	cmd.Now = time.Now().UnixMilli()
+	return registry(c).proposeOnce(ctx, cmd.Encode(nil), cmd.Kind, time.Now())
 }
 
 // Read returns user's entry as it was at some instant between the call and

@@ -130,6 +130,9 @@ func (r *Registry) Apply(c Command) Result {
 // produced) succeeds again, so a proposer whose outcome was unknown can
 // safely retry.
 func (r *Registry) claim(c Command) Result {
+	if c.Node == "" {
+		return Result{Err: ErrBadCommand} // a claim names its claimant
+	}
 	e, ok := r.entries[c.User]
 	cur := uint64(0)
 	if ok {
@@ -148,7 +151,7 @@ func (r *Registry) claim(c Command) Result {
 		e = &Entry{User: c.User}
 		r.entries[c.User] = e
 		cur = r.floor
-	} else {
+	} else if e.Owner != "" {
 		r.owned[e.Owner]--
 		if r.owned[e.Owner] <= 0 {
 			delete(r.owned, e.Owner)
@@ -216,6 +219,12 @@ func (r *Registry) detach(c Command) Result {
 func (r *Registry) setBackup(c Command) Result {
 	e, res, ok := r.owns(c)
 	if !ok {
+		// A retry of a set-backup that already took effect (its outcome
+		// was unknown to the proposer) succeeds again.
+		if cur, found := r.entries[c.User]; found && cur.Owner == c.Node && cur.Backup == c.Backup &&
+			c.Backup != "" && cur.Epoch == c.Epoch+1 {
+			return Result{Entry: *cur}
+		}
 		return res
 	}
 	if c.Backup != c.Node && c.Backup != e.Backup {
@@ -225,15 +234,26 @@ func (r *Registry) setBackup(c Command) Result {
 	return Result{Entry: *e}
 }
 
-// nodeFailed detaches every user owned by the failed node (their
-// connections are gone; the resume window starts now) and forgets it as a
-// backup. Ownership itself stays until someone claims with the epoch.
+// nodeFailed records the leader's verdict that a node is gone: its users
+// lose their owner (the epoch is bumped, fencing whatever that node still
+// holds) and are detached so their resume window starts; it is forgotten
+// as a backup. What a user's stream held survives at its backup, which the
+// next claimant recovers it from; a user left with neither owner nor
+// backup has lost continuity, and only then may a new session start.
 func (r *Registry) nodeFailed(c Command) Result {
 	n := 0
 	for _, e := range r.entries {
 		changed := false
-		if e.Owner == c.Node && e.State == Attached {
-			e.State, e.Since = Detached, c.Now
+		if e.Owner == c.Node {
+			r.owned[e.Owner]--
+			if r.owned[e.Owner] <= 0 {
+				delete(r.owned, e.Owner)
+			}
+			e.Owner = ""
+			e.Epoch++
+			if e.State == Attached {
+				e.State, e.Since = Detached, c.Now
+			}
 			changed = true
 		}
 		if e.Backup == c.Node {
@@ -250,8 +270,8 @@ func (r *Registry) nodeFailed(c Command) Result {
 // expire removes entries whose resume window has passed. With c.User set
 // it is the owner retiring one user whose stream is empty and detached past
 // the window (compare-and-set on owner and epoch). Without c.User it is the
-// leader's sweep of users owned by the dead nodes in c.Nodes, which no
-// owner is left to retire.
+// leader's sweep of users owned by the dead nodes in c.Nodes, or left
+// without an owner by node-failed, which no owner is left to retire.
 func (r *Registry) expire(c Command) Result {
 	if c.User != "" {
 		e, res, ok := r.owns(c)
@@ -270,7 +290,7 @@ func (r *Registry) expire(c Command) Result {
 	}
 	n := 0
 	for _, e := range r.entries {
-		if dead[e.Owner] && e.State == Detached && c.Now-e.Since > c.Window {
+		if (dead[e.Owner] || e.Owner == "") && e.State == Detached && c.Now-e.Since > c.Window {
 			r.remove(e)
 			n++
 		}
@@ -280,9 +300,11 @@ func (r *Registry) expire(c Command) Result {
 
 func (r *Registry) remove(e *Entry) {
 	r.floor = max(r.floor, e.Epoch)
-	r.owned[e.Owner]--
-	if r.owned[e.Owner] <= 0 {
-		delete(r.owned, e.Owner)
+	if e.Owner != "" {
+		r.owned[e.Owner]--
+		if r.owned[e.Owner] <= 0 {
+			delete(r.owned, e.Owner)
+		}
 	}
 	delete(r.entries, e.User)
 }

@@ -62,11 +62,16 @@ func checkOwned(t *testing.T, r *Registry, want map[string]int) {
 func checkOwnedConsistent(t testing.TB, r *Registry) {
 	t.Helper()
 	count := map[string]int{}
+	orphans := 0 // entries whose owner failed count for no node
 	r.Each(func(e Entry) bool {
-		count[e.Owner]++
+		if e.Owner == "" {
+			orphans++
+		} else {
+			count[e.Owner]++
+		}
 		return true
 	})
-	total := 0
+	total := orphans
 	for n, c := range count {
 		if got := r.Owned(n); got != c {
 			t.Fatalf("Owned(%q) = %d, Each counts %d", n, got, c)
@@ -347,35 +352,43 @@ func TestNodeFailed(t *testing.T) {
 	e := func(user, owner, backup string, st State, since int64) Entry {
 		return Entry{User: user, Session: "s", Owner: owner, Backup: backup, Epoch: 1, State: st, Since: since}
 	}
+	// A failed owner is cleared and the epoch bumped: the fencing token
+	// moves with ownership, and the backup is where the stream survives.
+	orphan := func(user, backup string, st State, since int64) Entry {
+		x := e(user, "", backup, st, since)
+		x.Epoch = 2
+		return x
+	}
 	tests := []struct {
 		node  string
 		count int
 		want  []Entry
+		owned map[string]int
 	}{
-		{"n1", 2, []Entry{
-			e("u1", "n1", "n2", Detached, 500), // its connection is gone
-			e("u2", "n1", "n3", Detached, 10),  // already detached: unchanged
-			e("u3", "n2", "", Attached, 10),    // n1 was its backup
+		{"n1", 3, []Entry{
+			orphan("u1", "n2", Detached, 500), // its connection is gone
+			orphan("u2", "n3", Detached, 10),  // already detached
+			e("u3", "n2", "", Attached, 10),   // n1 was its backup
 			e("u4", "n3", "n2", Attached, 10),
-		}},
+		}, map[string]int{"n2": 1, "n3": 1}},
 		{"n2", 3, []Entry{
 			e("u1", "n1", "", Attached, 10),
 			e("u2", "n1", "n3", Detached, 10),
-			e("u3", "n2", "n1", Detached, 500),
+			orphan("u3", "n1", Detached, 500),
 			e("u4", "n3", "", Attached, 10),
-		}},
+		}, map[string]int{"n1": 2, "n3": 1}},
 		{"n3", 2, []Entry{
 			e("u1", "n1", "n2", Attached, 10),
 			e("u2", "n1", "", Detached, 10),
 			e("u3", "n2", "n1", Attached, 10),
-			e("u4", "n3", "n2", Detached, 500),
-		}},
+			orphan("u4", "n2", Detached, 500),
+		}, map[string]int{"n1": 2, "n2": 1}},
 		{"n9", 0, []Entry{
 			e("u1", "n1", "n2", Attached, 10),
 			e("u2", "n1", "n3", Detached, 10),
 			e("u3", "n2", "n1", Attached, 10),
 			e("u4", "n3", "n2", Attached, 10),
-		}},
+		}, map[string]int{"n1": 2, "n2": 1, "n3": 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.node, func(t *testing.T) {
@@ -385,8 +398,7 @@ func TestNodeFailed(t *testing.T) {
 			if s := sortedEntries(r.Snapshot().Entries); !reflect.DeepEqual(s, tt.want) {
 				t.Errorf("entries:\n%+v\nwant\n%+v", s, tt.want)
 			}
-			// Ownership stays until a claim: the epoch is the only way to move it.
-			checkOwned(t, r, map[string]int{"n1": 2, "n2": 1, "n3": 1})
+			checkOwned(t, r, tt.owned)
 			// Applying it again changes nothing more.
 			if again := r.Apply(Command{Kind: KindNodeFailed, Node: tt.node, Now: 600}); again.Count != 0 {
 				t.Errorf("second node-failed count = %d, want 0", again.Count)
@@ -732,5 +744,22 @@ func TestEpochsGrowAcrossExpiry(t *testing.T) {
 	r2.Apply(Command{Kind: KindExpire, User: "u", Node: "b", Epoch: 4, Now: 5000, Window: 100})
 	if res := r2.Apply(Command{Kind: KindClaim, User: "u", Node: "c", Session: "s3", Now: 6000}); res.Entry.Epoch != 5 {
 		t.Fatalf("claim after restore+expiry: %+v, want epoch 5", res)
+	}
+}
+
+// TestSetBackupRetryIsIdempotent: a set-backup whose outcome was unknown
+// to its proposer may be sent again; the retry succeeds with the same entry.
+func TestSetBackupRetryIsIdempotent(t *testing.T) {
+	r := NewRegistry()
+	r.Apply(Command{Kind: KindClaim, User: "u", Node: "n1", Session: "s", Now: 1})
+	c := Command{Kind: KindSetBackup, User: "u", Node: "n1", Epoch: 1, Backup: "n2", Now: 2}
+	first := r.Apply(c)
+	again := r.Apply(c)
+	if first.Err != nil || again.Err != nil || first.Entry != again.Entry || again.Entry.Epoch != 2 {
+		t.Fatalf("first %+v, retry %+v", first, again)
+	}
+	// A different backup under the old epoch is still refused.
+	if res := r.Apply(Command{Kind: KindSetBackup, User: "u", Node: "n1", Epoch: 1, Backup: "n3", Now: 3}); res.Err == nil {
+		t.Fatalf("stale set-backup to another node accepted: %+v", res)
 	}
 }

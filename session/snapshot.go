@@ -74,7 +74,9 @@ func (r *Registry) Restore(rd io.Reader) error {
 			return fmt.Errorf("%w: snapshot: duplicate user %q", ErrBadCommand, e.User)
 		}
 		fresh.entries[e.User] = &e
-		fresh.owned[e.Owner]++
+		if e.Owner != "" {
+			fresh.owned[e.Owner]++
+		}
 	}
 	if d.Err() != nil {
 		return fmt.Errorf("%w: snapshot: %v", ErrBadCommand, d.Err())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/switchboard/switchboard/internal/testenv"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,13 +14,12 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
 
 	"github.com/switchboard/switchboard/internal/clustertest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.VerifyNoLeaks(m) // memberlist probes may outlive a stopped node briefly
 }
 
 // sbctl runs the CLI in-process and returns its exit code and output.

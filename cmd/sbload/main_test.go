@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/switchboard/switchboard/internal/testenv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,14 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/internal/load"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.VerifyNoLeaks(m) // memberlist probes may outlive a stopped node briefly
 }
 
 // sbload runs the CLI in-process (stdout not a terminal) and returns its

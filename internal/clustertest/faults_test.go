@@ -3,6 +3,7 @@ package clustertest
 import (
 	"context"
 	"errors"
+	"github.com/switchboard/switchboard/internal/testenv"
 	"io"
 	"log/slog"
 	"net"
@@ -10,12 +11,10 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.VerifyNoLeaks(m) // memberlist probes may outlive a stopped node briefly
 }
 
 // cutoffLogger logs warnings to t until the test's cleanups run: a killed

@@ -4,8 +4,12 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"testing"
+	"time"
+
+	"go.uber.org/goleak"
 )
 
 // RequireAllEnv is the environment variable that turns skips into failures.
@@ -25,4 +29,25 @@ func Require(t testing.TB, ok bool, reason string) {
 		return
 	}
 	t.Skip(reason)
+}
+
+// VerifyNoLeaks runs the package's tests and then fails the run if
+// goroutines are left behind. It polls for a few seconds first: after a
+// node stops, memberlist's prober may still finish a probe already in
+// flight (at most one probe interval), which is not a leak.
+func VerifyNoLeaks(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if err = goleak.Find(); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
