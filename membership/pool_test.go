@@ -7,35 +7,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/switchboard/switchboard/internal/testenv"
 )
 
-// TestMain fails the package if any goroutine outlives the tests. It polls
-// instead of using goleak.VerifyTestMain, whose retries give up after about
-// half a second: after Shutdown, memberlist's probe goroutine still waits for
-// its ack timer (up to ProbeInterval, 1 s in the local profile) and open
-// stream handlers for TCPTimeout (1 s). Nothing is ignored; they get time to end.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		var err error
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if err = goleak.Find(); err == nil {
-				break
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+// TestMain fails the package if any goroutine outlives the tests. Leaks
+// are polled for: after Shutdown, memberlist's probe goroutine may still
+// wait for its ack timer (up to ProbeInterval) and open stream handlers
+// for TCPTimeout. Nothing is ignored; they get time to end.
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 // syncBuffer collects logs; it outlives the test because memberlist may log
 // from its goroutines while shutting down, when t.Log would panic.

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -329,35 +328,8 @@ func inContract(err error) bool {
 		errors.Is(err, consensus.ErrClosed) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// testLogger logs warnings to t until the test's cleanups run. A killed
-// node's memberlist can still log from a probe in flight after Kill
-// returns, and t.Log after the test has completed panics.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &cutoffWriter{t: t}
-	t.Cleanup(w.cutoff)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type cutoffWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *cutoffWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *cutoffWriter) cutoff() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
-}
+// testLogger logs node warnings to t until the test's cleanups run.
+func testLogger(t *testing.T) *slog.Logger { return clustertest.TestLogger(t) }
 
 // TestRegistryLinearizableUnderFaults runs concurrent clients against the
 // registry of a 3-node cluster through every node, while a nemesis kills

@@ -76,12 +76,9 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 		o.Zones = []string{"r1/a", "r1/b", "r1/c"}
 	}
 	if o.Logger == nil {
-		w := &testWriter{t: t}
-		// Registered before the cluster's own cleanup, so it runs after the
-		// nodes stopped: a probe memberlist still has in flight after Kill
-		// may log, and t.Log after the test has completed panics.
-		t.Cleanup(w.stop)
-		o.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// Registered before the cluster's own cleanup, so its cut-off runs
+		// after the nodes stopped.
+		o.Logger = TestLogger(t)
 	}
 	c := &Cluster{t: t, opts: o, dir: t.TempDir(), cfgs: map[string]node.Config{}, nodes: map[string]*node.Node{}}
 	ports := freePorts(t, 3*n)
@@ -454,8 +451,16 @@ func freePorts(t testing.TB, n int) []int {
 	return ports
 }
 
-// testWriter sends node logs to the test log, so they show only on
-// failure, until the test's cleanups are done.
+// TestLogger logs warnings and errors to t (shown only on failure) until
+// the test's cleanups run: a probe memberlist still has in flight after a
+// node stopped may log, and t.Log after the test has completed panics.
+func TestLogger(t testing.TB) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.stop)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// testWriter sends node logs to the test log until stopped.
 type testWriter struct {
 	t       testing.TB
 	mu      sync.Mutex

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,33 +16,8 @@ func TestMain(m *testing.M) {
 	testenv.VerifyNoLeaks(m) // memberlist probes may outlive a stopped node briefly
 }
 
-// cutoffLogger logs warnings to t until the test's cleanups run: a killed
-// node's memberlist can still log from a probe in flight after Kill
-// returns, and t.Log after the test has completed panics.
-func cutoffLogger(t *testing.T) *slog.Logger {
-	w := &cutoffWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type cutoffWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *cutoffWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
+// cutoffLogger logs node warnings to t until the test's cleanups run.
+func cutoffLogger(t *testing.T) *slog.Logger { return TestLogger(t) }
 
 // echoServer answers every byte it reads until the test ends.
 func echoServer(t *testing.T) string {
