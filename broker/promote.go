@@ -45,13 +45,18 @@ func (b *Broker) NodeDown(node string) {
 func (b *Broker) promote(node string) {
 	b.reps.mu.Lock()
 	var users []string
-	for u := range b.reps.m {
-		users = append(users, u)
+	for u, r := range b.reps.m {
+		r.mu.Lock()
+		if r.owner == node {
+			users = append(users, u)
+		}
+		r.mu.Unlock()
 	}
 	b.reps.mu.Unlock()
 	var mine []string
 	for _, u := range users {
-		if e, ok := b.reg.Get(u); ok && e.Owner == node && e.Backup == b.cfg.NodeID {
+		// The leader's node-failed may already have cleared the owner.
+		if e, ok := b.reg.Get(u); ok && (e.Owner == node || e.Owner == "") && e.Backup == b.cfg.NodeID {
 			mine = append(mine, u)
 		}
 	}

@@ -146,6 +146,12 @@ func (b *Broker) expireReplicas(now time.Time) {
 		r.stream.Trim(now.UnixMilli())
 		stale := now.Sub(r.updated) > window && r.stream.Len() == 0
 		r.mu.Unlock()
+		// A quiet stream still exists while the registry names this node
+		// as its backup: dropping the replica would turn its owner's crash
+		// into a needless loss of continuity.
+		if e, ok := b.reg.Get(u); stale && ok && e.Backup == b.cfg.NodeID {
+			continue
+		}
 		if stale {
 			delete(b.reps.m, u)
 		}

@@ -264,9 +264,21 @@ const (
 
 func writeSecrets(t *testing.T, dir string) (tokenFile, apiFile, adminFile string) {
 	t.Helper()
+	// Written to a temporary name and renamed: a node already starting
+	// from the same files must never read a half-written (empty) one.
 	write := func(name, v string) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(" \n\t"+v+" \r\n\n"), 0o600); err != nil {
+		tmp, err := os.CreateTemp(dir, name+".*.tmp")
+		if err == nil {
+			_, err = tmp.WriteString(" \n\t" + v + " \r\n\n")
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), p)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		return p
