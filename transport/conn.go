@@ -95,7 +95,7 @@ type gwConn struct {
 	closeSent   bool  // the close frame is out: the next tick cuts TCP
 	timerOff    bool  // the reader finished: tick does nothing
 	nextPing    int64 // gwNow of the next WebSocket ping
-	helloBy     int64 // gwNow by which the first frame must arrive
+	helloBy     int64 // gwNow by which the first frame must arrive; set once, before any goroutine
 	timer       *time.Timer
 }
 
@@ -270,12 +270,40 @@ func (c *gwConn) writeDeadline() time.Time {
 	return d
 }
 
-// readLoop is the connection's own goroutine, started after the upgrade so
-// that the net/http handler goroutine, its deep stack and its buffers are
-// gone while the connection idles.
-func (c *gwConn) readLoop() {
+// readLoop waits for the next client frame, handles it, and hands the
+// connection on to a fresh readLoop goroutine; when the connection ends it
+// tears it down. The first one starts after the upgrade, so the net/http
+// handler goroutine with its deep stack and buffers is gone while the
+// connection idles.
+//
+// The handoff is what keeps an idle connection's stack small: decoding,
+// authentication, Hub.Hello and logging grow a goroutine's stack to 8 KiB or
+// more, and the runtime never shrinks a stack below four times what its
+// parked goroutine uses, which for a reader blocked in gorilla and net is
+// over 2 KiB. A fresh goroutine that only waits stays at 4 KiB. The price is
+// one goroutine start per client frame; clients send few (hello, acks,
+// pings).
+func (c *gwConn) readLoop(accepted bool) {
 	defer c.g.wg.Done()
-	accepted := c.serveReads()
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			c.logReadEnd(err)
+			break
+		}
+		c.helloSeen.Store(true)
+		_ = c.refreshReadDeadline()
+		if c.isClosing() {
+			continue // waiting for the client's close; NextReader discards the rest
+		}
+		var stop bool
+		if accepted, stop = c.handleFrame(accepted, mt, r); stop {
+			break
+		}
+		c.g.wg.Add(1) // our own count is still held
+		go c.readLoop(accepted)
+		return
+	}
 	c.finish()
 	c.g.unregister(c)
 	if accepted {
@@ -283,6 +311,22 @@ func (c *gwConn) readLoop() {
 	}
 	c.g.log.Debug("disconnected", "conn", c.id)
 }
+
+// refreshReadDeadline moves the read deadline to 2.5 ping intervals from
+// now. Until the first frame, the hello timer (in tick) decides; the read
+// deadline only backs it up, so pongs must not pull it in.
+func (c *gwConn) refreshReadDeadline() error {
+	d := time.Now().Add(c.g.cfg.PingInterval * 5 / 2)
+	if !c.helloSeen.Load() {
+		if hd := gwEpoch.Add(time.Duration(c.helloBy) + gwCloseWait); d.Before(hd) {
+			d = hd
+		}
+	}
+	return c.ws.SetReadDeadline(d)
+}
+
+// onPong is the WebSocket pong handler.
+func (c *gwConn) onPong(string) error { return c.refreshReadDeadline() }
 
 // finish tears the connection down after the reader ended: no writer may
 // start any more, a close already requested is still sent by the running
@@ -315,64 +359,41 @@ func (c *gwConn) finish() {
 	_ = c.ws.Close()
 }
 
-// serveReads reads client frames until the connection fails or closes, and
-// reports whether Hub.Hello accepted the connection.
-func (c *gwConn) serveReads() (accepted bool) {
+// handleFrame reads, decodes and acts on one client message, and reports
+// whether Hub.Hello has accepted the connection by now, and stop when the
+// reader must end: the connection failed, or a panic was turned into a
+// close.
+func (c *gwConn) handleFrame(welcomed bool, mt int, r io.Reader) (accepted, stop bool) {
+	accepted = welcomed
 	defer func() {
-		if r := recover(); r != nil {
-			c.g.log.Error("panic in connection reader", "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+		if p := recover(); p != nil {
+			c.g.log.Error("panic in connection reader", "conn", c.id, "panic", p, "stack", string(debug.Stack()))
 			c.Close(websocket.CloseInternalServerErr, gwCodeInternal, "internal error", nil)
+			stop = true
 		}
 	}()
-	cfg := &c.g.cfg
-	readWait := cfg.PingInterval * 5 / 2
-	// Until the first frame, the hello timer (in tick) decides; the read
-	// deadline only backs it up, so pongs must not pull it in.
-	helloDeadline := time.Now().Add(cfg.HelloTimeout + gwCloseWait)
-	refresh := func() error {
-		d := time.Now().Add(readWait)
-		if !c.helloSeen.Load() && d.Before(helloDeadline) {
-			d = helloDeadline
-		}
-		return c.ws.SetReadDeadline(d)
+	f, ok, err := c.readFrame(mt, r)
+	if err != nil {
+		c.logReadEnd(err)
+		return accepted, true
 	}
-	_ = refresh()
-	c.ws.SetPongHandler(func(string) error { return refresh() })
-
-	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
-			c.logReadEnd(err)
-			return accepted
-		}
-		c.helloSeen.Store(true)
-		_ = refresh()
-		if c.isClosing() {
-			continue // waiting for the client's close; NextReader discards the rest
-		}
-		f, ok, err := c.readFrame(mt, r)
-		if err != nil {
-			c.logReadEnd(err)
-			return accepted
-		}
-		if !ok {
-			continue // refused: a close is on its way
-		}
-
-		switch {
-		case !accepted && f.Type != TypeHello:
-			c.Close(CloseProtocol, CodeProtocol, "first frame must be hello", nil)
-		case !accepted:
-			accepted = c.hello(f)
-			_ = refresh() // Hello may have taken a while
-		case f.Type == TypeHello:
-			c.Close(CloseProtocol, CodeProtocol, "duplicate hello", nil)
-		case f.Type == TypePing:
-			c.Send(0, gwAppendPong(nil, f.ID))
-		case f.Type == TypeAck:
-			c.g.hub.Ack(c, f.Seq)
-		}
+	if !ok {
+		return accepted, false // refused: a close is on its way
 	}
+	switch {
+	case !accepted && f.Type != TypeHello:
+		c.Close(CloseProtocol, CodeProtocol, "first frame must be hello", nil)
+	case !accepted:
+		accepted = c.hello(f)
+		_ = c.refreshReadDeadline() // Hello may have taken a while
+	case f.Type == TypeHello:
+		c.Close(CloseProtocol, CodeProtocol, "duplicate hello", nil)
+	case f.Type == TypePing:
+		c.Send(0, gwAppendPong(nil, f.ID))
+	case f.Type == TypeAck:
+		c.g.hub.Ack(c, f.Seq)
+	}
+	return accepted, false
 }
 
 // readFrame reads and decodes one client message. A message that breaks

@@ -263,7 +263,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if draining {
 		c.Close(CloseDraining, CodeDraining, "node draining; reconnect to another endpoint", endpoints)
 	}
-	go c.readLoop()
+	_ = c.refreshReadDeadline()
+	ws.SetPongHandler(c.onPong)
+	go c.readLoop(false)
 }
 
 // Connections returns the number of open connections.

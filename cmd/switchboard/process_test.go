@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/switchboard/switchboard/internal/clustertest"
 	"io"
 	"net"
 	"net/http"
@@ -236,23 +237,7 @@ func (n *member) base() string  { return "http://" + n.public }
 func (n *member) wsURL() string { return "ws://" + n.public + "/v1/connect" }
 
 // freePorts returns n loopback TCP ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
+func freePorts(t *testing.T, n int) []int { return clustertest.FreePorts(t, n) }
 
 // Secret files hold their value with white space around it: the node
 // must trim it (§3), or no token or key below would be accepted.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -433,20 +434,44 @@ func (c *Cluster) Do(id, method, path, key string, body []byte) (int, []byte) {
 	return resp.StatusCode, out
 }
 
-func freePorts(t testing.TB, n int) []int {
+func freePorts(t testing.TB, n int) []int { return FreePorts(t, n) }
+
+// FreePorts returns n distinct loopback ports that are free for TCP and
+// UDP (gossip uses both) right now. They are taken from below the
+// kernel's ephemeral range: a port from inside it can be picked as the
+// source port of some outgoing connection between the check and the
+// node's bind, which made tests flaky.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	lo, hi := 10000, 32000
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var start, end int
+		if _, err := fmt.Sscan(string(b), &start, &end); err == nil && start > lo+1000 {
+			hi = start - 1
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	for _, l := range ls {
+	seen := map[int]bool{}
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			t.Fatalf("no %d free ports in [%d, %d]", n, lo, hi)
+		}
+		p := lo + rand.IntN(hi-lo)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
 		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		ports = append(ports, p)
 	}
 	return ports
 }
