@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -29,40 +30,23 @@ const gwMaxPooledBuf = 256 << 10
 // holds none.
 var gwReadBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// gwEpoch anchors gwNow, so connection times fit an int64 and stay
-// monotonic.
-var gwEpoch = time.Now()
-
-// gwNow is the monotonic time since gwEpoch in nanoseconds.
-func gwNow() int64 { return int64(time.Since(gwEpoch)) }
-
-// gwConn is one client connection. It implements Sink.
-//
-// An idle connection costs one goroutine, the reader, and one runtime timer;
-// that is what makes tens of thousands of them affordable. The writer
-// goroutine exists only while there is something to write: the first frame
-// queued (or a due ping, heartbeat or close) starts it, and it returns once
-// the queue is empty. At most one writer runs at a time (writing, under mu),
-// so frames go out in the order they were queued. Pings, heartbeats and the
-// hello deadline are driven by one time.AfterFunc timer (tick) that only
-// sets flags and starts the writer.
-//
-// The reader owns the connection's lifetime: it holds the gateway's
-// WaitGroup count until the connection is torn down, waits for a running
-// writer, and calls Hub.Gone. Writers are counted too, and start only under
-// mu while the reader has not finished, so the count never rises from zero.
+// gwConn is one client connection: a reader (the HTTP handler goroutine)
+// and a writer goroutine joined by a bounded queue. It implements Sink.
 type gwConn struct {
-	g  *Gateway
-	id uint64
-	ws *websocket.Conn
-
-	// headerToken is the bearer token of the upgrade request, kept until
-	// the hello is handled.
+	g           *Gateway
+	id          uint64
+	ws          *websocket.Conn
+	log         *slog.Logger
 	headerToken string
 
 	// user is written by the reader before the sink is handed to Hub.Hello
 	// and never again, so the hub's reads need no lock.
 	user string
+
+	// ctx ends when the connection starts closing; it aborts a Hub.Hello
+	// still in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	helloSeen atomic.Bool // first frame arrived: the hello timer is moot
 	welcomed  atomic.Bool // Hub.Hello accepted: heartbeats may flow
@@ -73,34 +57,18 @@ type gwConn struct {
 	closeBy atomic.Int64
 	abandon atomic.Bool
 
-	// lastWrite (gwNow) is when the last text frame was written; a
-	// heartbeat is due Heartbeat after it.
-	lastWrite atomic.Int64
+	mu      sync.Mutex
+	q       []gwItem // frames not yet taken by the writer
+	pending int      // frames queued or being written; bounded by SendQueue
+	closing bool     // close requested: no more frames accepted
+	req     gwCloseReq
 
-	// highest is the highest seq written, reported by heartbeats. Only the
-	// running writer touches it; writers hand over under mu.
-	highest uint64
-
-	mu          sync.Mutex
-	q           []gwItem // frames not yet taken by the writer
-	pending     int      // frames queued or being written; bounded by SendQueue
-	closing     bool     // close requested or connection over: no more frames accepted
-	req         gwCloseReq
-	helloCancel context.CancelFunc // aborts a Hub.Hello in progress
-	writing     bool               // a writer goroutine is running
-	noWriter    bool               // no writer may start again: write failed, close sent or reader done
-	writerExit  chan struct{}      // made by the finishing reader to wait for the running writer
-	pingDue     bool
-	beatDue     bool
-	closeSent   bool  // the close frame is out: the next tick cuts TCP
-	timerOff    bool  // the reader finished: tick does nothing
-	nextPing    int64 // gwNow of the next WebSocket ping
-	helloBy     int64 // gwNow by which the first frame must arrive; set once, before any goroutine
-	timer       *time.Timer
+	wake       chan struct{} // cap 1: queue or close state changed
+	readerDone chan struct{}
+	writerDone chan struct{}
 }
 
 // gwCloseReq is the close a connection was asked for; the first one wins.
-// A zero code means the connection ended without a close to send.
 type gwCloseReq struct {
 	code      int
 	slug, msg string
@@ -108,21 +76,20 @@ type gwCloseReq struct {
 }
 
 func newGwConn(g *Gateway, ws *websocket.Conn, headerToken string) *gwConn {
-	c := &gwConn{
+	id := g.nextID.Add(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &gwConn{
 		g:           g,
-		id:          g.nextID.Add(1),
+		id:          id,
 		ws:          ws,
+		log:         g.log.With("conn", id),
 		headerToken: headerToken,
+		ctx:         ctx,
+		cancel:      cancel,
+		wake:        make(chan struct{}, 1),
+		readerDone:  make(chan struct{}),
+		writerDone:  make(chan struct{}),
 	}
-	cfg := &g.cfg
-	now := gwNow()
-	c.lastWrite.Store(now)
-	c.mu.Lock()
-	c.nextPing = now + int64(cfg.PingInterval)
-	c.helloBy = now + int64(cfg.HelloTimeout)
-	c.timer = time.AfterFunc(min(cfg.HelloTimeout, cfg.PingInterval, cfg.Heartbeat), c.tick)
-	c.mu.Unlock()
-	return c
 }
 
 // ID implements Sink.
@@ -146,38 +113,33 @@ func (c *gwConn) Send(seq uint64, frame []byte) bool {
 		c.pending -= len(c.q)
 		clear(c.q)
 		c.q = c.q[:0]
-		cancel := c.helloCancel
 		c.mu.Unlock()
-		if cancel != nil {
-			cancel()
-		}
-		c.g.log.Info("slow consumer", "conn", c.id, "queue", c.g.cfg.SendQueue)
+		c.afterCloseRequest()
+		c.log.Info("slow consumer", "queue", c.g.cfg.SendQueue)
 		return false
 	}
 	c.q = append(c.q, gwItem{seq: seq, frame: frame})
 	c.pending++
-	c.startWriterLocked()
 	c.mu.Unlock()
+	c.signal()
 	return true
 }
 
 // Close implements Sink.
 func (c *gwConn) Close(closeCode int, slug, msg string, endpoints []string) {
 	if !gwValidCloseCode(closeCode) {
-		c.g.log.Error("invalid close code, using 1011", "conn", c.id, "code", closeCode, "slug", slug)
+		c.log.Error("invalid close code, using 1011", "code", closeCode, "slug", slug)
 		closeCode, slug = websocket.CloseInternalServerErr, gwCodeInternal
 	}
 	c.mu.Lock()
 	first := c.beginCloseLocked(gwCloseReq{code: closeCode, slug: slug, msg: msg, endpoints: endpoints})
-	cancel := c.helloCancel
 	c.mu.Unlock()
-	if first && cancel != nil {
-		cancel()
+	if first {
+		c.afterCloseRequest()
 	}
 }
 
-// beginCloseLocked records the close request unless one exists already, and
-// starts the writer that will send it.
+// beginCloseLocked records the close request unless one exists already.
 func (c *gwConn) beginCloseLocked(r gwCloseReq) bool {
 	if c.closing {
 		return false
@@ -185,18 +147,12 @@ func (c *gwConn) beginCloseLocked(r gwCloseReq) bool {
 	c.closing = true
 	c.req = r
 	c.closeBy.Store(time.Now().Add(c.g.cfg.WriteTimeout).UnixNano())
-	c.startWriterLocked()
 	return true
 }
 
-// startWriterLocked starts the writer unless one runs or none may.
-func (c *gwConn) startWriterLocked() {
-	if c.writing || c.noWriter {
-		return
-	}
-	c.writing = true
-	c.g.wg.Add(1) // the reader's count is still held: never an Add from zero
-	go c.writeLoop()
+func (c *gwConn) afterCloseRequest() {
+	c.cancel()
+	c.signal()
 }
 
 func (c *gwConn) isClosing() bool {
@@ -205,54 +161,24 @@ func (c *gwConn) isClosing() bool {
 	return c.closing
 }
 
-// tick runs on the connection's timer: it marks pings and heartbeats due
-// and starts the writer for them, enforces the hello deadline, cuts TCP
-// once the close wait is over, and re-arms itself.
-func (c *gwConn) tick() {
-	cfg := &c.g.cfg
-	now := gwNow()
+func (c *gwConn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take moves the queued frames into buf for writing.
+func (c *gwConn) take(buf []gwItem) ([]gwItem, bool) {
 	c.mu.Lock()
-	switch {
-	case c.timerOff:
-		c.mu.Unlock()
-		return
-	case c.closeSent:
-		// The client did not answer our close in time.
-		c.timerOff = true
-		c.mu.Unlock()
-		_ = c.ws.NetConn().Close()
-		return
-	case c.closing:
-		c.mu.Unlock() // nothing more to schedule until the close is out
-		return
+	defer c.mu.Unlock()
+	buf = append(buf, c.q...)
+	clear(c.q)
+	c.q = c.q[:0]
+	if cap(c.q) > 64 {
+		c.q = nil // a burst's backing array is not kept by an idle connection
 	}
-	helloLate := !c.helloSeen.Load() && now >= c.helloBy
-	// A ping a little early rides on the heartbeat's wake-up instead of
-	// needing its own; pings only keep the 2.5-interval read deadline fed.
-	if now >= c.nextPing-int64(cfg.PingInterval/8) {
-		c.pingDue = true
-		c.nextPing = now + int64(cfg.PingInterval)
-	}
-	beatAt := now + int64(cfg.Heartbeat) // before the welcome: look again later
-	if c.welcomed.Load() {
-		if at := c.lastWrite.Load() + int64(cfg.Heartbeat); at > now {
-			beatAt = at
-		} else {
-			c.beatDue = true
-		}
-	}
-	next := min(c.nextPing, beatAt)
-	if !c.helloSeen.Load() && !helloLate {
-		next = min(next, c.helloBy)
-	}
-	c.timer.Reset(time.Duration(next - now))
-	if c.pingDue || c.beatDue {
-		c.startWriterLocked()
-	}
-	c.mu.Unlock()
-	if helloLate {
-		c.Close(CloseHelloTimeout, CodeHelloTimeout, fmt.Sprintf("no hello within %v", cfg.HelloTimeout), nil)
-	}
+	return buf, c.closing
 }
 
 func (c *gwConn) written(n int) {
@@ -270,130 +196,77 @@ func (c *gwConn) writeDeadline() time.Time {
 	return d
 }
 
-// readLoop waits for the next client frame, handles it, and hands the
-// connection on to a fresh readLoop goroutine; when the connection ends it
-// tears it down. The first one starts after the upgrade, so the net/http
-// handler goroutine with its deep stack and buffers is gone while the
-// connection idles.
-//
-// The handoff is what keeps an idle connection's stack small: decoding,
-// authentication, Hub.Hello and logging grow a goroutine's stack to 8 KiB or
-// more, and the runtime never shrinks a stack below four times what its
-// parked goroutine uses, which for a reader blocked in gorilla and net is
-// over 2 KiB. A fresh goroutine that only waits stays at 4 KiB. The price is
-// one goroutine start per client frame; clients send few (hello, acks,
-// pings).
-func (c *gwConn) readLoop(accepted bool) {
+// readLoop runs on the HTTP handler goroutine.
+func (c *gwConn) readLoop() {
 	defer c.g.wg.Done()
-	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
-			c.logReadEnd(err)
-			break
-		}
-		c.helloSeen.Store(true)
-		_ = c.refreshReadDeadline()
-		if c.isClosing() {
-			continue // waiting for the client's close; NextReader discards the rest
-		}
-		var stop bool
-		if accepted, stop = c.handleFrame(accepted, mt, r); stop {
-			break
-		}
-		c.g.wg.Add(1) // our own count is still held
-		go c.readLoop(accepted)
-		return
-	}
-	c.finish()
+	accepted := c.serveReads()
+	close(c.readerDone)
+	<-c.writerDone
 	c.g.unregister(c)
 	if accepted {
 		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
 	}
-	c.g.log.Debug("disconnected", "conn", c.id)
+	c.log.Debug("disconnected")
 }
 
-// refreshReadDeadline moves the read deadline to 2.5 ping intervals from
-// now. Until the first frame, the hello timer (in tick) decides; the read
-// deadline only backs it up, so pongs must not pull it in.
-func (c *gwConn) refreshReadDeadline() error {
-	d := time.Now().Add(c.g.cfg.PingInterval * 5 / 2)
-	if !c.helloSeen.Load() {
-		if hd := gwEpoch.Add(time.Duration(c.helloBy) + gwCloseWait); d.Before(hd) {
-			d = hd
-		}
-	}
-	return c.ws.SetReadDeadline(d)
-}
-
-// onPong is the WebSocket pong handler.
-func (c *gwConn) onPong(string) error { return c.refreshReadDeadline() }
-
-// finish tears the connection down after the reader ended: no writer may
-// start any more, a close already requested is still sent by the running
-// writer (bounded by its deadline), and the socket is closed.
-func (c *gwConn) finish() {
-	c.mu.Lock()
-	wasClosing := c.closing
-	if !c.closing {
-		// The client left or the socket failed: nothing more can be sent.
-		c.closing = true
-		c.abandon.Store(true)
-		c.pending -= len(c.q)
-		c.q = nil
-	}
-	c.noWriter = true
-	c.timerOff = true
-	c.timer.Stop()
-	var wait chan struct{}
-	if c.writing {
-		wait = make(chan struct{})
-		c.writerExit = wait
-	}
-	c.mu.Unlock()
-	if !wasClosing {
-		_ = c.ws.Close() // a writer stuck on a dead peer fails at once
-	}
-	if wait != nil {
-		<-wait
-	}
-	_ = c.ws.Close()
-}
-
-// handleFrame reads, decodes and acts on one client message, and reports
-// whether Hub.Hello has accepted the connection by now, and stop when the
-// reader must end: the connection failed, or a panic was turned into a
-// close.
-func (c *gwConn) handleFrame(welcomed bool, mt int, r io.Reader) (accepted, stop bool) {
-	accepted = welcomed
+// serveReads reads client frames until the connection fails or closes, and
+// reports whether Hub.Hello accepted the connection.
+func (c *gwConn) serveReads() (accepted bool) {
 	defer func() {
-		if p := recover(); p != nil {
-			c.g.log.Error("panic in connection reader", "conn", c.id, "panic", p, "stack", string(debug.Stack()))
+		if r := recover(); r != nil {
+			c.log.Error("panic in connection reader", "panic", r, "stack", string(debug.Stack()))
 			c.Close(websocket.CloseInternalServerErr, gwCodeInternal, "internal error", nil)
-			stop = true
 		}
 	}()
-	f, ok, err := c.readFrame(mt, r)
-	if err != nil {
-		c.logReadEnd(err)
-		return accepted, true
+	cfg := &c.g.cfg
+	readWait := cfg.PingInterval * 5 / 2
+	// Until the first frame, the hello timer (in the writer) decides; the read
+	// deadline only backs it up, so pongs must not pull it in.
+	helloDeadline := time.Now().Add(cfg.HelloTimeout + gwCloseWait)
+	refresh := func() error {
+		d := time.Now().Add(readWait)
+		if !c.helloSeen.Load() && d.Before(helloDeadline) {
+			d = helloDeadline
+		}
+		return c.ws.SetReadDeadline(d)
 	}
-	if !ok {
-		return accepted, false // refused: a close is on its way
+	_ = refresh()
+	c.ws.SetPongHandler(func(string) error { return refresh() })
+
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			c.logReadEnd(err)
+			return accepted
+		}
+		c.helloSeen.Store(true)
+		_ = refresh()
+		if c.isClosing() {
+			continue // waiting for the client's close; NextReader discards the rest
+		}
+		f, ok, err := c.readFrame(mt, r)
+		if err != nil {
+			c.logReadEnd(err)
+			return accepted
+		}
+		if !ok {
+			continue // refused: a close is on its way
+		}
+
+		switch {
+		case !accepted && f.Type != TypeHello:
+			c.Close(CloseProtocol, CodeProtocol, "first frame must be hello", nil)
+		case !accepted:
+			accepted = c.hello(f)
+			_ = refresh() // Hello may have taken a while
+		case f.Type == TypeHello:
+			c.Close(CloseProtocol, CodeProtocol, "duplicate hello", nil)
+		case f.Type == TypePing:
+			c.Send(0, gwAppendPong(nil, f.ID))
+		case f.Type == TypeAck:
+			c.g.hub.Ack(c, f.Seq)
+		}
 	}
-	switch {
-	case !accepted && f.Type != TypeHello:
-		c.Close(CloseProtocol, CodeProtocol, "first frame must be hello", nil)
-	case !accepted:
-		accepted = c.hello(f)
-		_ = c.refreshReadDeadline() // Hello may have taken a while
-	case f.Type == TypeHello:
-		c.Close(CloseProtocol, CodeProtocol, "duplicate hello", nil)
-	case f.Type == TypePing:
-		c.Send(0, gwAppendPong(nil, f.ID))
-	case f.Type == TypeAck:
-		c.g.hub.Ack(c, f.Seq)
-	}
-	return accepted, false
 }
 
 // readFrame reads and decodes one client message. A message that breaks
@@ -435,7 +308,6 @@ func (c *gwConn) hello(f ClientFrame) bool {
 	if token == "" {
 		token = c.headerToken
 	}
-	c.headerToken = "" // not needed again; do not keep it for the connection's life
 	if token == "" {
 		c.Close(CloseUnauthorized, CodeUnauthorized, "missing token", nil)
 		return false
@@ -445,175 +317,155 @@ func (c *gwConn) hello(f ClientFrame) bool {
 		err = errors.New("token names no user")
 	}
 	if err != nil {
-		c.g.log.Debug("hello unauthorized", "conn", c.id, "err", err)
+		c.log.Debug("hello unauthorized", "err", err)
 		c.Close(CloseUnauthorized, CodeUnauthorized, "invalid or expired token", nil)
 		return false
 	}
-	c.user = user
-
-	// The context exists only while Hello runs, so an idle connection does
-	// not keep one; a close request cancels it through helloCancel.
-	ctx, cancel := context.WithTimeout(context.Background(), c.g.cfg.HelloTimeout)
-	defer cancel()
-	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
+	if c.isClosing() {
 		return false // hello timeout or CloseAll won the race
 	}
-	c.helloCancel = cancel
-	c.mu.Unlock()
+	c.user = user
+
+	ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.HelloTimeout)
 	err = c.g.hub.Hello(ctx, c, user, f.Resume)
-	c.mu.Lock()
-	c.helloCancel = nil
-	c.mu.Unlock()
+	cancel()
 	if err != nil {
 		var he *HelloError
 		if errors.As(err, &he) {
 			c.Close(he.Close, he.Code, he.Message, he.Endpoints)
 		} else {
-			c.g.log.Warn("hello failed", "conn", c.id, "user", user, "err", err)
+			c.log.Warn("hello failed", "user", user, "err", err)
 			c.Close(CloseTryAgainLater, CodeUnavailable, "session registry unavailable; try again", nil)
 		}
 		return false
 	}
 	c.welcomed.Store(true)
-	c.g.log.Debug("welcomed", "conn", c.id, "user", user)
+	c.log.Debug("welcomed", "user", user)
 	return true
 }
 
 func (c *gwConn) logReadEnd(err error) {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
-		c.g.log.Debug("client closed", "conn", c.id, "code", ce.Code)
+		c.log.Debug("client closed", "code", ce.Code)
 		return
 	}
-	c.g.log.Debug("read ended", "conn", c.id, "err", err)
+	c.log.Debug("read ended", "err", err)
 }
 
-// writeLoop writes what is queued or due, in order, and returns when there
-// is nothing left. It owns every write to the socket except gorilla's
-// automatic control replies. After the close frame or a write error no
-// writer starts again.
+// writeLoop owns every write to the socket except gorilla's automatic
+// control replies, and tears the connection down when it returns.
 func (c *gwConn) writeLoop() {
 	defer c.g.wg.Done()
-	var idle, closeSent bool
+	defer close(c.writerDone)
+	defer func() {
+		c.mu.Lock()
+		c.closing = true // Send fails from now on
+		c.q = nil
+		c.mu.Unlock()
+		c.cancel()
+		_ = c.ws.Close()
+	}()
 	defer func() {
 		if r := recover(); r != nil {
-			c.g.log.Error("panic in connection writer", "conn", c.id, "panic", r, "stack", string(debug.Stack()))
-		}
-		if !idle {
-			c.stopWriting(closeSent)
+			c.log.Error("panic in connection writer", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	var err error
-	idle, closeSent, err = c.writeFrames()
-	if err != nil {
-		c.g.log.Debug("write ended", "conn", c.id, "err", err)
+	if err := c.writeFrames(); err != nil {
+		c.log.Debug("write ended", "err", err)
 	}
 }
 
-// writeFrames writes until nothing is queued or due. It reports idle when
-// it left with the connection open (the writer slot is already released),
-// and closeSent when the close frame went out.
-func (c *gwConn) writeFrames() (idle, closeSent bool, err error) {
-	var batch []gwItem
-	for {
-		c.mu.Lock()
-		batch = append(batch[:0], c.q...)
-		clear(c.q)
-		c.q = c.q[:0]
-		if cap(c.q) > 64 {
-			c.q = nil // a burst's backing array is not kept by an idle connection
-		}
-		ping, beat := c.pingDue, c.beatDue
-		c.pingDue, c.beatDue = false, false
-		if len(batch) == 0 && !ping && !beat {
-			if !c.closing {
-				c.writing = false
-				c.mu.Unlock()
-				return true, false, nil
-			}
-			r := c.req
-			c.mu.Unlock()
-			if r.code == 0 {
-				return false, false, nil // the reader ended the connection: nothing to say
-			}
-			if err := c.sendClose(r); err != nil {
-				return false, false, err
-			}
-			return false, true, nil
-		}
-		c.mu.Unlock()
+func (c *gwConn) writeFrames() error {
+	cfg := &c.g.cfg
+	helloTimer := time.NewTimer(cfg.HelloTimeout)
+	defer helloTimer.Stop()
+	pinger := time.NewTicker(cfg.PingInterval)
+	defer pinger.Stop()
+	heartbeat := time.NewTimer(cfg.Heartbeat)
+	defer heartbeat.Stop()
 
-		if ping {
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.writeDeadline()); err != nil {
-				return false, false, fmt.Errorf("ping: %w", err)
-			}
+	var (
+		lastWrite = time.Now()
+		highest   uint64 // highest seq written, reported by heartbeats
+		batch     []gwItem
+		scratch   [48]byte
+	)
+	write := func(frame []byte) error {
+		if err := c.ws.SetWriteDeadline(c.writeDeadline()); err != nil {
+			return err
 		}
-		for _, it := range batch {
-			if c.abandon.Load() {
+		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+			return err
+		}
+		lastWrite = time.Now()
+		return nil
+	}
+
+	for {
+		select {
+		case <-c.wake:
+		case <-c.readerDone:
+			if !c.isClosing() {
+				return nil // the client left or the socket failed
+			}
+			// A panicking reader asked for a close: still send it.
+		case <-helloTimer.C:
+			if !c.helloSeen.Load() {
+				c.Close(CloseHelloTimeout, CodeHelloTimeout, fmt.Sprintf("no hello within %v", cfg.HelloTimeout), nil)
+			}
+			continue
+		case <-pinger.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.writeDeadline()); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+			continue
+		case now := <-heartbeat.C:
+			if !c.welcomed.Load() {
+				heartbeat.Reset(cfg.Heartbeat) // no stream position to report yet
+				continue
+			}
+			if idle := now.Sub(lastWrite); idle < cfg.Heartbeat {
+				heartbeat.Reset(cfg.Heartbeat - idle)
+				continue
+			}
+			if err := write(AppendHeartbeatFrame(scratch[:0], highest)); err != nil {
+				return fmt.Errorf("heartbeat: %w", err)
+			}
+			heartbeat.Reset(cfg.Heartbeat)
+			continue
+		}
+
+		for {
+			var closing bool
+			batch, closing = c.take(batch[:0])
+			if len(batch) == 0 {
+				if closing {
+					return c.sendClose()
+				}
 				break
 			}
-			if err := c.write(it.frame); err != nil {
-				return false, false, fmt.Errorf("frame: %w", err)
+			for _, it := range batch {
+				if c.abandon.Load() {
+					break
+				}
+				if err := write(it.frame); err != nil {
+					return fmt.Errorf("frame: %w", err)
+				}
+				highest = max(highest, it.seq)
 			}
-			c.highest = max(c.highest, it.seq)
-		}
-		c.written(len(batch))
-		clear(batch) // drop frame references
-		// The tick found the connection idle; frames written since make
-		// the heartbeat moot.
-		if beat && c.welcomed.Load() && gwNow()-c.lastWrite.Load() >= int64(c.g.cfg.Heartbeat) {
-			var scratch [48]byte
-			if err := c.write(AppendHeartbeatFrame(scratch[:0], c.highest)); err != nil {
-				return false, false, fmt.Errorf("heartbeat: %w", err)
-			}
+			c.written(len(batch))
+			clear(batch) // drop frame references while idle
 		}
 	}
 }
 
-// write writes one text frame under the write deadline.
-func (c *gwConn) write(frame []byte) error {
-	if err := c.ws.SetWriteDeadline(c.writeDeadline()); err != nil {
-		return err
-	}
-	if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-		return err
-	}
-	c.lastWrite.Store(gwNow())
-	return nil
-}
-
-// stopWriting ends writing for good. After a clean close frame the timer
-// gives the client gwCloseWait to answer before it cuts TCP; otherwise the
-// socket is closed now, which also ends the reader.
-func (c *gwConn) stopWriting(closeSent bool) {
+// sendClose writes the error frame and close frame of the recorded close
+// request, then waits briefly for the client's close.
+func (c *gwConn) sendClose() error {
 	c.mu.Lock()
-	c.closing = true // Send fails from now on
-	c.q = nil
-	c.writing = false
-	c.noWriter = true
-	if c.writerExit != nil {
-		close(c.writerExit)
-		c.writerExit = nil
-	}
-	wait := closeSent && !c.timerOff
-	if wait {
-		c.closeSent = true
-		c.timer.Reset(gwCloseWait)
-	}
-	cancel := c.helloCancel
+	r := c.req
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	if !wait {
-		_ = c.ws.Close()
-	}
-}
-
-// sendClose writes the error frame and close frame of close request r.
-func (c *gwConn) sendClose(r gwCloseReq) error {
 	deadline := c.writeDeadline()
 	if r.code != CloseNormal {
 		if err := c.ws.SetWriteDeadline(deadline); err != nil {
@@ -630,7 +482,13 @@ func (c *gwConn) sendClose(r gwCloseReq) error {
 	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(r.code, reason), deadline); err != nil {
 		return fmt.Errorf("close frame: %w", err)
 	}
-	c.g.log.Debug("closing", "conn", c.id, "code", r.code, "slug", r.slug)
+	c.log.Debug("closing", "code", r.code, "slug", r.slug)
+	t := time.NewTimer(gwCloseWait)
+	defer t.Stop()
+	select {
+	case <-c.readerDone:
+	case <-t.C:
+	}
 	return nil
 }
 
@@ -638,7 +496,7 @@ func (c *gwConn) sendClose(r gwCloseReq) error {
 func (c *gwConn) guard(what string, f func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.g.log.Error("panic in "+what, "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+			c.log.Error("panic in "+what, "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
 	f()

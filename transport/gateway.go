@@ -167,9 +167,6 @@ func (e *HelloError) Error() string {
 // that discards the error frame still in flight.
 const gwCloseWait = time.Second
 
-// gwReadBufferSize is each connection's socket read buffer.
-const gwReadBufferSize = 1024
-
 // gwCodeInternal is the error code of the last-resort close 1011.
 const gwCodeInternal = "internal_error"
 
@@ -183,10 +180,8 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
 
-	// wg counts every connection goroutine (reader and writer). A reader's
-	// Add happens under mu while !closed, and a writer's only while its
-	// reader still holds its count, so Shutdown's Wait never races an Add
-	// from zero.
+	// wg counts every connection goroutine (reader and writer); Add happens
+	// under mu while !closed, so Shutdown's Wait never races an Add from zero.
 	wg sync.WaitGroup
 
 	mu             sync.Mutex
@@ -216,12 +211,8 @@ func NewGateway(cfg GatewayConfig, auth Authenticator, hub Hub) *Gateway {
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
-		// An explicit read buffer size keeps gorilla from adopting the
-		// hijacked 4 KiB net/http reader; client frames are small (acks,
-		// pings), and a larger one is just read in more pieces. A pooled
-		// write buffer is held only while a frame is written. So an idle
-		// connection costs this read buffer, its reader goroutine and a timer.
-		ReadBufferSize:    gwReadBufferSize,
+		// A pooled write buffer is held only while a frame is written, so an
+		// idle connection costs its read buffer and two goroutines.
 		WriteBufferPool:   &sync.Pool{},
 		CheckOrigin:       cfg.CheckOrigin,
 		EnableCompression: false,
@@ -233,11 +224,9 @@ func NewGateway(cfg GatewayConfig, auth Authenticator, hub Hub) *Gateway {
 // passes Heartbeat on to the hub for welcome.heartbeat_ms.
 func (g *Gateway) Config() GatewayConfig { return g.cfg }
 
-// ServeHTTP upgrades the request and hands the connection to a goroutine of
-// its own, which the gateway counts so that Shutdown waits for it. The
-// handler returns at once: the hijacked connection does not need the
-// net/http goroutine, whose stack and buffers would otherwise stay with
-// every idle connection.
+// ServeHTTP upgrades the request and serves the connection until it closes.
+// The handler goroutine becomes the connection's reader; the gateway counts
+// it, so Shutdown waits for it like for the writer.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	headerToken := gwBearerToken(r.Header.Get("Authorization"))
 	ws, err := g.upgrader.Upgrade(w, r, nil)
@@ -253,19 +242,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		gwRefuse(ws, CloseGoingAway, CodeShutdown, "node shutting down", g.cfg.WriteTimeout)
 		return
 	}
-	g.wg.Add(1) // the reader's; it holds the count until the connection is torn down
 	c := newGwConn(g, ws, headerToken)
 	g.conns[c] = struct{}{}
+	g.wg.Add(2)
 	draining, endpoints := g.draining, g.drainEndpoints
 	g.mu.Unlock()
 
-	g.log.Debug("connected", "conn", c.id, "remote", r.RemoteAddr)
+	c.log.Debug("connected", "remote", r.RemoteAddr)
 	if draining {
 		c.Close(CloseDraining, CodeDraining, "node draining; reconnect to another endpoint", endpoints)
 	}
-	_ = c.refreshReadDeadline()
-	ws.SetPongHandler(c.onPong)
-	go c.readLoop(false)
+	go c.writeLoop()
+	c.readLoop()
 }
 
 // Connections returns the number of open connections.
