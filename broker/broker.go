@@ -119,12 +119,19 @@ type Broker struct {
 	cluster Cluster
 	log     *slog.Logger
 
-	mu     sync.Mutex
-	held   map[string]*held     // streams this node owns
-	remote map[string]*attached // users served here from another owner's stream
-	reps   replicas             // streams backed up here
-	down   map[string]time.Time // nodes whose links failed recently, until when
-	closed bool
+	mu   sync.Mutex
+	held map[string]*held // streams this node owns
+	// retired keeps streams sealed here (another node claimed them) for
+	// the resume window: if that claimant fails to fetch one, a later
+	// claimant can still recover it from here. Nothing is served from them.
+	retired map[string]*held
+	// claiming marks users whose takeover is in flight here: asked for
+	// such a stream, this node says "retry", not "not held".
+	claiming map[string]bool
+	remote   map[string]*attached // users served here from another owner's stream
+	reps     replicas             // streams backed up here
+	down     map[string]time.Time // nodes whose links failed recently, until when
+	closed   bool
 	// draining: streams are being handed away; none is taken over here.
 	draining atomic.Bool
 
@@ -160,6 +167,8 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		cfg: cfg, reg: reg, peers: peers, cluster: cluster,
 		log:       cfg.Logger.With("component", "broker"),
 		held:      make(map[string]*held),
+		retired:   make(map[string]*held),
+		claiming:  make(map[string]bool),
 		remote:    make(map[string]*attached),
 		reps:      replicas{m: make(map[string]*replica), fences: make(map[string]fence)},
 		down:      make(map[string]time.Time),
@@ -298,20 +307,59 @@ func (b *Broker) local(user string) *held {
 	defer b.mu.Unlock()
 	h := b.held[user]
 	if h != nil && h.gone.Load() {
-		delete(b.held, user)
+		b.retireLocked(h)
 		return nil
 	}
 	return h
 }
 
-// drop forgets a held stream once it is sealed.
+// drop retires a held stream once it is sealed.
 func (b *Broker) drop(h *held) {
 	b.mu.Lock()
+	b.retireLocked(h)
+	b.mu.Unlock()
+}
+
+func (b *Broker) retireLocked(h *held) {
+	if b.held[h.user] == h {
+		delete(b.held, h.user)
+	}
+	h.retiredAt.Store(b.cfg.Now().UnixMilli())
+	b.retired[h.user] = h
+}
+
+// holder returns the stream held here for user, live or retired.
+func (b *Broker) holder(user string) *held {
+	if h := b.local(user); h != nil {
+		return h
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.retired[user]
+}
+
+// forget drops a retired stream whose content went to a new owner.
+func (b *Broker) forget(h *held) {
+	b.mu.Lock()
+	if b.retired[h.user] == h {
+		delete(b.retired, h.user)
+	}
 	if b.held[h.user] == h {
 		delete(b.held, h.user)
 	}
 	b.mu.Unlock()
 }
+
+// isClaiming says whether a takeover of user is in flight here.
+func (b *Broker) isClaiming(user string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.claiming[user]
+}
+
+// errBusy answers a request about a stream whose takeover is in flight
+// here: ask again shortly.
+var errBusy = fmt.Errorf("%w: takeover in progress here", ErrUnavailable)
 
 func (b *Broker) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, b.cfg.CallTimeout)

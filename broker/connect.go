@@ -101,14 +101,19 @@ func (b *Broker) serveAttach(req attachRequest) (attachReply, error) {
 }
 
 // serveHandoff seals a held stream for its new owner and returns it.
+// A retired stream (sealed when another node claimed it) still answers:
+// that claimant may have failed to fetch it.
 func (b *Broker) serveHandoff(req handoffRequest) (handoffReply, error) {
-	h := b.local(req.User)
+	h := b.holder(req.User)
 	if h == nil {
+		if b.isClaiming(req.User) {
+			return handoffReply{}, errBusy
+		}
 		return handoffReply{}, ErrNotHere
 	}
 	rep, err := h.handoff(req.Epoch)
 	if err == nil {
-		b.drop(h)
+		b.forget(h)
 	}
 	return rep, err
 }

@@ -103,7 +103,7 @@ func (b *Broker) Handlers() []Handler {
 		}},
 		{Method: methodProbe, Inline: true, Fn: func(_ context.Context, _ string, p []byte) ([]byte, error) {
 			user := string(p)
-			if b.local(user) != nil || b.replicaFor(user) != nil {
+			if b.holder(user) != nil || b.replicaFor(user) != nil || b.isClaiming(user) {
 				return []byte{1}, nil
 			}
 			return []byte{0}, nil

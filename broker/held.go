@@ -47,6 +47,8 @@ type held struct {
 	// never held while taking a held's mu: the order is held.mu, then
 	// Broker.mu).
 	gone atomic.Bool
+	// retiredAt is when it was retired (unix ms), for the retired purge.
+	retiredAt atomic.Int64
 
 	sinks   map[uint64]transport.Sink
 	remotes map[string]bool // nodes with connections of this user attached here
@@ -428,9 +430,10 @@ func (h *held) sealLocked(epoch uint64, why string) bool {
 func (h *held) handoff(epoch uint64) (handoffReply, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.sealLocked(epoch, "session moved to another node") {
+	if epoch <= h.stream.Epoch {
 		return handoffReply{}, fmt.Errorf("%w: handoff at epoch %d is not newer than the stream's", session.ErrStaleEpoch, epoch)
 	}
+	h.sealLocked(epoch, "session moved to another node") // a retired stream is sealed already
 	return tailOf(h.stream), nil
 }
 

@@ -98,10 +98,13 @@ func (b *Broker) serveReplicate(from string, req replicateRequest) error {
 }
 
 // serveSeal fences the replica at a new owner's epoch and returns it.
+// A node the registry names as backup may hold the stream itself rather
+// than a replica (it was the owner before a claim whose fetch failed):
+// then it hands that over.
 func (b *Broker) serveSeal(req handoffRequest) (handoffReply, error) {
 	r := b.replicaFor(req.User)
 	if r == nil {
-		return handoffReply{}, ErrNotHere
+		return b.serveHandoff(req)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -136,6 +139,13 @@ func (b *Broker) expireReplicas(now time.Time) {
 	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond
 	b.reps.mu.Lock()
 	defer b.reps.mu.Unlock()
+	b.mu.Lock()
+	for u, h := range b.retired {
+		if now.UnixMilli()-h.retiredAt.Load() > b.cfg.Stream.Window {
+			delete(b.retired, u)
+		}
+	}
+	b.mu.Unlock()
 	for u, f := range b.reps.fences {
 		if now.Sub(f.at) > window {
 			delete(b.reps.fences, u)

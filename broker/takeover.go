@@ -65,6 +65,14 @@ func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]boo
 }
 
 func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
+	b.mu.Lock()
+	b.claiming[user] = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.claiming, user)
+		b.mu.Unlock()
+	}()
 	e, ok := b.reg.Get(user)
 	sess := e.Session
 	switch {
@@ -79,10 +87,15 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 	}
 	// The claim keeps the backup: it holds every acknowledged message, so
 	// the registry must go on naming it until the new owner has copied the
-	// stream somewhere (a failed fetch then leaves the data findable).
+	// stream somewhere (a failed fetch then leaves the data findable). With
+	// no other backup, the old owner is named instead, for the same reason.
+	keep := e.Backup
+	if keep == "" || keep == b.cfg.NodeID {
+		keep = e.Owner
+	}
 	res, err := b.reg.Propose(ctx, session.Command{
 		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
-		Session: sess, Epoch: e.Epoch, Attach: attach,
+		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: keep,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: claim %s: %v", ErrUnavailable, user, err)
@@ -110,7 +123,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		}
 	}
 	backup := res.Entry.Backup
-	if !b.usable(backup, avoid) {
+	if !b.usable(backup, avoid) || !b.isPeer(backup) {
 		backup = "" // the first flush chooses (and records) another one
 	}
 	return b.serve(ctx, stream, backup)
@@ -127,7 +140,17 @@ func (b *Broker) reachable(e session.Entry, avoid map[string]bool) bool {
 }
 
 func (b *Broker) holdsLocally(e session.Entry) bool {
-	return e.Owner == b.cfg.NodeID && b.local(e.User) != nil || e.Backup == b.cfg.NodeID && b.replicaFor(e.User) != nil
+	return (e.Owner == b.cfg.NodeID || e.Backup == b.cfg.NodeID) && (b.holder(e.User) != nil || b.replicaFor(e.User) != nil)
+}
+
+// isPeer says whether node may take replicas: alive and not draining.
+func (b *Broker) isPeer(node string) bool {
+	for _, p := range b.cluster.Peers() {
+		if p.ID == node {
+			return true
+		}
+	}
+	return false
 }
 
 // lost says whether nobody can hand over the stream of e any more: this

@@ -51,6 +51,9 @@ const (
 	// enqueueTimeout bounds handing an entry to Raft's leader loop; past it
 	// the entry was not appended and the proposer retries.
 	enqueueTimeout = time.Second
+	// shutdownApplyWait is how long an apply in flight may still resolve
+	// once Close has begun.
+	shutdownApplyWait = 2 * time.Second
 	// openTimeout bounds waiting for raft.db's file lock, so a second
 	// process on the same DataDir fails instead of hanging.
 	openTimeout = 5 * time.Second
@@ -336,7 +339,22 @@ func (r *Raft) leaderChanged() <-chan struct{} {
 
 func (r *Raft) apply(data []byte) ([]byte, error) {
 	f := r.raft.Apply(data, enqueueTimeout)
-	if err := f.Error(); err != nil {
+	// An Apply that races Shutdown may never resolve (hashicorp/raft#498),
+	// so the wait ends with this node's own shutdown too; the waiter then
+	// ends when raft resolves the future, or never in that rare race.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-r.ctx.Done():
+		select {
+		case err = <-done:
+		case <-time.After(shutdownApplyWait):
+			return nil, fmt.Errorf("%w: %w: node shutting down", ErrClosed, ErrNotCommitted)
+		}
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
 			// Refused before it was appended: nothing to duplicate.

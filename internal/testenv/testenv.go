@@ -40,7 +40,10 @@ func VerifyNoLeaks(m *testing.M) {
 	if code == 0 {
 		var err error
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if err = goleak.Find(); err == nil {
+			// A raft Apply future that raced Shutdown never resolves
+			// (hashicorp/raft#498); consensus stops waiting for it, but the
+			// goroutine blocked on it cannot be stopped from outside.
+			if err = goleak.Find(goleak.IgnoreTopFunction("github.com/hashicorp/raft.(*deferError).Error")); err == nil {
 				break
 			}
 		}
