@@ -75,9 +75,11 @@ func DefaultConfig() Config {
 		BatchMaxCommands:   4096,
 		BatchMaxBytes:      1 << 20,
 		MaxInFlightBatches: 4,
-		HeartbeatTimeout:   500 * time.Millisecond,
-		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		// LAN timing: a dead leader is replaced within about one second
+		// even when the first pre-vote is refused (RTO target, G5).
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
 		CommitTimeout:      10 * time.Millisecond,
 		SnapshotInterval:   120 * time.Second,
 		SnapshotThreshold:  8192,
