@@ -3,11 +3,8 @@ package consensus
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
+	"github.com/switchboard/switchboard/internal/benchload"
 	"testing"
-	"time"
 )
 
 // benchProposers is the number of concurrent proposers in the benchmarks.
@@ -27,43 +24,9 @@ func benchCmd(i int64) []byte {
 	return fmt.Appendf(nil, "set user-%010d owner=node-7,epoch=42,session=0123456789abcdef", i)
 }
 
-// runLoad spreads b.N calls of op over benchProposers goroutines and
-// reports throughput and p99 latency.
+// runLoad runs op b.N times over benchProposers goroutines (benchload.Run).
 func runLoad(b *testing.B, op func(ctx context.Context, i int64) error) {
-	var next atomic.Int64
-	lat := make([][]time.Duration, benchProposers)
-	var wg sync.WaitGroup
-	ctx := context.Background()
-	b.ResetTimer()
-	start := time.Now()
-	for w := range benchProposers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if err := op(ctx, i); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	if len(all) == 0 {
-		return
-	}
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "cmds/s")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	benchload.Run(b, benchProposers, op)
 }
 
 func benchCluster(b *testing.B, tweak ...func(*Config)) (leader, follower *testNode) {

@@ -3,11 +3,9 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
+	"github.com/switchboard/switchboard/internal/benchload"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/node"
@@ -75,41 +73,7 @@ func claim(ctx context.Context, reg node.RegistryClient, user string) error {
 	return nil
 }
 
-// runClaims spreads b.N calls of op over benchProposers goroutines and
-// reports throughput and p99 latency, like consensus's runLoad.
+// runClaims runs op b.N times over benchProposers goroutines (benchload.Run).
 func runClaims(b *testing.B, op func(ctx context.Context, i int64) error) {
-	var next atomic.Int64
-	lat := make([][]time.Duration, benchProposers)
-	var wg sync.WaitGroup
-	ctx := context.Background()
-	b.ResetTimer()
-	start := time.Now()
-	for w := range benchProposers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if err := op(ctx, i); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	if len(all) == 0 {
-		return
-	}
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "cmds/s")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	benchload.Run(b, benchProposers, op)
 }
