@@ -87,7 +87,9 @@ func (r *Raft) readIndex(ctx context.Context) (uint64, error) {
 	if timeout <= 0 {
 		return 0, fmt.Errorf("consensus: read index: %w", context.DeadlineExceeded)
 	}
-	if err := r.raft.Barrier(timeout).Error(); err != nil {
+	bctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := r.await(bctx, r.raft.Barrier(timeout)); err != nil {
 		return 0, fmt.Errorf("%w: read index barrier: %w", ErrNotLeader, err)
 	}
 	return r.fsm.lastApplied.Load(), nil

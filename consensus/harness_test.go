@@ -18,12 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/switchboard/switchboard/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 // kvSM is the test state machine: a string map with two commands,
 // "set <key> <value>" (answers the previous value) and "incr <key>"

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -104,13 +105,13 @@ func (r *Raft) execute(a action, prevIndex uint64) error {
 	var err error
 	switch a.kind {
 	case actAddVoter:
-		err = r.raft.AddVoter(id, addr, prevIndex, configChangeTimeout).Error()
+		err = r.await(context.Background(), r.raft.AddVoter(id, addr, prevIndex, configChangeTimeout))
 	case actAddNonvoter:
-		err = r.raft.AddNonvoter(id, addr, prevIndex, configChangeTimeout).Error()
+		err = r.await(context.Background(), r.raft.AddNonvoter(id, addr, prevIndex, configChangeTimeout))
 	case actRemove:
-		err = r.raft.RemoveServer(id, prevIndex, configChangeTimeout).Error()
+		err = r.await(context.Background(), r.raft.RemoveServer(id, prevIndex, configChangeTimeout))
 	case actDemote:
-		err = r.raft.DemoteVoter(id, prevIndex, configChangeTimeout).Error()
+		err = r.await(context.Background(), r.raft.DemoteVoter(id, prevIndex, configChangeTimeout))
 	case actTransfer:
 		return r.TransferLeadership()
 	}

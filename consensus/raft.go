@@ -51,7 +51,7 @@ const (
 	// enqueueTimeout bounds handing an entry to Raft's leader loop; past it
 	// the entry was not appended and the proposer retries.
 	enqueueTimeout = time.Second
-	// shutdownApplyWait is how long an apply in flight may still resolve
+	// shutdownApplyWait is how long a future in flight may still resolve
 	// once Close has begun.
 	shutdownApplyWait = 2 * time.Second
 	// openTimeout bounds waiting for raft.db's file lock, so a second
@@ -301,7 +301,7 @@ func (r *Raft) TransferLeadership() error {
 	if !r.IsLeader() {
 		return ErrNotLeader
 	}
-	if err := r.raft.LeadershipTransfer().Error(); err != nil {
+	if err := r.await(context.Background(), r.raft.LeadershipTransfer()); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
@@ -339,20 +339,9 @@ func (r *Raft) leaderChanged() <-chan struct{} {
 
 func (r *Raft) apply(data []byte) ([]byte, error) {
 	f := r.raft.Apply(data, enqueueTimeout)
-	// An Apply that races Shutdown may never resolve (hashicorp/raft#498),
-	// so the wait ends with this node's own shutdown too; the waiter then
-	// ends when raft resolves the future, or never in that rare race.
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-r.ctx.Done():
-		select {
-		case err = <-done:
-		case <-time.After(shutdownApplyWait):
-			return nil, fmt.Errorf("%w: %w: node shutting down", ErrClosed, ErrNotCommitted)
-		}
+	err := r.await(context.Background(), f)
+	if errors.Is(err, errAbandoned) {
+		return nil, fmt.Errorf("%w: %w", err, ErrNotCommitted)
 	}
 	if err != nil {
 		switch {
@@ -372,6 +361,34 @@ func (r *Raft) apply(data []byte) ([]byte, error) {
 		return nil, resp
 	default:
 		return nil, fmt.Errorf("%w: unexpected FSM response %T", ErrMalformed, resp)
+	}
+}
+
+// errAbandoned is await's answer when it stopped waiting for a future
+// because this node shut down: the outcome is unknown.
+var errAbandoned = fmt.Errorf("%w: stopped waiting for raft", ErrClosed)
+
+// await waits for a Raft future, but no longer than ctx allows and no
+// longer than this node lives (plus a short grace for futures resolving as
+// Raft shuts down). A future that races Shutdown may never resolve
+// (hashicorp/raft#498), so no caller waits on one directly: the helper
+// goroutine then ends when Raft resolves the future, or never in that rare
+// race, which the tests' leak check knows about.
+func (r *Raft) await(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.ctx.Done():
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(shutdownApplyWait):
+			return errAbandoned
+		}
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/switchboard/switchboard/internal/clustertest"
 	"io"
 	"net"
 	"net/http"
@@ -23,8 +22,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
 
+	"github.com/switchboard/switchboard/internal/clustertest"
+	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/internal/token"
 )
 
@@ -49,12 +49,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(binDir)
 		code := m.Run()
 		if code == 0 {
-			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-				if err = goleak.Find(); err == nil {
-					break
-				}
-			}
-			if err != nil {
+			if err = testenv.FindLeaks(); err != nil {
 				fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 				code = 1
 			}

@@ -3,7 +3,7 @@ package load
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/switchboard/switchboard/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
