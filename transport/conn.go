@@ -1,71 +1,90 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"net"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
 
-// gwItem is one queued outgoing frame.
+// gwItem is one queued outgoing message frame.
 type gwItem struct {
 	seq   uint64
 	frame []byte
 }
 
-// gwMaxPooledBuf keeps oversized read buffers out of the pool.
+// gwMaxPooledBuf keeps oversized write buffers out of the pool.
 const gwMaxPooledBuf = 256 << 10
 
-// gwReadBufPool holds read buffers between frames, so an idle connection
-// holds none.
-var gwReadBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// gwWriteBufPool holds write buffers between flushes, so an idle
+// connection holds none.
+var gwWriteBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// gwConn is one client connection: a reader (the HTTP handler goroutine)
-// and a writer goroutine joined by a bounded queue. It implements Sink.
+// gwConn is one client connection. It implements Sink.
+//
+// An idle connection has no goroutine of its own: the gateway's poller
+// calls onReadable when the socket has bytes (poller_linux.go), the
+// gateway's sweeper drives its timers (hello timeout, pings, heartbeats,
+// the read deadline), and a writer goroutine exists only while there is
+// something to write. What an idle connection costs is this struct, the
+// socket and, between frames, nothing else.
+//
+// Three kinds of goroutine touch a connection, each at most one at a time:
+// the reader (the poller, a hello goroutine continuing the reads, or the
+// fallback reader goroutine) owns rd; the writer owns the socket's write
+// side; the sweeper only sets flags. The connection is finished (Hub.Gone,
+// the gateway's WaitGroup) once it is dead and neither reader nor writer is
+// running.
 type gwConn struct {
 	g           *Gateway
 	id          uint64
-	ws          *websocket.Conn
-	log         *slog.Logger
-	headerToken string
+	nc          net.Conn
+	headerToken string // from the upgrade request, kept until the hello
 
 	// user is written by the reader before the sink is handed to Hub.Hello
 	// and never again, so the hub's reads need no lock.
 	user string
 
-	// ctx ends when the connection starts closing; it aborts a Hub.Hello
-	// still in progress.
-	ctx    context.Context
-	cancel context.CancelFunc
+	born      int64        // gwNow() at accept: the hello deadline counts from it
+	lastRead  atomic.Int64 // gwNow() when bytes last arrived
+	helloSeen atomic.Bool  // first frame arrived: the hello timer is moot
+	welcomed  atomic.Bool  // Hub.Hello accepted: heartbeats may flow
 
-	helloSeen atomic.Bool // first frame arrived: the hello timer is moot
-	welcomed  atomic.Bool // Hub.Hello accepted: heartbeats may flow
+	rd    wsReader        // owned by the running reader
+	poll  *poller         // the poller watching this socket; nil for a fallback reader
+	rc    syscall.RawConn // the socket's descriptor, for the poller
+	armCh chan struct{}   // fallback reader only: one more read (reader.go)
 
-	// closeBy (unix ns, 0 = open) bounds every write once a close was
-	// requested, so a closing connection is gone within WriteTimeout plus
-	// gwCloseWait. abandon makes the writer drop the batch in flight.
-	closeBy atomic.Int64
-	abandon atomic.Bool
-
-	mu      sync.Mutex
-	q       []gwItem // frames not yet taken by the writer
-	pending int      // frames queued or being written; bounded by SendQueue
-	closing bool     // close requested: no more frames accepted
-	req     gwCloseReq
-
-	wake       chan struct{} // cap 1: queue or close state changed
-	readerDone chan struct{}
-	writerDone chan struct{}
+	mu          sync.Mutex
+	q           []gwItem // message frames not yet taken by the writer
+	pending     int      // frames queued or being written; bounded by SendQueue
+	ctl         []byte   // encoded control frames (pongs) for the writer
+	pingDue     bool
+	beatDue     bool
+	lastPing    int64 // gwNow() of the last ping
+	lastData    int64 // gwNow() of the last text frame written: heartbeats fill silences
+	highest     uint64
+	closing     bool // close requested: no more frames accepted
+	req         gwCloseReq
+	closeBy     int64 // gwNow() deadline for writes once closing
+	abandon     bool  // drop queued frames (slow consumer, client closed)
+	peerClosed  bool  // the client sent its close frame
+	closeSent   bool
+	writing     bool // a writer goroutine runs
+	reading     bool // a reader (poller callback or hello goroutine) runs
+	accepted    bool // Hub.Hello accepted the sink: Gone is owed
+	dead        bool // the socket is closed or closing
+	finished    bool
+	helloCancel context.CancelFunc
+	deadCh      chan struct{} // made on demand; closed when dead
 }
 
 // gwCloseReq is the close a connection was asked for; the first one wins.
@@ -75,21 +94,27 @@ type gwCloseReq struct {
 	endpoints []string
 }
 
-func newGwConn(g *Gateway, ws *websocket.Conn, headerToken string) *gwConn {
-	id := g.nextID.Add(1)
-	ctx, cancel := context.WithCancel(context.Background())
-	return &gwConn{
+// gwEpoch anchors gwNow, so connection times fit an int64 and stay
+// monotonic.
+var gwEpoch = time.Now()
+
+// gwNow is the monotonic time since gwEpoch in nanoseconds.
+func gwNow() int64 { return int64(time.Since(gwEpoch)) }
+
+func newGwConn(g *Gateway, nc net.Conn, headerToken string) *gwConn {
+	now := gwNow()
+	c := &gwConn{
 		g:           g,
-		id:          id,
-		ws:          ws,
-		log:         g.log.With("conn", id),
+		id:          g.nextID.Add(1),
+		nc:          nc,
 		headerToken: headerToken,
-		ctx:         ctx,
-		cancel:      cancel,
-		wake:        make(chan struct{}, 1),
-		readerDone:  make(chan struct{}),
-		writerDone:  make(chan struct{}),
+		born:        now,
+		lastPing:    now,
+		lastData:    now,
 	}
+	c.lastRead.Store(now)
+	c.rd.limit = g.cfg.MaxFrameBytes
+	return c
 }
 
 // ID implements Sink.
@@ -109,201 +134,327 @@ func (c *gwConn) Send(seq uint64, frame []byte) bool {
 		c.beginCloseLocked(gwCloseReq{code: CloseSlowConsumer, slug: CodeSlowConsumer, msg: "send queue overflow"})
 		// The client is the problem: what it has not taken is dropped (it
 		// resumes from its last seq) and only the error and close follow.
-		c.abandon.Store(true)
-		c.pending -= len(c.q)
-		clear(c.q)
-		c.q = c.q[:0]
+		c.dropQueueLocked()
+		c.kickLocked()
 		c.mu.Unlock()
-		c.afterCloseRequest()
-		c.log.Info("slow consumer", "queue", c.g.cfg.SendQueue)
+		c.g.log.Info("slow consumer", "conn", c.id, "queue", c.g.cfg.SendQueue)
 		return false
 	}
 	c.q = append(c.q, gwItem{seq: seq, frame: frame})
 	c.pending++
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 	return true
 }
 
 // Close implements Sink.
 func (c *gwConn) Close(closeCode int, slug, msg string, endpoints []string) {
 	if !gwValidCloseCode(closeCode) {
-		c.log.Error("invalid close code, using 1011", "code", closeCode, "slug", slug)
+		c.g.log.Error("invalid close code, using 1011", "conn", c.id, "code", closeCode, "slug", slug)
 		closeCode, slug = websocket.CloseInternalServerErr, gwCodeInternal
 	}
 	c.mu.Lock()
-	first := c.beginCloseLocked(gwCloseReq{code: closeCode, slug: slug, msg: msg, endpoints: endpoints})
-	c.mu.Unlock()
-	if first {
-		c.afterCloseRequest()
+	if c.beginCloseLocked(gwCloseReq{code: closeCode, slug: slug, msg: msg, endpoints: endpoints}) {
+		c.kickLocked()
 	}
+	c.mu.Unlock()
 }
 
-// beginCloseLocked records the close request unless one exists already.
+// beginCloseLocked records the close request unless one exists already,
+// and stops a hello in progress.
 func (c *gwConn) beginCloseLocked(r gwCloseReq) bool {
 	if c.closing {
 		return false
 	}
 	c.closing = true
 	c.req = r
-	c.closeBy.Store(time.Now().Add(c.g.cfg.WriteTimeout).UnixNano())
+	c.closeBy = gwNow() + int64(c.g.cfg.WriteTimeout)
+	if c.helloCancel != nil {
+		c.helloCancel()
+	}
 	return true
 }
 
-func (c *gwConn) afterCloseRequest() {
-	c.cancel()
-	c.signal()
+func (c *gwConn) dropQueueLocked() {
+	c.abandon = true
+	c.pending -= len(c.q)
+	clear(c.q)
+	c.q = nil
 }
 
-func (c *gwConn) isClosing() bool {
+// kickLocked starts the writer if there is something to write and none
+// runs. The writer is counted by the reading/writing flags, not the
+// gateway's WaitGroup: the connection's own count outlives it.
+func (c *gwConn) kickLocked() {
+	if c.writing || c.dead {
+		return
+	}
+	if len(c.q) == 0 && len(c.ctl) == 0 && !c.pingDue && !c.beatDue && !(c.closing && !c.closeSent) {
+		return
+	}
+	c.writing = true
+	go c.writeLoop()
+}
+
+// tick runs the connection's timers; the sweeper calls it periodically.
+func (c *gwConn) tick(now int64) {
+	cfg := &c.g.cfg
+	var expired string
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closing
+	helloSeen := c.helloSeen.Load()
+	switch {
+	case c.dead:
+	case !helloSeen && now-c.born > int64(cfg.HelloTimeout+gwCloseWait+cfg.WriteTimeout):
+		expired = "no hello, and the hello timeout's close was not taken" // backstop
+	case !helloSeen && now-c.born > int64(cfg.HelloTimeout):
+		if c.beginCloseLocked(gwCloseReq{code: CloseHelloTimeout, slug: CodeHelloTimeout, msg: fmt.Sprintf("no hello within %v", cfg.HelloTimeout)}) {
+			c.kickLocked()
+		}
+	case helloSeen && now-c.lastRead.Load() > int64(cfg.PingInterval)*5/2:
+		// Before the first frame the hello timeout decides instead.
+		expired = "read timeout: no frame or pong within 2.5 ping intervals"
+	case c.closing:
+		if now > c.closeBy+int64(gwCloseWait) {
+			expired = "close not completed in time"
+		}
+	default:
+		if now-c.lastPing >= int64(cfg.PingInterval) {
+			c.pingDue = true
+		}
+		if c.welcomed.Load() && now-c.lastData >= int64(cfg.Heartbeat) {
+			c.beatDue = true
+		}
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	if expired != "" {
+		c.g.log.Debug("connection expired", "conn", c.id, "why", expired)
+		c.teardown()
+	}
 }
 
-func (c *gwConn) signal() {
+// onReadable reads what the socket has and acts on every complete frame.
+// read returns errWouldBlock once the socket is drained. The reader stops
+// (without re-arming) while a hello is being served: the hello goroutine
+// continues from there.
+func (c *gwConn) onReadable(buf []byte, read func([]byte) (int, error)) {
+	c.mu.Lock()
+	if c.dead || c.reading {
+		c.mu.Unlock()
+		return
+	}
+	c.reading = true
+	c.mu.Unlock()
+
+	paused, failed := false, error(nil)
+	func() {
+		defer c.recoverReader()
+		for i := 0; i < gwReadsPerWake; i++ {
+			n, err := read(buf)
+			if n > 0 {
+				c.lastRead.Store(gwNow())
+				c.rd.feed(buf[:n])
+				if paused = c.process(); paused {
+					return // the hello goroutine owns rd now
+				}
+				c.rd.keep()
+			}
+			if err != nil {
+				if !errors.Is(err, errWouldBlock) {
+					failed = err
+				}
+				return
+			}
+		}
+	}()
+	if failed != nil {
+		c.logReadEnd(failed)
+		c.teardown()
+	}
+	if !paused {
+		c.doneReading()
+	}
+}
+
+// gwReadsPerWake bounds the reads per readiness event, so one busy client
+// cannot hold a poller.
+const gwReadsPerWake = 4
+
+// doneReading ends a reader's turn: the socket is watched again, or, if
+// the connection died meanwhile, it may finish now.
+func (c *gwConn) doneReading() {
+	c.mu.Lock()
+	c.reading = false
+	if !c.dead {
+		c.armLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.finishLocked()
+}
+
+// armLocked asks for the next readiness event.
+func (c *gwConn) armLocked() {
+	if c.poll != nil {
+		if err := c.poll.arm(c); err != nil {
+			c.g.log.Debug("poller arm failed", "conn", c.id, "err", err)
+			go c.teardown()
+		}
+		return
+	}
 	select {
-	case c.wake <- struct{}{}:
+	case c.armCh <- struct{}{}:
 	default:
 	}
 }
 
-// take moves the queued frames into buf for writing.
-func (c *gwConn) take(buf []gwItem) ([]gwItem, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	buf = append(buf, c.q...)
-	clear(c.q)
-	c.q = c.q[:0]
-	if cap(c.q) > 64 {
-		c.q = nil // a burst's backing array is not kept by an idle connection
+// recoverReader turns a panic while reading into a 1011 close.
+func (c *gwConn) recoverReader() {
+	if r := recover(); r != nil {
+		c.g.log.Error("panic in connection reader", "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+		c.Close(websocket.CloseInternalServerErr, gwCodeInternal, "internal error", nil)
 	}
-	return buf, c.closing
 }
 
-func (c *gwConn) written(n int) {
+// process acts on every complete event in rd. It returns true when it
+// handed the reader's turn to a hello goroutine.
+func (c *gwConn) process() (paused bool) {
+	for {
+		ev, ok, err := c.rd.next()
+		if err != nil {
+			var v *wsViolation
+			if !errors.As(err, &v) {
+				v = &wsViolation{code: CloseProtocol, slug: CodeProtocol, msg: err.Error()}
+			}
+			c.Close(v.code, v.slug, v.msg, nil)
+			continue // rd skips or discards what follows
+		}
+		if !ok {
+			return false
+		}
+		switch ev.kind {
+		case wsPing:
+			c.queueControl(wsOpPong, ev.payload)
+		case wsPong:
+			// lastRead is all a pong is for.
+		case wsClose:
+			c.peerClose(ev.code)
+			return false
+		case wsMessage:
+			c.helloSeen.Store(true) // pongs do not count: a client must say hello
+			if c.handleMessage(ev.payload) {
+				return true
+			}
+		}
+	}
+}
+
+// handleMessage acts on one client text message; true means a hello
+// goroutine now holds the reader's turn.
+func (c *gwConn) handleMessage(payload []byte) (paused bool) {
 	c.mu.Lock()
-	c.pending -= n
+	closing, accepted := c.closing, c.accepted
+	c.mu.Unlock()
+	if closing {
+		return false // waiting for the client's close
+	}
+	f, err := DecodeClientFrame(payload)
+	if err != nil {
+		c.Close(CloseProtocol, CodeProtocol, err.Error(), nil)
+		return false
+	}
+	switch {
+	case !accepted && c.user == "" && f.Type == TypeHello:
+		c.startHello(f)
+		return true
+	case !accepted:
+		c.Close(CloseProtocol, CodeProtocol, "first frame must be hello", nil)
+	case f.Type == TypeHello:
+		c.Close(CloseProtocol, CodeProtocol, "duplicate hello", nil)
+	case f.Type == TypePing:
+		c.Send(0, gwAppendPong(nil, f.ID))
+	case f.Type == TypeAck:
+		c.guard("Hub.Ack", func() { c.g.hub.Ack(c, f.Seq) })
+	}
+	return false
+}
+
+// queueControl queues a control frame (a pong) ahead of message frames.
+func (c *gwConn) queueControl(op byte, payload []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.ctl = wsAppendFrame(c.ctl, op, payload)
+	c.kickLocked()
+}
+
+// peerClose handles the client's close frame: it completes our close
+// handshake, or starts one that echoes the client's code.
+func (c *gwConn) peerClose(code int) {
+	c.g.log.Debug("client closed", "conn", c.id, "code", code)
+	c.mu.Lock()
+	c.peerClosed = true
+	if c.closeSent {
+		c.mu.Unlock()
+		c.teardown()
+		return
+	}
+	if code == wsCloseNoStatus {
+		code = CloseNormal
+	}
+	if !c.closing {
+		c.beginCloseLocked(gwCloseReq{code: code})
+	}
+	// Nobody reads what was queued any more; the echo goes out at once.
+	c.dropQueueLocked()
+	c.req.code = code
+	c.req.slug = ""
+	c.kickLocked()
 	c.mu.Unlock()
 }
 
-// writeDeadline is WriteTimeout from now, or the close deadline if sooner.
-func (c *gwConn) writeDeadline() time.Time {
-	d := time.Now().Add(c.g.cfg.WriteTimeout)
-	if by := c.closeBy.Load(); by != 0 && by < d.UnixNano() {
-		return time.Unix(0, by)
+// startHello serves the hello on its own goroutine: authentication and
+// Hub.Hello may take a Raft commit or a takeover, which must not hold the
+// poller. Reading resumes when it is done.
+func (c *gwConn) startHello(f ClientFrame) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.g.cfg.HelloTimeout)
+	c.mu.Lock()
+	c.helloCancel = cancel
+	if c.closing {
+		cancel()
 	}
-	return d
-}
-
-// readLoop runs on the HTTP handler goroutine.
-func (c *gwConn) readLoop() {
-	defer c.g.wg.Done()
-	accepted := c.serveReads()
-	close(c.readerDone)
-	<-c.writerDone
-	c.g.unregister(c)
-	if accepted {
-		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
-	}
-	c.log.Debug("disconnected")
-}
-
-// serveReads reads client frames until the connection fails or closes, and
-// reports whether Hub.Hello accepted the connection.
-func (c *gwConn) serveReads() (accepted bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.log.Error("panic in connection reader", "panic", r, "stack", string(debug.Stack()))
-			c.Close(websocket.CloseInternalServerErr, gwCodeInternal, "internal error", nil)
+	c.mu.Unlock()
+	c.rd.keep() // the frames after the hello wait in memory the reader owns
+	go func() {
+		defer cancel()
+		paused := false
+		func() {
+			defer c.recoverReader()
+			accepted := c.hello(ctx, f)
+			c.mu.Lock()
+			c.helloCancel = nil
+			c.accepted = accepted
+			c.headerToken = ""
+			c.mu.Unlock()
+			if accepted {
+				c.welcomed.Store(true)
+			}
+			// Frames that came with the hello: after a refusal only the
+			// client's close matters among them.
+			if paused = c.process(); !paused {
+				c.rd.keep()
+			}
+		}()
+		if !paused {
+			c.doneReading()
 		}
 	}()
-	cfg := &c.g.cfg
-	readWait := cfg.PingInterval * 5 / 2
-	// Until the first frame, the hello timer (in the writer) decides; the read
-	// deadline only backs it up, so pongs must not pull it in.
-	helloDeadline := time.Now().Add(cfg.HelloTimeout + gwCloseWait)
-	refresh := func() error {
-		d := time.Now().Add(readWait)
-		if !c.helloSeen.Load() && d.Before(helloDeadline) {
-			d = helloDeadline
-		}
-		return c.ws.SetReadDeadline(d)
-	}
-	_ = refresh()
-	c.ws.SetPongHandler(func(string) error { return refresh() })
-
-	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
-			c.logReadEnd(err)
-			return accepted
-		}
-		c.helloSeen.Store(true)
-		_ = refresh()
-		if c.isClosing() {
-			continue // waiting for the client's close; NextReader discards the rest
-		}
-		f, ok, err := c.readFrame(mt, r)
-		if err != nil {
-			c.logReadEnd(err)
-			return accepted
-		}
-		if !ok {
-			continue // refused: a close is on its way
-		}
-
-		switch {
-		case !accepted && f.Type != TypeHello:
-			c.Close(CloseProtocol, CodeProtocol, "first frame must be hello", nil)
-		case !accepted:
-			accepted = c.hello(f)
-			_ = refresh() // Hello may have taken a while
-		case f.Type == TypeHello:
-			c.Close(CloseProtocol, CodeProtocol, "duplicate hello", nil)
-		case f.Type == TypePing:
-			c.Send(0, gwAppendPong(nil, f.ID))
-		case f.Type == TypeAck:
-			c.g.hub.Ack(c, f.Seq)
-		}
-	}
-}
-
-// readFrame reads and decodes one client message. A message that breaks
-// §3 is answered by requesting the matching close and reported as !ok; err
-// is a connection failure.
-func (c *gwConn) readFrame(mt int, r io.Reader) (f ClientFrame, ok bool, err error) {
-	if mt != websocket.TextMessage {
-		c.Close(CloseProtocol, CodeProtocol, "binary frames are not supported", nil)
-		return f, false, nil
-	}
-	limit := c.g.cfg.MaxFrameBytes
-	buf := gwReadBufPool.Get().(*bytes.Buffer)
-	defer gwPutReadBuf(buf)
-	buf.Reset()
-	// Reading one byte past the limit tells an oversized frame apart without
-	// gorilla's read limit, which would close (1009) before our error frame.
-	n, err := buf.ReadFrom(io.LimitReader(r, int64(limit)+1))
-	switch {
-	case err != nil:
-		return f, false, err
-	case n > int64(limit):
-		c.Close(CloseTooLarge, CodeTooLarge, fmt.Sprintf("frame exceeds %d bytes", limit), nil)
-		return f, false, nil
-	case !utf8.Valid(buf.Bytes()):
-		c.Close(CloseInvalidUTF8, CodeInvalidUTF8, "text frame is not valid UTF-8", nil)
-		return f, false, nil
-	}
-	// DecodeClientFrame copies what it keeps, so buf can go back to the pool.
-	if f, err = DecodeClientFrame(buf.Bytes()); err != nil {
-		c.Close(CloseProtocol, CodeProtocol, err.Error(), nil)
-		return f, false, nil
-	}
-	return f, true, nil
 }
 
 // hello authenticates the hello frame f and hands the connection to the hub.
-func (c *gwConn) hello(f ClientFrame) bool {
+func (c *gwConn) hello(ctx context.Context, f ClientFrame) bool {
 	token := f.Token
 	if token == "" {
 		token = c.headerToken
@@ -317,195 +468,231 @@ func (c *gwConn) hello(f ClientFrame) bool {
 		err = errors.New("token names no user")
 	}
 	if err != nil {
-		c.log.Debug("hello unauthorized", "err", err)
+		c.g.log.Debug("hello unauthorized", "conn", c.id, "err", err)
 		c.Close(CloseUnauthorized, CodeUnauthorized, "invalid or expired token", nil)
 		return false
 	}
-	if c.isClosing() {
-		return false // hello timeout or CloseAll won the race
+	if ctx.Err() != nil {
+		// Usually CloseAll or the hello timeout won the race and this
+		// Close changes nothing.
+		c.Close(CloseTryAgainLater, CodeUnavailable, "hello took too long; try again", nil)
+		return false
 	}
 	c.user = user
-
-	ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.HelloTimeout)
 	err = c.g.hub.Hello(ctx, c, user, f.Resume)
-	cancel()
 	if err != nil {
 		var he *HelloError
 		if errors.As(err, &he) {
 			c.Close(he.Close, he.Code, he.Message, he.Endpoints)
 		} else {
-			c.log.Warn("hello failed", "user", user, "err", err)
+			c.g.log.Warn("hello failed", "conn", c.id, "user", user, "err", err)
 			c.Close(CloseTryAgainLater, CodeUnavailable, "session registry unavailable; try again", nil)
 		}
 		return false
 	}
-	c.welcomed.Store(true)
-	c.log.Debug("welcomed", "user", user)
+	c.g.log.Debug("welcomed", "conn", c.id, "user", user)
 	return true
 }
 
 func (c *gwConn) logReadEnd(err error) {
-	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
-		c.log.Debug("client closed", "code", ce.Code)
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		c.g.log.Debug("client went away", "conn", c.id)
 		return
 	}
-	c.log.Debug("read ended", "err", err)
+	c.g.log.Debug("read ended", "conn", c.id, "err", err)
 }
 
-// writeLoop owns every write to the socket except gorilla's automatic
-// control replies, and tears the connection down when it returns.
+// writeLoop writes everything queued, one syscall per round, and returns
+// once nothing is left. It tears the connection down after a failed write
+// and after the close handshake.
 func (c *gwConn) writeLoop() {
-	defer c.g.wg.Done()
-	defer close(c.writerDone)
+	bp := gwWriteBufPool.Get().(*[]byte)
 	defer func() {
-		c.mu.Lock()
-		c.closing = true // Send fails from now on
-		c.q = nil
-		c.mu.Unlock()
-		c.cancel()
-		_ = c.ws.Close()
-	}()
-	defer func() {
-		if r := recover(); r != nil {
-			c.log.Error("panic in connection writer", "panic", r, "stack", string(debug.Stack()))
+		if cap(*bp) <= gwMaxPooledBuf {
+			*bp = (*bp)[:0]
+			gwWriteBufPool.Put(bp)
 		}
 	}()
-	if err := c.writeFrames(); err != nil {
-		c.log.Debug("write ended", "err", err)
-	}
-}
-
-func (c *gwConn) writeFrames() error {
-	cfg := &c.g.cfg
-	helloTimer := time.NewTimer(cfg.HelloTimeout)
-	defer helloTimer.Stop()
-	pinger := time.NewTicker(cfg.PingInterval)
-	defer pinger.Stop()
-	heartbeat := time.NewTimer(cfg.Heartbeat)
-	defer heartbeat.Stop()
-
-	var (
-		lastWrite = time.Now()
-		highest   uint64 // highest seq written, reported by heartbeats
-		batch     []gwItem
-		scratch   [48]byte
-	)
-	write := func(frame []byte) error {
-		if err := c.ws.SetWriteDeadline(c.writeDeadline()); err != nil {
-			return err
-		}
-		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-			return err
-		}
-		lastWrite = time.Now()
-		return nil
-	}
-
+	var batch []gwItem
 	for {
-		select {
-		case <-c.wake:
-		case <-c.readerDone:
-			if !c.isClosing() {
-				return nil // the client left or the socket failed
-			}
-			// A panicking reader asked for a close: still send it.
-		case <-helloTimer.C:
-			if !c.helloSeen.Load() {
-				c.Close(CloseHelloTimeout, CodeHelloTimeout, fmt.Sprintf("no hello within %v", cfg.HelloTimeout), nil)
-			}
-			continue
-		case <-pinger.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, c.writeDeadline()); err != nil {
-				return fmt.Errorf("ping: %w", err)
-			}
-			continue
-		case now := <-heartbeat.C:
-			if !c.welcomed.Load() {
-				heartbeat.Reset(cfg.Heartbeat) // no stream position to report yet
-				continue
-			}
-			if idle := now.Sub(lastWrite); idle < cfg.Heartbeat {
-				heartbeat.Reset(cfg.Heartbeat - idle)
-				continue
-			}
-			if err := write(AppendHeartbeatFrame(scratch[:0], highest)); err != nil {
-				return fmt.Errorf("heartbeat: %w", err)
-			}
-			heartbeat.Reset(cfg.Heartbeat)
-			continue
+		c.mu.Lock()
+		if c.dead {
+			c.writing = false
+			c.finishLocked()
+			return
 		}
-
-		for {
-			var closing bool
-			batch, closing = c.take(batch[:0])
-			if len(batch) == 0 {
-				if closing {
-					return c.sendClose()
-				}
+		batch = append(batch[:0], c.q...)
+		clear(c.q)
+		c.q = c.q[:0]
+		if cap(c.q) > 64 {
+			c.q = nil // a burst's backing array is not kept by an idle connection
+		}
+		buf := append((*bp)[:0], c.ctl...)
+		c.ctl = nil
+		if c.pingDue {
+			buf = wsAppendHeader(buf, wsOpPing, 0)
+			c.pingDue, c.lastPing = false, gwNow()
+		}
+		abandon := c.abandon
+		highest := c.highest
+		data := false // text frames in this write: the silence heartbeats fill ends
+		for _, it := range batch {
+			if abandon {
 				break
 			}
-			for _, it := range batch {
-				if c.abandon.Load() {
-					break
-				}
-				if err := write(it.frame); err != nil {
-					return fmt.Errorf("frame: %w", err)
-				}
-				highest = max(highest, it.seq)
+			buf = wsAppendHeader(buf, wsOpText, len(it.frame))
+			buf = append(buf, it.frame...)
+			highest = max(highest, it.seq)
+			data = true
+		}
+		if c.beatDue {
+			if !data {
+				var scratch [48]byte
+				buf = wsAppendFrame(buf, wsOpText, AppendHeartbeatFrame(scratch[:0], highest))
+				data = true
 			}
-			c.written(len(batch))
-			clear(batch) // drop frame references while idle
+			c.beatDue = false
+		}
+		sendClose := c.closing && !c.closeSent && len(c.q) == 0
+		var deadline int64
+		if sendClose {
+			if r := c.req; r.code != CloseNormal && r.slug != "" {
+				buf = wsAppendFrame(buf, wsOpText, EncodeError(r.slug, r.msg, r.endpoints))
+				data = true
+			}
+			buf = wsAppendClose(buf, c.req.code, c.req.slug)
+			c.closeSent = true
+		}
+		deadline = gwNow() + int64(c.g.cfg.WriteTimeout)
+		if c.closing && c.closeBy < deadline {
+			deadline = c.closeBy
+		}
+		peerClosed := c.peerClosed
+		if len(buf) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		*bp = buf
+		err := c.nc.SetWriteDeadline(gwEpoch.Add(time.Duration(deadline)))
+		if err == nil {
+			_, err = c.nc.Write(buf)
+		}
+		clear(batch) // drop frame references while idle
+
+		c.mu.Lock()
+		c.pending -= len(batch)
+		if err != nil {
+			c.writing = false
+			c.mu.Unlock()
+			c.g.log.Debug("write ended", "conn", c.id, "err", err)
+			c.teardown()
+			c.mu.Lock()
+			c.finishLocked()
+			return
+		}
+		c.highest = highest
+		if data {
+			c.lastData = gwNow()
+		}
+		c.mu.Unlock()
+
+		if sendClose {
+			c.g.log.Debug("closing", "conn", c.id, "code", c.req.code, "slug", c.req.slug)
+			if !peerClosed {
+				c.awaitPeerClose()
+			}
+			c.teardown()
+			c.mu.Lock()
+			c.writing = false
+			c.finishLocked()
+			return
 		}
 	}
 }
 
-// sendClose writes the error frame and close frame of the recorded close
-// request, then waits briefly for the client's close.
-func (c *gwConn) sendClose() error {
+// awaitPeerClose waits briefly for the client's close frame after ours:
+// cutting TCP earlier risks a reset that discards the error frame still in
+// flight.
+func (c *gwConn) awaitPeerClose() {
 	c.mu.Lock()
-	r := c.req
+	if c.deadCh == nil {
+		c.deadCh = make(chan struct{})
+		if c.dead {
+			close(c.deadCh)
+		}
+	}
+	ch := c.deadCh
 	c.mu.Unlock()
-	deadline := c.writeDeadline()
-	if r.code != CloseNormal {
-		if err := c.ws.SetWriteDeadline(deadline); err != nil {
-			return err
-		}
-		if err := c.ws.WriteMessage(websocket.TextMessage, EncodeError(r.slug, r.msg, r.endpoints)); err != nil {
-			return fmt.Errorf("error frame: %w", err)
-		}
-	}
-	reason := r.slug
-	if len(reason) > 123 { // control frame payload limit minus the code
-		reason = strings.ToValidUTF8(reason[:123], "")
-	}
-	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(r.code, reason), deadline); err != nil {
-		return fmt.Errorf("close frame: %w", err)
-	}
-	c.log.Debug("closing", "code", r.code, "slug", r.slug)
 	t := time.NewTimer(gwCloseWait)
 	defer t.Stop()
 	select {
-	case <-c.readerDone:
+	case <-ch:
 	case <-t.C:
 	}
-	return nil
 }
 
-// guard runs a hub callback and turns its panic into a log line.
+// teardown closes the socket; the connection finishes once its reader and
+// writer have noticed. It is idempotent.
+func (c *gwConn) teardown() {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.dead = true
+	c.closing = true // Send fails from now on
+	c.dropQueueLocked()
+	c.ctl = nil
+	if c.helloCancel != nil {
+		c.helloCancel()
+	}
+	if c.deadCh != nil {
+		close(c.deadCh)
+	}
+	if c.armCh != nil {
+		close(c.armCh) // the fallback reader returns
+	}
+	if c.poll != nil {
+		c.poll.remove(c) // before the close, so the descriptor cannot be reused under it
+	}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	c.mu.Lock()
+	c.finishLocked()
+}
+
+// finishLocked completes a dead connection once nobody uses it any more:
+// it leaves the gateway and Hub.Gone is called if Hub.Hello accepted it.
+// It unlocks mu.
+func (c *gwConn) finishLocked() {
+	if !c.dead || c.reading || c.writing || c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished = true
+	accepted := c.accepted
+	c.mu.Unlock()
+	c.g.unregister(c)
+	if accepted {
+		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
+	}
+	c.g.log.Debug("disconnected", "conn", c.id)
+	c.g.wg.Done()
+}
+
+// guard runs a hub callback and turns its panic into a log line and a
+// 1011 close.
 func (c *gwConn) guard(what string, f func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("panic in "+what, "panic", r, "stack", string(debug.Stack()))
+			c.g.log.Error("panic in "+what, "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+			c.Close(websocket.CloseInternalServerErr, gwCodeInternal, "internal error", nil)
 		}
 	}()
 	f()
-}
-
-func gwPutReadBuf(b *bytes.Buffer) {
-	if b.Cap() <= gwMaxPooledBuf {
-		gwReadBufPool.Put(b)
-	}
 }
 
 // gwAppendPong appends a pong frame echoing the ping id verbatim; id was

@@ -172,6 +172,13 @@ const gwCodeInternal = "internal_error"
 
 // Gateway serves GET /v1/connect: it upgrades clients to WebSocket, runs the
 // hello handshake and moves frames between each connection and the Hub.
+//
+// gorilla/websocket does the upgrade handshake; after it the gateway speaks
+// RFC 6455 framing on the raw socket itself (wsframe.go), so that an idle
+// connection needs no goroutine: one poller reads every socket that has
+// bytes (poller_linux.go), one sweeper runs every connection's timers
+// (sweep.go), and a connection's writer goroutine exists only while it has
+// something to write, writing all of it in one syscall.
 type Gateway struct {
 	cfg      GatewayConfig
 	auth     Authenticator
@@ -179,9 +186,11 @@ type Gateway struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
+	noPoller bool // tests: every connection gets a reader goroutine
 
-	// wg counts every connection goroutine (reader and writer); Add happens
-	// under mu while !closed, so Shutdown's Wait never races an Add from zero.
+	// wg counts open connections (each until it finished, including its
+	// reader and writer); Add happens under mu while !closed, so Shutdown's
+	// Wait never races an Add from zero.
 	wg sync.WaitGroup
 
 	mu             sync.Mutex
@@ -189,11 +198,16 @@ type Gateway struct {
 	closed         bool
 	draining       bool
 	drainEndpoints []string
+	started        bool
+	poll           *poller // nil: reader goroutines (not Linux, or epoll failed)
+	sweepStop      chan struct{}
+	sweepDone      chan struct{}
 }
 
 // NewGateway returns a gateway that authenticates with auth and hands
 // accepted connections to hub. It panics if cfg.Validate fails, as a bad
 // config is a programming error; call Validate first to get an error.
+// Its goroutines start with the first connection and end with Shutdown.
 func NewGateway(cfg GatewayConfig, auth Authenticator, hub Hub) *Gateway {
 	if err := cfg.Validate(); err != nil {
 		panic(err)
@@ -211,8 +225,8 @@ func NewGateway(cfg GatewayConfig, auth Authenticator, hub Hub) *Gateway {
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
-		// A pooled write buffer is held only while a frame is written, so an
-		// idle connection costs its read buffer and two goroutines.
+		// The upgrader's connection is dropped after the handshake; only a
+		// refusal (gwRefuse) writes through it.
 		WriteBufferPool:   &sync.Pool{},
 		CheckOrigin:       cfg.CheckOrigin,
 		EnableCompression: false,
@@ -224,9 +238,8 @@ func NewGateway(cfg GatewayConfig, auth Authenticator, hub Hub) *Gateway {
 // passes Heartbeat on to the hub for welcome.heartbeat_ms.
 func (g *Gateway) Config() GatewayConfig { return g.cfg }
 
-// ServeHTTP upgrades the request and serves the connection until it closes.
-// The handler goroutine becomes the connection's reader; the gateway counts
-// it, so Shutdown waits for it like for the writer.
+// ServeHTTP upgrades the request and hands the connection to the poller;
+// the handler goroutine returns at once.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	headerToken := gwBearerToken(r.Header.Get("Authorization"))
 	ws, err := g.upgrader.Upgrade(w, r, nil)
@@ -242,18 +255,33 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		gwRefuse(ws, CloseGoingAway, CodeShutdown, "node shutting down", g.cfg.WriteTimeout)
 		return
 	}
-	c := newGwConn(g, ws, headerToken)
+	g.startLocked()
+	c := newGwConn(g, ws.NetConn(), headerToken)
 	g.conns[c] = struct{}{}
-	g.wg.Add(2)
-	draining, endpoints := g.draining, g.drainEndpoints
+	g.wg.Add(1)
+	draining, endpoints, p := g.draining, g.drainEndpoints, g.poll
 	g.mu.Unlock()
 
-	c.log.Debug("connected", "remote", r.RemoteAddr)
+	g.log.Debug("connected", "conn", c.id, "remote", r.RemoteAddr)
 	if draining {
 		c.Close(CloseDraining, CodeDraining, "node draining; reconnect to another endpoint", endpoints)
 	}
-	go c.writeLoop()
-	c.readLoop()
+	g.watch(c, p)
+}
+
+// startLocked starts the poller and the sweeper with the first connection.
+func (g *Gateway) startLocked() {
+	if g.started {
+		return
+	}
+	g.started = true
+	p, err := newPoller(g)
+	if err != nil {
+		g.log.Warn("no epoll poller; every connection gets a reader goroutine", "err", err)
+	}
+	g.poll = p
+	g.sweepStop, g.sweepDone = make(chan struct{}), make(chan struct{})
+	go g.sweep(g.sweepStop, g.sweepDone)
 }
 
 // Connections returns the number of open connections.
@@ -283,9 +311,9 @@ func (g *Gateway) CloseAll(code int, slug, msg string, endpoints []string) {
 }
 
 // Shutdown closes every connection with 1001, refuses new ones the same way,
-// and waits until all connection goroutines have returned. If ctx ends first
-// it cuts the remaining sockets, still waits for the goroutines (which then
-// return promptly), and returns an error wrapping ErrGatewayShutdown and
+// and waits until all connections have finished. If ctx ends first it cuts
+// the remaining sockets, still waits for the connections (which then finish
+// promptly), and returns an error wrapping ErrGatewayShutdown and
 // ctx.Err(). It is idempotent.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
@@ -298,16 +326,34 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.wg.Wait()
 		close(done)
 	}()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
+		for _, c := range g.snapshot() {
+			c.teardown()
+		}
+		<-done
+		err = fmt.Errorf("%w: %w", ErrGatewayShutdown, ctx.Err())
 	}
-	for _, c := range g.snapshot() {
-		_ = c.ws.NetConn().Close()
+	g.stop()
+	return err
+}
+
+// stop ends the poller and the sweeper once no connection is left.
+func (g *Gateway) stop() {
+	g.mu.Lock()
+	started, p, stopCh, doneCh := g.started, g.poll, g.sweepStop, g.sweepDone
+	g.started, g.poll, g.sweepStop = false, nil, nil
+	g.mu.Unlock()
+	if !started || stopCh == nil {
+		return
 	}
-	<-done
-	return fmt.Errorf("%w: %w", ErrGatewayShutdown, ctx.Err())
+	close(stopCh)
+	<-doneCh
+	if p != nil {
+		p.close()
+	}
 }
 
 func (g *Gateway) snapshot() []*gwConn {

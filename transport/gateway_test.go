@@ -112,6 +112,33 @@ func gwFakeAuth(token string) (string, error) {
 	return "", errors.New("signature invalid")
 }
 
+// gwTestNoPoller makes startGW's gateways give every connection a reader
+// goroutine (the path of non-Linux systems and of sockets epoll cannot
+// watch) instead of the epoll poller.
+var gwTestNoPoller bool
+
+// TestGatewayWithReaderGoroutines runs the gateway's behaviour tests again
+// on the fallback reader.
+func TestGatewayWithReaderGoroutines(t *testing.T) {
+	gwTestNoPoller = true
+	defer func() { gwTestNoPoller = false }()
+	for name, test := range map[string]func(*testing.T){
+		"ClosePaths":            TestGatewayClosePaths,
+		"PingPong":              TestGatewayPingPongEchoesIDVerbatim,
+		"Ack":                   TestGatewayAckReachesHub,
+		"Heartbeat":             TestGatewayHeartbeatWhenIdle,
+		"WebSocketPings":        TestGatewayWebSocketPings,
+		"SlowConsumer":          TestGatewaySlowConsumerIsClosed,
+		"SinkClose":             TestGatewaySinkClose,
+		"Shutdown":              TestGatewayShutdown,
+		"ShutdownCuts":          TestGatewayShutdownCutsWhenContextEnds,
+		"BlockedHelloIsBounded": TestGatewayBlockedHelloIsBounded,
+		"HubPanicIsContained":   TestGatewayHubPanicIsContained,
+	} {
+		t.Run(name, test)
+	}
+}
+
 type gwHarness struct {
 	t   *testing.T
 	g   *Gateway
@@ -128,6 +155,7 @@ func startGW(t *testing.T, cfg GatewayConfig, hub *gwFakeHub) *gwHarness {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	g := NewGateway(cfg, gwFakeAuth, hub)
+	g.noPoller = gwTestNoPoller
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/connect", g)
 	srv := httptest.NewServer(mux)
