@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,10 +25,14 @@ type metrics struct {
 	reg      *prometheus.Registry
 	provider *sdkmetric.MeterProvider
 
-	publishes  metric.Int64Counter
-	deliveries metric.Int64Counter
-	proposals  metric.Float64Histogram
-	gauges     metric.Registration
+	publishes metric.Int64Counter
+	proposals metric.Float64Histogram
+	gauges    metric.Registration
+
+	// deliveries is counted here and read at scrape time: it moves once per
+	// append per user, and an instrument's Add (attribute-set lookup in a
+	// concurrent map) cost 11 % of a node's CPU at 20,000 messages/s.
+	deliveries atomic.Int64
 }
 
 func newMetrics(global bool) (*metrics, error) {
@@ -44,10 +49,6 @@ func newMetrics(global bool) (*metrics, error) {
 	meter := provider.Meter("switchboard/node")
 	if m.publishes, err = meter.Int64Counter("switchboard_publish_messages_total",
 		metric.WithDescription("Messages published through the API, by result.")); err != nil {
-		return nil, err
-	}
-	if m.deliveries, err = meter.Int64Counter("switchboard_gateway_deliveries_total",
-		metric.WithDescription("Message frames handed to local client connections.")); err != nil {
 		return nil, err
 	}
 	if m.proposals, err = meter.Float64Histogram("switchboard_registry_propose_duration_seconds",
@@ -67,7 +68,9 @@ func (m *metrics) observe(n *Node) {
 	attached, _ := meter.Int64ObservableGauge("switchboard_broker_attached_users", metric.WithDescription("Users served here from another node's stream."))
 	sessions, _ := meter.Int64ObservableGauge("switchboard_registry_sessions", metric.WithDescription("Entries in the local registry replica."))
 	applied, _ := meter.Int64ObservableGauge("switchboard_registry_applied_index", metric.WithDescription("Last Raft index applied to the local registry replica."))
+	deliveries, _ := meter.Int64ObservableCounter("switchboard_gateway_deliveries_total", metric.WithDescription("Message frames handed to local client connections."))
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(deliveries, m.deliveries.Load())
 		o.ObserveInt64(conns, int64(n.gateway.Connections()))
 		st := n.broker.Stats()
 		o.ObserveInt64(streams, int64(st.Streams))
@@ -77,7 +80,7 @@ func (m *metrics) observe(n *Node) {
 		o.ObserveInt64(sessions, int64(entries))
 		o.ObserveInt64(applied, int64(n.raft.LastApplied()))
 		return nil
-	}, conns, streams, attached, sessions, applied)
+	}, conns, streams, attached, sessions, applied, deliveries)
 	if err == nil {
 		m.gauges = reg
 	}
@@ -87,23 +90,45 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-func (m *metrics) published(ctx context.Context, n int, err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
+// Attribute sets are built once: building one per event (sorting and
+// hashing the attributes) cost a reconnect storm ~10 % of a node's CPU.
+var (
+	publishAttrs = [2]metric.MeasurementOption{
+		metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok"))),
+		metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "error"))),
 	}
-	m.publishes.Add(ctx, int64(n), metric.WithAttributes(attribute.String("result", result)))
+	proposeAttrs = func() (sets [session.KindExpire + 1][2]metric.MeasurementOption) {
+		for k := range sets {
+			for i, result := range []string{"ok", "error"} {
+				sets[k][i] = metric.WithAttributeSet(attribute.NewSet(
+					attribute.String("kind", session.Kind(k).String()), attribute.String("result", result)))
+			}
+		}
+		return sets
+	}()
+)
+
+func resultIndex(err error) int {
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+func (m *metrics) published(ctx context.Context, n int, err error) {
+	m.publishes.Add(ctx, int64(n), publishAttrs[resultIndex(err)])
 }
 
 func (m *metrics) delivered(n int) {
-	m.deliveries.Add(context.Background(), int64(n))
+	m.deliveries.Add(int64(n))
 }
 
 func (m *metrics) proposed(ctx context.Context, kind session.Kind, d time.Duration, err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
+	if int(kind) < len(proposeAttrs) {
+		m.proposals.Record(ctx, d.Seconds(), proposeAttrs[kind][resultIndex(err)])
+		return
 	}
+	result := [2]string{"ok", "error"}[resultIndex(err)]
 	m.proposals.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("kind", kind.String()), attribute.String("result", result)))
 }
 

@@ -78,10 +78,11 @@ type gwConn struct {
 	abandon     bool  // drop queued frames (slow consumer, client closed)
 	peerClosed  bool  // the client sent its close frame
 	closeSent   bool
-	writing     bool // a writer goroutine runs
-	reading     bool // a reader (poller callback or hello goroutine) runs
-	accepted    bool // Hub.Hello accepted the sink: Gone is owed
-	dead        bool // the socket is closed or closing
+	writing     bool          // a writer goroutine runs
+	wake        chan struct{} // the running writer lingers on it; nil otherwise
+	reading     bool          // a reader (poller callback or hello goroutine) runs
+	accepted    bool          // Hub.Hello accepted the sink: Gone is owed
+	dead        bool          // the socket is closed or closing
 	finished    bool
 	helloCancel context.CancelFunc
 	deadCh      chan struct{} // made on demand; closed when dead
@@ -186,7 +187,16 @@ func (c *gwConn) dropQueueLocked() {
 // runs. The writer is counted by the reading/writing flags, not the
 // gateway's WaitGroup: the connection's own count outlives it.
 func (c *gwConn) kickLocked() {
-	if c.writing || c.dead {
+	if c.writing {
+		if c.wake != nil {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	if c.dead {
 		return
 	}
 	if len(c.q) == 0 && len(c.ctl) == 0 && !c.pingDue && !c.beatDue && !(c.closing && !c.closeSent) {
@@ -513,11 +523,20 @@ func (c *gwConn) writeLoop() {
 			gwWriteBufPool.Put(bp)
 		}
 	}()
-	var batch []gwItem
+	var (
+		batch    []gwItem
+		linger   *time.Timer
+		lingered bool // lingered once with nothing to do: return next time
+	)
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
 		if c.dead {
-			c.writing = false
+			c.writing, c.wake = false, nil
 			c.finishLocked()
 			return
 		}
@@ -569,10 +588,33 @@ func (c *gwConn) writeLoop() {
 		}
 		peerClosed := c.peerClosed
 		if len(buf) == 0 {
-			c.writing = false
+			if lingered {
+				c.writing, c.wake = false, nil
+				c.mu.Unlock()
+				return
+			}
+			// Linger a moment before returning: a connection that gets
+			// a stream of messages keeps one writer (and its grown
+			// stack) instead of starting one per message.
+			if c.wake == nil {
+				c.wake = make(chan struct{}, 1)
+			}
+			wake := c.wake
 			c.mu.Unlock()
-			return
+			if linger == nil {
+				linger = time.NewTimer(gwWriterLinger)
+			} else {
+				linger.Reset(gwWriterLinger)
+			}
+			select {
+			case <-wake:
+				linger.Stop()
+			case <-linger.C:
+				lingered = true
+			}
+			continue
 		}
+		lingered = false
 		c.mu.Unlock()
 
 		*bp = buf
@@ -585,7 +627,7 @@ func (c *gwConn) writeLoop() {
 		c.mu.Lock()
 		c.pending -= len(batch)
 		if err != nil {
-			c.writing = false
+			c.writing, c.wake = false, nil
 			c.mu.Unlock()
 			c.g.log.Debug("write ended", "conn", c.id, "err", err)
 			c.teardown()
@@ -606,12 +648,17 @@ func (c *gwConn) writeLoop() {
 			}
 			c.teardown()
 			c.mu.Lock()
-			c.writing = false
+			c.writing, c.wake = false, nil
 			c.finishLocked()
 			return
 		}
 	}
 }
+
+// gwWriterLinger is how long a writer with nothing to write waits for more
+// before it returns. Short, so that idle connections hold no goroutine:
+// with a heartbeat every 5 s a writer lives 5 % of the time.
+const gwWriterLinger = 250 * time.Millisecond
 
 // awaitPeerClose waits briefly for the client's close frame after ours:
 // cutting TCP earlier risks a reset that discards the error frame still in
@@ -654,6 +701,12 @@ func (c *gwConn) teardown() {
 	}
 	if c.armCh != nil {
 		close(c.armCh) // the fallback reader returns
+	}
+	if c.wake != nil {
+		select {
+		case c.wake <- struct{}{}: // a lingering writer returns
+		default:
+		}
 	}
 	if c.poll != nil {
 		c.poll.remove(c) // before the close, so the descriptor cannot be reused under it
