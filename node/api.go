@@ -122,12 +122,9 @@ func (e *apiError) Error() string { return e.msg }
 // parsePublish validates one message; the returned error is an *apiError.
 func (n *Node) parsePublish(raw []byte) (broker.PublishRequest, error) {
 	var b publishBody
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if err := dec.Decode(&b); err != nil {
+	if err := json.Unmarshal(raw, &b); err != nil {
+		// Unmarshal also refuses trailing data after the object.
 		return broker.PublishRequest{}, &apiError{http.StatusBadRequest, "body is not a JSON object: " + err.Error()}
-	}
-	if dec.More() {
-		return broker.PublishRequest{}, &apiError{http.StatusBadRequest, "trailing data after the JSON object"}
 	}
 	switch {
 	case b.User == nil:
@@ -155,8 +152,12 @@ func (n *Node) parsePublish(raw []byte) (broker.PublishRequest, error) {
 }
 
 // appendCompact strips insignificant white space so frames stay small; the
-// input is already valid JSON.
+// input is already valid JSON. Most publishers send compact JSON: without
+// any white space byte there is nothing to strip.
 func appendCompact(dst, src []byte) []byte {
+	if bytes.IndexAny(src, " \t\r\n") < 0 {
+		return append(dst, src...)
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, src); err != nil {
 		return append(dst, src...)
@@ -215,7 +216,7 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
 	defer cancel()
 	res := n.broker.Publish(ctx, []broker.PublishRequest{req})[0]
-	n.metrics.published(r.Context(), 1, res.Err)
+	n.metrics.publishedN(1, res.Err)
 	if res.Err != nil {
 		writePublishError(w, res.Err)
 		return
@@ -264,14 +265,16 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 	results := n.broker.Publish(ctx, reqs)
 	for k, res := range results {
 		i, req := slots[k], reqs[k]
-		n.metrics.published(r.Context(), 1, res.Err)
+		n.metrics.publishedN(1, res.Err)
 		if res.Err != nil {
 			answers[i].Error = res.Err.Error()
 			continue
 		}
 		answers[i] = publishAnswer{User: req.User, Seq: res.Seq, ID: req.ID, Node: res.Node}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": answers})
+	writeJSON(w, http.StatusOK, struct {
+		Results []publishAnswer `json:"results"`
+	}{answers})
 }
 
 // writePublishError maps broker errors to the §4 status codes: anything

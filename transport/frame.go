@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Close codes of the client protocol (DESIGN.md §3).
@@ -135,6 +136,9 @@ type Pong struct {
 // encodes a message once and shares the bytes among all of a user's
 // connections, so this is on the hot path and avoids reflection.
 func AppendMessageFrame(dst []byte, seq uint64, id string, ts int64, data json.RawMessage) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, len(`{"type":"message","seq":,"id":"","ts":,"data":}`)+40+len(id)+len(data))
+	}
 	dst = append(dst, `{"type":"message","seq":`...)
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, `,"id":`...)
@@ -176,21 +180,44 @@ func EncodeWelcome(w Welcome) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string, escaping what JSON requires.
-// Invalid UTF-8 is replaced by U+FFFD like encoding/json does.
+// Invalid UTF-8 is replaced by U+FFFD like encoding/json does. Runs of
+// bytes that need no escaping are copied whole.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
-	for _, r := range s {
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			if c == '"' || c == '\\' {
+				dst = append(dst, '\\', c)
+			} else {
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case r == '"' || r == '\\':
-			dst = append(dst, '\\', byte(r))
-		case r < 0x20:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[r>>4], hexDigits[r&0xf])
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, "\ufffd"...)
 		case r == 0x2028 || r == 0x2029:
+			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\u202`...)
 			dst = append(dst, hexDigits[r&0xf])
 		default:
-			dst = append(dst, string(r)...)
+			i += size
+			continue
 		}
+		i += size
+		start = i
 	}
+	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }

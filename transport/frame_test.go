@@ -206,3 +206,22 @@ func BenchmarkAppendMessageFrame(b *testing.B) {
 	b.SetBytes(int64(len(buf)))
 	b.ReportMetric(float64(len(buf)), "bytes/frame")
 }
+
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "abc", "\"\\", "\x00\x1f", "\u2028", "é😀", "\xff", "a\xc3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("appendJSONString(%q) = %s: %v", s, got, err)
+		}
+		want, _ := json.Marshal(s)
+		var wantBack string
+		_ = json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Fatalf("appendJSONString(%q) decodes to %q, encoding/json to %q", s, back, wantBack)
+		}
+	})
+}

@@ -211,9 +211,6 @@ func (c Config) normalize(needPublish, needTarget bool) (Config, error) {
 		if c.Batch < 0 {
 			bad("batch must be positive, not %d", c.Batch)
 		}
-		if len(c.Endpoints) < 2 {
-			bad("publishing to a node other than the owner needs at least 2 endpoints")
-		}
 	}
 	if needTarget {
 		if c.Target == "" {

@@ -29,12 +29,16 @@ type UnicastReport struct {
 	// OwnerMismatch counts checked users whose registry owner was not the
 	// node of their welcome.
 	OwnerMismatch int `json:"owner_mismatch"`
-	OwnerChecked  int `json:"owner_checked"`
+	// PublishTo says where publishes went: nodes other than each user's
+	// owner, or, with one endpoint, the owner itself.
+	PublishTo    string `json:"publish_to"`
+	OwnerChecked int    `json:"owner_checked"`
 }
 
 // Unicast connects Users users (one connection each, spread over the
 // nodes) and publishes to them at Rate through the batch API, always to a
-// node other than the user's owner, then waits up to Grace for every
+// node other than the user's owner (the node itself when there is only
+// one), then waits up to Grace for every
 // acknowledged message.
 func Unicast(ctx context.Context, cfg Config) (UnicastReport, error) {
 	r, err := begin(ctx, "unicast", cfg, true, false)
@@ -79,10 +83,15 @@ func Unicast(ctx context.Context, cfg Config) (UnicastReport, error) {
 		}
 	}
 	others := make([][]int, len(cl.nodes))
+	rep.PublishTo = "other nodes"
 	for o := range cl.nodes {
 		for k := 1; k < len(cl.nodes); k++ {
 			others[o] = append(others[o], (o+k)%len(cl.nodes))
 		}
+	}
+	if len(cl.nodes) == 1 {
+		// One node: it is every user's owner and takes every publish.
+		others[0], rep.PublishTo = []int{0}, "the owner (one node)"
 	}
 	p := newPublisher(&r.cfg, cl, tr, func(u int) []int { return others[owners[u]] })
 	r.startProgress(func(pr *Progress) {
