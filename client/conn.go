@@ -208,6 +208,17 @@ func (c *Client) readLoop(ep string, cn *conn, sent *transport.Resume, out *outc
 			out.err = fmt.Errorf("%w: binary frame", ErrProtocol)
 			return
 		}
+		if seq, id, ts, payload, ok := decodeMessage(data); ok {
+			if !out.welcomed {
+				out.err = fmt.Errorf("%w: message before welcome", ErrProtocol)
+				return
+			}
+			if err := c.deliverMessage(seq, id, ts, payload); err != nil {
+				out.err = err
+				return
+			}
+			continue
+		}
 		var f inFrame
 		if err := json.Unmarshal(data, &f); err != nil {
 			out.err = fmt.Errorf("%w: undecodable frame: %w", ErrProtocol, err)
@@ -333,29 +344,33 @@ func (c *Client) onWelcome(ep string, cn *conn, f *inFrame, sent *transport.Resu
 // blocks while Messages is full, which stops reading: that is the
 // backpressure. It returns an error only for a malformed frame or Close.
 func (c *Client) deliver(f *inFrame) error {
-	last := c.lastSeq.Load()
-	if f.Seq <= last {
-		c.log.Debug("dropping duplicate", "seq", f.Seq, "last_seq", last)
-		return nil
-	}
 	var id string
 	if len(f.ID) > 0 {
 		if err := json.Unmarshal(f.ID, &id); err != nil {
 			return fmt.Errorf("%w: message id is not a string", ErrProtocol)
 		}
 	}
-	if f.Seq > last+1 {
+	return c.deliverMessage(f.Seq, id, f.TS, f.Data)
+}
+
+func (c *Client) deliverMessage(seq uint64, id string, ts int64, data json.RawMessage) error {
+	last := c.lastSeq.Load()
+	if seq <= last {
+		c.log.Debug("dropping duplicate", "seq", seq, "last_seq", last)
+		return nil
+	}
+	if seq > last+1 {
 		c.mu.Lock()
 		node, session := c.node, c.session
 		c.mu.Unlock()
-		err := fmt.Errorf("%w: expected seq %d, got %d", ErrSequenceGap, last+1, f.Seq)
+		err := fmt.Errorf("%w: expected seq %d, got %d", ErrSequenceGap, last+1, seq)
 		c.log.Error("server bug", "node", node, "err", err)
 		c.emit(Event{Kind: EventSequenceAnomaly, Node: node, Session: session, Seq: last, Err: err})
 	}
-	m := Message{Seq: f.Seq, ID: id, TS: time.UnixMilli(f.TS), Data: f.Data}
+	m := Message{Seq: seq, ID: id, TS: time.UnixMilli(ts), Data: data}
 	// Advance first so that an application that has the message never sees
 	// an older LastSeq; undo it if Close stops the delivery.
-	c.lastSeq.Store(f.Seq)
+	c.lastSeq.Store(seq)
 	select {
 	case c.msgs <- m:
 		return nil

@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -75,6 +76,7 @@ type options struct {
 	killPID         int
 	pids            string
 	jsonOut         string
+	cpuProfile      string
 	logLevel        string
 	connsPerProcess int
 }
@@ -117,6 +119,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.ClientBuffer, "client-buffer", c.ClientBuffer, "SDK message buffer per client")
 	fs.IntVar(&o.connsPerProcess, "conns-per-process", 19000, "refuse more users than this in one process (split the run over processes; each connection is an open file)")
 	fs.StringVar(&o.jsonOut, "json-out", "", "also write the JSON result to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of sbload itself to this file (is the load generator the bottleneck?)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error (logs go to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -262,6 +265,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	}
 	pr := newProgress(stdout, stderr, tty)
 	o.cfg.Progress = pr.show
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "sbload: --cpuprofile:", err)
+			return exitUsage
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 
 	var (
 		result    any

@@ -1,0 +1,72 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/switchboard/switchboard/transport"
+)
+
+// decodeMessage must agree with encoding/json on every frame it accepts.
+func checkDecodeMessage(t *testing.T, b []byte) bool {
+	t.Helper()
+	seq, id, ts, data, ok := decodeMessage(b)
+	if !ok {
+		return false
+	}
+	var f inFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("fast path took %q, encoding/json refuses it: %v", b, err)
+	}
+	var wantID string
+	if err := json.Unmarshal(f.ID, &wantID); err != nil {
+		t.Fatalf("fast path took %q, its id is not a string: %v", b, err)
+	}
+	if f.Type != transport.TypeMessage || f.Seq != seq || wantID != id || f.TS != ts || !bytes.Equal(f.Data, data) {
+		t.Fatalf("fast path read %q as seq=%d id=%q ts=%d data=%s; encoding/json: %+v", b, seq, id, ts, data, f)
+	}
+	return true
+}
+
+func TestDecodeMessage(t *testing.T) {
+	frame := func(seq uint64, id string, ts int64, data string) []byte {
+		return transport.AppendMessageFrame(nil, seq, id, ts, json.RawMessage(data))
+	}
+	fast := [][]byte{
+		frame(1, "m1", 1700000000000, `{"order":42}`),
+		frame(1<<64-1, "", -5, `"x"`),
+		frame(7, "a/b c", 0, `[1,2,{"a":null}]`),
+		frame(7, "id", 1, `null`),
+	}
+	for _, b := range fast {
+		if !checkDecodeMessage(t, b) {
+			t.Errorf("fast path refused a frame a node writes: %s", b)
+		}
+	}
+	slow := []string{
+		string(frame(7, `quote"d`, 1, `1`)),
+		string(frame(7, "é", 1, `1`)),
+		`{"type":"message","seq":007,"id":"a","ts":1,"data":1}`,
+		`{"type":"message","seq":-1,"id":"a","ts":1,"data":1}`,
+		`{"type":"message","seq":99999999999999999999,"id":"a","ts":1,"data":1}`,
+		`{"type":"message","seq":1,"id":"a","ts":1,"data": 1}`,
+		`{"type":"message","seq":1,"id":"a","ts":1,"data":1,"type":"welcome"}`,
+		`{"type":"message","seq":1,"id":"a","ts":1,"data":{"a":}`,
+		`{"type":"message","seq":1,"id":"a","ts":1,"data":}`,
+		`{"type":"welcome","seq":1}`,
+		`{"type":"message","seq":1,"ts":1,"id":"a","data":1}`,
+	}
+	for _, s := range slow {
+		if checkDecodeMessage(t, []byte(s)) {
+			t.Errorf("fast path took %s; it should leave it to encoding/json", s)
+		}
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add([]byte(`{"type":"message","seq":1,"id":"m","ts":2,"data":{"a":[1,"b"]}}`))
+	f.Add([]byte(`{"type":"message","seq":1,"id":"m","ts":2,"data":1}}`))
+	f.Add([]byte(`{"type":"message","seq":0,"id":"","ts":-0,"data":"\u00e9"}`))
+	f.Fuzz(func(t *testing.T, b []byte) { checkDecodeMessage(t, b) })
+}
