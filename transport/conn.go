@@ -24,6 +24,12 @@ type gwItem struct {
 // gwMaxPooledBuf keeps oversized write buffers out of the pool.
 const gwMaxPooledBuf = 256 << 10
 
+// gwWriteBatch bounds the message bytes one write takes. Each write has
+// WriteTimeout to complete, so a backlog (a resume replay) reaches a client
+// that reads steadily but slowly in pieces instead of timing out as one
+// write, and the writer copies at most this much of the queue at a time.
+const gwWriteBatch = 64 << 10
+
 // gwWriteBufPool holds write buffers between flushes, so an idle
 // connection holds none.
 var gwWriteBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -66,7 +72,7 @@ type gwConn struct {
 	mu          sync.Mutex
 	q           []gwItem // message frames not yet taken by the writer
 	pending     int      // frames queued or being written; bounded by SendQueue
-	ctl         []byte   // encoded control frames (pongs) for the writer
+	ctl         []byte   // the encoded pong answering the latest ping, for the writer
 	pingDue     bool
 	beatDue     bool
 	lastPing    int64 // gwNow() of the last ping
@@ -187,6 +193,14 @@ func (c *gwConn) dropQueueLocked() {
 // runs. The writer is counted by the reading/writing flags, not the
 // gateway's WaitGroup: the connection's own count outlives it.
 func (c *gwConn) kickLocked() {
+	if c.dead {
+		return // teardown woke a lingering writer itself
+	}
+	if len(c.q) == 0 && len(c.ctl) == 0 && !c.pingDue && !c.beatDue && !(c.closing && !c.closeSent) {
+		// Nothing to write (the sweeper kicks on every visit): a
+		// lingering writer is not woken, or it would never return.
+		return
+	}
 	if c.writing {
 		if c.wake != nil {
 			select {
@@ -194,12 +208,6 @@ func (c *gwConn) kickLocked() {
 			default:
 			}
 		}
-		return
-	}
-	if c.dead {
-		return
-	}
-	if len(c.q) == 0 && len(c.ctl) == 0 && !c.pingDue && !c.beatDue && !(c.closing && !c.closeSent) {
 		return
 	}
 	c.writing = true
@@ -220,8 +228,9 @@ func (c *gwConn) tick(now int64) {
 		if c.beginCloseLocked(gwCloseReq{code: CloseHelloTimeout, slug: CodeHelloTimeout, msg: fmt.Sprintf("no hello within %v", cfg.HelloTimeout)}) {
 			c.kickLocked()
 		}
-	case helloSeen && now-c.lastRead.Load() > int64(cfg.PingInterval)*5/2:
-		// Before the first frame the hello timeout decides instead.
+	case helloSeen && c.helloCancel == nil && now-c.lastRead.Load() > int64(cfg.PingInterval)*5/2:
+		// Before the first frame the hello timeout decides instead, and
+		// while a hello runs the socket is not read (its ctx bounds it).
 		expired = "read timeout: no frame or pong within 2.5 ping intervals"
 	case c.closing:
 		if now > c.closeBy+int64(gwCloseWait) {
@@ -390,13 +399,16 @@ func (c *gwConn) handleMessage(payload []byte) (paused bool) {
 }
 
 // queueControl queues a control frame (a pong) ahead of message frames.
+// It replaces a pong not yet written: RFC 6455 §5.5.3 allows answering
+// only the latest ping, and a client that pings without reading would
+// otherwise grow ctl without bound while the writer waits on its socket.
 func (c *gwConn) queueControl(op byte, payload []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return
 	}
-	c.ctl = wsAppendFrame(c.ctl, op, payload)
+	c.ctl = wsAppendFrame(c.ctl[:0], op, payload)
 	c.kickLocked()
 }
 
@@ -443,6 +455,9 @@ func (c *gwConn) startHello(f ClientFrame) {
 		func() {
 			defer c.recoverReader()
 			accepted := c.hello(ctx, f)
+			// The client's pongs waited in the socket meanwhile: the read
+			// deadline counts from now.
+			c.lastRead.Store(gwNow())
 			c.mu.Lock()
 			c.helloCancel = nil
 			c.accepted = accepted
@@ -512,9 +527,9 @@ func (c *gwConn) logReadEnd(err error) {
 	c.g.log.Debug("read ended", "conn", c.id, "err", err)
 }
 
-// writeLoop writes everything queued, one syscall per round, and returns
-// once nothing is left. It tears the connection down after a failed write
-// and after the close handshake.
+// writeLoop writes everything queued, one syscall of about gwWriteBatch
+// at most per round, and returns once nothing is left. It tears the
+// connection down after a failed write and after the close handshake.
 func (c *gwConn) writeLoop() {
 	bp := gwWriteBufPool.Get().(*[]byte)
 	defer func() {
@@ -540,11 +555,20 @@ func (c *gwConn) writeLoop() {
 			c.finishLocked()
 			return
 		}
-		batch = append(batch[:0], c.q...)
-		clear(c.q)
-		c.q = c.q[:0]
-		if cap(c.q) > 64 {
-			c.q = nil // a burst's backing array is not kept by an idle connection
+		n, size := 0, 0
+		for n < len(c.q) && (n == 0 || size+len(c.q[n].frame) <= gwWriteBatch) {
+			size += len(c.q[n].frame)
+			n++
+		}
+		batch = append(batch[:0], c.q[:n]...)
+		clear(c.q[:n])
+		if n < len(c.q) {
+			c.q = c.q[n:] // the rest goes in the next rounds, each with its own deadline
+		} else {
+			c.q = c.q[:0]
+			if cap(c.q) > 64 {
+				c.q = nil // a burst's backing array is not kept by an idle connection
+			}
 		}
 		buf := append((*bp)[:0], c.ctl...)
 		c.ctl = nil
@@ -627,11 +651,14 @@ func (c *gwConn) writeLoop() {
 		c.mu.Lock()
 		c.pending -= len(batch)
 		if err != nil {
-			c.writing, c.wake = false, nil
+			// Still marked writing until the socket is closed: a Send
+			// meanwhile must not start a writer whose bytes would land
+			// inside the frame this write broke off.
 			c.mu.Unlock()
 			c.g.log.Debug("write ended", "conn", c.id, "err", err)
 			c.teardown()
 			c.mu.Lock()
+			c.writing, c.wake = false, nil
 			c.finishLocked()
 			return
 		}

@@ -37,6 +37,7 @@ type gwFakeHub struct {
 	helloErr   error
 	panicOn    string        // "hello" or "ack"
 	helloBlock chan struct{} // if set, Hello signals it and blocks until ctx ends
+	helloDelay time.Duration // if set, Hello takes this long (a Raft commit, a takeover)
 
 	sinks chan Sink // every accepted sink, in order
 
@@ -61,6 +62,13 @@ func (h *gwFakeHub) Hello(ctx context.Context, sink Sink, user string, resume *R
 		close(h.helloBlock)
 		<-ctx.Done()
 		return ctx.Err()
+	}
+	if h.helloDelay > 0 {
+		select {
+		case <-time.After(h.helloDelay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	h.mu.Lock()
 	h.users = append(h.users, user)
@@ -134,6 +142,10 @@ func TestGatewayWithReaderGoroutines(t *testing.T) {
 		"ShutdownCuts":          TestGatewayShutdownCutsWhenContextEnds,
 		"BlockedHelloIsBounded": TestGatewayBlockedHelloIsBounded,
 		"HubPanicIsContained":   TestGatewayHubPanicIsContained,
+		"PingFlood":             TestGatewayPingFloodHoldsOnePong,
+		"SlowReader":            TestGatewaySlowReaderGetsItsBacklog,
+		"SlowHello":             TestGatewaySlowHelloIsNotAReadTimeout,
+		"IdleHasNoWriter":       TestGatewayIdleConnectionHasNoWriter,
 	} {
 		t.Run(name, test)
 	}
@@ -918,5 +930,241 @@ func TestGwAppendPong(t *testing.T) {
 		if err := json.Unmarshal(got, &p); err != nil || p.Type != TypePong || !bytes.Equal(p.ID, []byte(id)) {
 			t.Errorf("gwAppendPong(%q) = %s (%v)", id, got, err)
 		}
+	}
+}
+
+// dialSmallBuffers dials with a small client receive buffer and shrinks the
+// server's send buffer too, so that a client that reads slowly or not at
+// all makes the server's writes block after a few KiB instead of megabytes.
+func (h *gwHarness) dialSmallBuffers(size int) (*websocket.Conn, *gwConn) {
+	h.t.Helper()
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		nc, err := net.Dial(network, addr)
+		if err == nil {
+			err = nc.(*net.TCPConn).SetReadBuffer(size)
+		}
+		return nc, err
+	}}
+	before := h.g.snapshot()
+	ws, resp, err := d.Dial(h.url, nil)
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	resp.Body.Close()
+	h.t.Cleanup(func() { ws.Close() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, c := range h.g.snapshot() {
+			if !slices.Contains(before, c) {
+				if tc, ok := c.nc.(*net.TCPConn); ok {
+					if err := tc.SetWriteBuffer(size); err != nil {
+						h.t.Fatal(err)
+					}
+				}
+				return ws, c
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatal("the gateway never registered the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A client that sends WebSocket pings but does not read must not make the
+// server hold a pong for each of them: RFC 6455 §5.5.3 lets it answer only
+// the latest, and anything else grows without bound while the writer waits
+// on the unread socket.
+func TestGatewayPingFloodHoldsOnePong(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{WriteTimeout: 2 * time.Second}, nil)
+	ws, c := h.dialSmallBuffers(4096)
+	gwHello(t, ws, "alice")
+	payload := bytes.Repeat([]byte{'p'}, wsMaxControlPayload)
+	const bound = 2 + wsMaxControlPayload // one pong frame
+	largest := 0
+	ctlLen := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.ctl)
+	}
+	for i := range 20_000 {
+		if err := ws.WriteControl(websocket.PingMessage, payload, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+		if i%500 == 0 {
+			largest = max(largest, ctlLen())
+		}
+	}
+	for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		largest = max(largest, ctlLen())
+	}
+	if largest > bound {
+		t.Errorf("the server held %d bytes of pongs for a client that does not read, want at most %d", largest, bound)
+	}
+	ws.Close() // unblocks the server's write
+	h.waitIdle()
+}
+
+// A client that reads steadily but more slowly than a backlog arrives (a
+// resume replay on a slow link) must get all of it: WriteTimeout bounds how
+// long one write may stall, not how long the whole backlog may take.
+func TestGatewaySlowReaderGetsItsBacklog(t *testing.T) {
+	gwNoLeaks(t)
+	const (
+		writeTimeout = 300 * time.Millisecond
+		frames       = 64
+		readEvery    = 10 * time.Millisecond // 64 frames take 640 ms, twice the WriteTimeout
+	)
+	h := startGW(t, GatewayConfig{WriteTimeout: writeTimeout}, nil)
+	ws, _ := h.dialSmallBuffers(16 << 10)
+	gwHello(t, ws, "alice")
+	sink := h.hub.sink(t)
+	data := json.RawMessage(`"` + strings.Repeat("z", 16<<10) + `"`)
+	for seq := uint64(1); seq <= frames; seq++ {
+		if !sink.Send(seq, AppendMessageFrame(nil, seq, "m", 0, data)) {
+			t.Fatalf("Send %d failed", seq)
+		}
+	}
+	for seq := uint64(1); seq <= frames; seq++ {
+		time.Sleep(readEvery)
+		f, err := gwRead(t, ws)
+		if err != nil {
+			t.Fatalf("message %d of %d: %v (the server gave up on a client that kept reading)", seq, frames, err)
+		}
+		if f.Type != TypeMessage || f.Seq != seq {
+			t.Fatalf("got %.60s, want message %d", f.raw, seq)
+		}
+	}
+}
+
+// The socket is not read while Hub.Hello runs, so the client's pongs wait
+// in it: a hello that takes longer than 2.5 ping intervals (a Raft commit,
+// a takeover) must not count as a silent client.
+func TestGatewaySlowHelloIsNotAReadTimeout(t *testing.T) {
+	gwNoLeaks(t)
+	hub := newGwFakeHub()
+	hub.helloDelay = 400 * time.Millisecond
+	h := startGW(t, GatewayConfig{PingInterval: 40 * time.Millisecond, Heartbeat: time.Hour, HelloTimeout: 5 * time.Second}, hub)
+	ws := h.dial(nil) // gorilla answers pings while it reads
+	gwSend(t, ws, `{"type":"hello","token":"good-alice"}`)
+	if f, err := gwRead(t, ws); err != nil || f.Type != TypeWelcome {
+		t.Fatalf("got %s, %v; want the welcome", f.raw, err)
+	}
+	gwSend(t, ws, `{"type":"ping","id":1}`)
+	gwMustRead(t, ws, TypePong)
+}
+
+// gwFailConn is a connection whose writes fail, as on a timeout in the
+// middle of a frame; it counts them.
+type gwFailConn struct {
+	net.Conn // nil: only what the gateway's writer and teardown use is here
+	mu       sync.Mutex
+	writes   int
+	closed   bool
+}
+
+func (f *gwFailConn) Write(b []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	return len(b) / 2, errors.New("i/o timeout, half the buffer written")
+}
+func (f *gwFailConn) SetWriteDeadline(time.Time) error { return nil }
+func (f *gwFailConn) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return nil
+}
+
+// gwHookHandler calls hook for every record logged with message msg.
+type gwHookHandler struct {
+	slog.Handler
+	msg  string
+	hook func()
+}
+
+func (h gwHookHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.hook()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h gwHookHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	h.Handler = h.Handler.WithAttrs(as)
+	return h
+}
+
+func (h gwHookHandler) WithGroup(name string) slog.Handler {
+	h.Handler = h.Handler.WithGroup(name)
+	return h
+}
+
+// After a write fails part way through a frame, nothing more may be
+// written to the socket: the bytes would land inside the broken frame.
+// Until the connection is torn down, a Send must not start another writer.
+func TestGatewayFailedWriteIsTheLastWrite(t *testing.T) {
+	gwNoLeaks(t)
+	fc := &gwFailConn{}
+	var c *gwConn
+	var once sync.Once
+	base := slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})
+	hook := gwHookHandler{Handler: base, msg: "write ended", hook: func() {
+		once.Do(func() {
+			// A hub delivery in the window between the failed write and
+			// the teardown.
+			c.Send(2, AppendMessageFrame(nil, 2, "m2", 0, json.RawMessage(`{}`)))
+			time.Sleep(50 * time.Millisecond) // time for a second writer to write
+		})
+	}}
+	g := NewGateway(GatewayConfig{Logger: slog.New(hook)}, gwFakeAuth, newGwFakeHub())
+	g.mu.Lock()
+	c = newGwConn(g, fc, "")
+	g.conns[c] = struct{}{}
+	g.wg.Add(1)
+	g.mu.Unlock()
+
+	c.Send(1, AppendMessageFrame(nil, 1, "m1", 0, json.RawMessage(`{}`)))
+	for deadline := time.Now().Add(5 * time.Second); g.Connections() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never finished")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.writes != 1 || !fc.closed {
+		t.Errorf("%d writes (closed %v), want exactly the one that failed, then the close", fc.writes, fc.closed)
+	}
+}
+
+// An idle connection holds no writer goroutine, even when the sweeper
+// visits it more often than a writer lingers: a visit with nothing due
+// must not keep the writer waiting.
+func TestGatewayIdleConnectionHasNoWriter(t *testing.T) {
+	gwNoLeaks(t)
+	// The sweeper visits every 50 ms; nothing is due for ten minutes.
+	h := startGW(t, GatewayConfig{HelloTimeout: 200 * time.Millisecond, PingInterval: 10 * time.Minute, Heartbeat: 10 * time.Minute}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	c := h.g.snapshot()[0]
+	deadline := time.Now().Add(10 * gwWriterLinger)
+	for {
+		c.mu.Lock()
+		writing := c.writing
+		c.mu.Unlock()
+		if !writing {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a writer still runs %v after the welcome on an idle connection", 10*gwWriterLinger)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
