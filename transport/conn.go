@@ -614,6 +614,7 @@ func (c *gwConn) writeLoop() {
 		if len(buf) == 0 {
 			if lingered {
 				c.writing, c.wake = false, nil
+				c.q = nil // an idle connection keeps no queue array
 				c.mu.Unlock()
 				return
 			}
@@ -756,11 +757,18 @@ func (c *gwConn) finishLocked() {
 	accepted := c.accepted
 	c.mu.Unlock()
 	c.g.unregister(c)
-	if accepted {
-		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
-	}
 	c.g.log.Debug("disconnected", "conn", c.id)
-	c.g.wg.Done()
+	if !accepted {
+		c.g.wg.Done()
+		return
+	}
+	// Not on the caller's goroutine, which may be the poller: Gone takes
+	// the stream's lock, and no hub call may stall every connection's
+	// reads.
+	go func() {
+		defer c.g.wg.Done()
+		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
+	}()
 }
 
 // guard runs a hub callback and turns its panic into a log line and a

@@ -28,8 +28,9 @@ type poller struct {
 	epfd   int
 	wakefd int // eventfd: Close wakes the loop with it
 
-	mu    sync.Mutex
-	conns map[uint64]*gwConn
+	mu     sync.Mutex
+	conns  map[uint64]*gwConn
+	failed bool // epoll_wait failed: the poller watches nothing more
 
 	done chan struct{}
 }
@@ -87,9 +88,13 @@ func (p *poller) watch(c *gwConn) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	p.mu.Lock()
+	if p.failed {
+		p.mu.Unlock()
+		return false, errors.New("poller failed")
+	}
 	c.rc = rc
 	c.poll = p
-	p.mu.Lock()
 	p.conns[c.id] = c
 	p.mu.Unlock()
 	if err := p.ctl(c, unix.EPOLL_CTL_ADD, pollEvents); err != nil {
@@ -142,7 +147,7 @@ func (p *poller) run() {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			p.g.log.Error("epoll_wait failed; poller stopped", "err", err)
+			p.fail(err)
 			return
 		}
 		for i := range n {
@@ -157,6 +162,23 @@ func (p *poller) run() {
 				c.onReadable(buf, c.readNow)
 			}
 		}
+	}
+}
+
+// fail gives up on epoll after an error it cannot retry: the connections
+// it watched are closed (their clients reconnect, here on reader
+// goroutines, or elsewhere) and new ones get reader goroutines.
+func (p *poller) fail(err error) {
+	p.g.log.Error("epoll_wait failed; closing the poller's connections, new ones get reader goroutines", "err", err)
+	p.mu.Lock()
+	p.failed = true
+	conns := make([]*gwConn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.teardown()
 	}
 }
 

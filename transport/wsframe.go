@@ -21,14 +21,18 @@ const (
 	wsOpClose        = 0x8
 	wsOpPing         = 0x9
 	wsOpPong         = 0xA
+
+	// wsOpDiscard marks, as the opcode of the message in progress, a
+	// fragmented message refused at an earlier fragment: its remaining
+	// fragments are skipped.
+	wsOpDiscard = 0xFF
 )
 
 // Close codes the codec itself reports, besides those of frame.go.
 const (
-	wsCloseProtocolError = 1002 // RFC 6455 framing violation
-	wsCloseNoStatus      = 1005 // a close frame without a code (never sent)
-	wsMaxControlPayload  = 125
-	wsMaxHeader          = 14 // 2 + 8 bytes of length + 4 bytes of mask
+	wsCloseNoStatus     = 1005 // a close frame without a code (never sent)
+	wsMaxControlPayload = 125
+	wsMaxHeader         = 14 // 2 + 8 bytes of length + 4 bytes of mask
 )
 
 // wsEventKind says what a complete client frame or message was.
@@ -63,7 +67,9 @@ func (v *wsViolation) Error() string {
 }
 
 func wsProtocolError(format string, args ...any) *wsViolation {
-	return &wsViolation{code: wsCloseProtocolError, slug: CodeProtocol, msg: fmt.Sprintf(format, args...)}
+	// RFC 6455 would close with 1002; the client protocol has one code for
+	// every protocol error, 4002, and clients back off on it.
+	return &wsViolation{code: CloseProtocol, slug: CodeProtocol, msg: fmt.Sprintf(format, args...)}
 }
 
 // wsReader decodes the frames a client sends into events. Input arrives in
@@ -175,14 +181,21 @@ func (r *wsReader) next() (ev wsEvent, ok bool, err error) {
 			return ev, false, r.fail(wsProtocolError("control frame payload of %d bytes", n))
 		case !control && op != wsOpContinuation && op != wsOpText && op != wsOpBinary:
 			return ev, false, r.fail(wsProtocolError("unknown data opcode %#x", op))
+		case op == wsOpContinuation && r.msgOp == wsOpDiscard:
+			// The rest of a message refused at its first fragment.
+			r.skip = uint64(hdr+4) + n
+			if fin {
+				r.msgOp = 0
+			}
+			continue
 		case op == wsOpContinuation && r.msgOp == 0:
 			return ev, false, r.fail(wsProtocolError("continuation frame outside a fragmented message"))
 		case (op == wsOpText || op == wsOpBinary) && r.msgOp != 0:
 			return ev, false, r.fail(wsProtocolError("new message inside a fragmented message"))
 		case op == wsOpBinary:
-			return ev, false, r.refuse(uint64(hdr+4)+n, &wsViolation{code: CloseProtocol, slug: CodeProtocol, msg: "binary frames are not supported"})
+			return ev, false, r.refuse(uint64(hdr+4)+n, fin, &wsViolation{code: CloseProtocol, slug: CodeProtocol, msg: "binary frames are not supported"})
 		case !control && n+uint64(len(r.msg)) > uint64(r.limit):
-			return ev, false, r.refuse(uint64(hdr+4)+n, &wsViolation{code: CloseTooLarge, slug: CodeTooLarge, msg: fmt.Sprintf("frame exceeds %d bytes", r.limit)})
+			return ev, false, r.refuse(uint64(hdr+4)+n, fin, &wsViolation{code: CloseTooLarge, slug: CodeTooLarge, msg: fmt.Sprintf("frame exceeds %d bytes", r.limit)})
 		}
 		if len(p) < hdr+4 || uint64(len(p)-hdr-4) < n {
 			return ev, false, nil // the frame is not all here yet
@@ -224,11 +237,15 @@ func (r *wsReader) next() (ev wsEvent, ok bool, err error) {
 	}
 }
 
-// refuse drops the frame of size bytes at the read position and any
-// fragmented message in progress, and returns v.
-func (r *wsReader) refuse(size uint64, v *wsViolation) *wsViolation {
+// refuse drops the frame of size bytes at the read position, with the
+// message it belongs to (the fragments so far, and those still to come
+// unless fin), and returns v.
+func (r *wsReader) refuse(size uint64, fin bool, v *wsViolation) *wsViolation {
 	r.skip = size
 	r.msg, r.msgOp = nil, 0
+	if !fin {
+		r.msgOp = wsOpDiscard
+	}
 	return v
 }
 
