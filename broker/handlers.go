@@ -83,12 +83,12 @@ func (b *Broker) Handlers() []Handler {
 			}
 			return nil, b.serveReplicate(from, req)
 		}},
-		{Method: methodSeal, Fn: func(_ context.Context, _ string, p []byte) ([]byte, error) {
+		{Method: methodSeal, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
 			req, err := decodeHandoff(p)
 			if err != nil {
 				return nil, err
 			}
-			rep, err := b.serveSeal(req)
+			rep, err := b.serveSeal(from, req)
 			if err != nil {
 				return nil, err
 			}

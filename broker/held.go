@@ -58,8 +58,10 @@ type held struct {
 }
 
 // newHeld wraps a stream this node just took over. Everything it holds is
-// not acknowledged until the first flush has copied it to a backup.
-func (b *Broker) newHeld(user string, s *session.Stream, backup string) *held {
+// not acknowledged until the first flush has copied it to a backup, unless
+// replicated says backup holds exactly this content already (a backup that
+// kept its sealed replica for this owner).
+func (b *Broker) newHeld(user string, s *session.Stream, backup string, replicated bool) *held {
 	h := &held{
 		user: user, b: b, stream: s, backup: backup, fullCopy: true,
 		sinks:     make(map[uint64]transport.Sink),
@@ -67,6 +69,11 @@ func (b *Broker) newHeld(user string, s *session.Stream, backup string) *held {
 		idleSince: b.cfg.Now(),
 	}
 	h.cond = sync.NewCond(&h.mu)
+	if replicated && backup != "" {
+		h.fullCopy = false
+		h.acked = s.Last()
+		return h
+	}
 	if msgs, err := s.Since(s.Last() - uint64(s.Len())); err == nil {
 		h.pending = msgs
 	}

@@ -101,7 +101,12 @@ func (b *Broker) serveReplicate(from string, req replicateRequest) error {
 // A node the registry names as backup may hold the stream itself rather
 // than a replica (it was the owner before a claim whose fetch failed):
 // then it hands that over.
-func (b *Broker) serveSeal(req handoffRequest) (handoffReply, error) {
+//
+// With Keep, the sealed replica becomes the copy of the caller (from), the
+// new owner at req.Epoch: it holds exactly what is returned, so the new
+// owner need not send it back in full before serving. Appends under an
+// older epoch stay refused (the fence); the new owner's go on from here.
+func (b *Broker) serveSeal(from string, req handoffRequest) (handoffReply, error) {
 	r := b.replicaFor(req.User)
 	if r == nil {
 		return b.serveHandoff(req)
@@ -112,7 +117,13 @@ func (b *Broker) serveSeal(req handoffRequest) (handoffReply, error) {
 		return handoffReply{}, fmt.Errorf("%w: replica sealed at %d, asked at %d", session.ErrStaleEpoch, r.stream.Fence(), req.Epoch)
 	}
 	r.stream.Seal(req.Epoch)
-	return tailOf(r.stream), nil
+	rep := tailOf(r.stream)
+	if req.Keep && from != "" && from != b.cfg.NodeID {
+		r.stream.Adopt(req.Epoch)
+		r.owner, r.updated = from, b.cfg.Now()
+		rep.Kept = true
+	}
+	return rep, nil
 }
 
 // tailOf returns everything a stream holds, for a new owner.

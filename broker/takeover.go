@@ -109,8 +109,15 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 	b.log.Debug("claimed", "user", user, "epoch", res.Entry.Epoch, "session", sess, "new_session", sess != e.Session,
 		"was_owner", e.Owner, "was_backup", e.Backup, "backup", res.Entry.Backup)
 	stream := session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream)
+	replicated := false
 	if ok && sess == e.Session {
-		tail, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid)
+		// The backup the registry keeps naming, if it is to stay the
+		// backup, keeps its sealed replica as this node's copy.
+		keepAt := ""
+		if res.Entry.Backup == e.Backup && b.usable(e.Backup, avoid) && b.isPeer(e.Backup) {
+			keepAt = e.Backup
+		}
+		tail, from, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid, keepAt)
 		if err == nil {
 			err = stream.Load(tail.Last, tail.Msgs)
 		}
@@ -121,12 +128,13 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 			// attempt fetches again.
 			return nil, fmt.Errorf("%w: recovering the stream of %s: %v", ErrUnavailable, user, err)
 		}
+		replicated = tail.Kept && from == keepAt
 	}
 	backup := res.Entry.Backup
 	if !b.usable(backup, avoid) || !b.isPeer(backup) {
 		backup = "" // the first flush chooses (and records) another one
 	}
-	return b.serve(ctx, stream, backup)
+	return b.serve(ctx, stream, backup, replicated && backup != "")
 }
 
 // usable says whether node can be asked for a stream during this request.
@@ -191,10 +199,12 @@ func (b *Broker) probe(ctx context.Context, node, user string) (held, known bool
 const probeTimeout = 500 * time.Millisecond
 
 // fetchTail seals the stream under the new epoch wherever it still lives
-// and returns its content: from the old owner if it answers (it holds
-// everything its backup has, and maybe appends not yet replicated),
-// otherwise from the backup, which holds everything ever acknowledged.
-func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, avoid map[string]bool) (handoffReply, error) {
+// and returns its content and the node it came from: from the old owner if
+// it answers (it holds everything its backup has, and maybe appends not
+// yet replicated), otherwise from the backup, which holds everything ever
+// acknowledged. A backup named keepAt is asked to keep its sealed replica
+// as the new owner's copy (handoffReply.Kept).
+func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, avoid map[string]bool, keepAt string) (handoffReply, string, error) {
 	var errs []error
 	check := func(rep handoffReply, err error, from string) (handoffReply, bool) {
 		if err == nil && rep.Session != e.Session {
@@ -206,48 +216,50 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		}
 		return rep, true
 	}
-	req := encodeHandoff(handoffRequest{User: e.User, Epoch: epoch})
 	if b.usable(e.Owner, avoid) {
 		cctx, cancel := b.callCtx(ctx)
-		p, err := b.call(cctx, e.Owner, methodHandoff, req)
+		p, err := b.call(cctx, e.Owner, methodHandoff, encodeHandoff(handoffRequest{User: e.User, Epoch: epoch}))
 		cancel()
 		var rep handoffReply
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
 		}
 		if rep, ok := check(rep, err, "old owner "+e.Owner); ok {
-			return rep, nil
+			return rep, e.Owner, nil
 		}
 	}
 	if e.Backup == b.cfg.NodeID {
-		rep, err := b.serveSeal(handoffRequest{User: e.User, Epoch: epoch})
+		rep, err := b.serveSeal(b.cfg.NodeID, handoffRequest{User: e.User, Epoch: epoch})
 		if rep, ok := check(rep, err, "local replica"); ok {
-			return rep, nil
+			return rep, b.cfg.NodeID, nil
 		}
 	} else if b.usable(e.Backup, avoid) {
+		req := handoffRequest{User: e.User, Epoch: epoch, Keep: e.Backup == keepAt}
 		cctx, cancel := b.callCtx(ctx)
-		p, err := b.call(cctx, e.Backup, methodSeal, req)
+		p, err := b.call(cctx, e.Backup, methodSeal, encodeHandoff(req))
 		cancel()
 		var rep handoffReply
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
 		}
 		if rep, ok := check(rep, err, "backup "+e.Backup); ok {
-			return rep, nil
+			return rep, e.Backup, nil
 		}
 	}
 	if len(errs) == 0 {
-		return handoffReply{}, errors.New("neither the old owner nor the backup is reachable")
+		return handoffReply{}, "", errors.New("neither the old owner nor the backup is reachable")
 	}
-	return handoffReply{}, errors.Join(errs...)
+	return handoffReply{}, "", errors.Join(errs...)
 }
 
 // serve installs a freshly claimed stream as the one this node holds and
 // copies it to the backup before anyone is served from it: what a client
-// is shown must survive this node's crash too.
-func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string) (*held, error) {
+// is shown must survive this node's crash too. replicated says the backup
+// already holds exactly this content under the stream's epoch (it kept its
+// sealed replica for this node), so there is nothing to copy.
+func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string, replicated bool) (*held, error) {
 	epoch := s.Epoch // read before the stream is shared: the owner adopts newer epochs under h.mu
-	h := b.newHeld(s.User, s, backup)
+	h := b.newHeld(s.User, s, backup, replicated)
 	b.mu.Lock()
 	prev := b.held[s.User]
 	b.held[s.User] = h

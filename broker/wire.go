@@ -187,15 +187,27 @@ func decodeDeliver(p []byte) (deliver, error) {
 type handoffRequest struct {
 	User  string
 	Epoch uint64
+	// Keep (seal only) asks the backup to keep its sealed replica as the
+	// copy of the caller, the new owner at Epoch, instead of waiting for a
+	// full copy of the very same messages. It travels as an optional
+	// trailing byte, which nodes that predate it ignore.
+	Keep bool
 }
 
 func encodeHandoff(h handoffRequest) []byte {
-	return wire.AppendUvarint(wire.AppendString(nil, h.User), h.Epoch)
+	b := wire.AppendUvarint(wire.AppendString(nil, h.User), h.Epoch)
+	if h.Keep {
+		b = wire.AppendBool(b, true)
+	}
+	return b
 }
 
 func decodeHandoff(p []byte) (handoffRequest, error) {
 	r := wire.NewReader(p)
 	h := handoffRequest{User: r.String(), Epoch: r.Uvarint()}
+	if r.Len() > 0 {
+		h.Keep = r.Bool()
+	}
 	if r.Err() != nil {
 		return h, badPayload("handoff", r.Err())
 	}
@@ -206,12 +218,20 @@ type handoffReply struct {
 	Session string
 	Last    uint64
 	Msgs    []session.Message
+	// Kept says the backup kept exactly these messages as the new owner's
+	// replica (an answer to a seal with Keep). Like Keep it is an optional
+	// trailing byte: only a caller that asked for it ever receives it.
+	Kept bool
 }
 
 func encodeHandoffReply(h handoffReply) []byte {
 	b := wire.AppendString(nil, h.Session)
 	b = wire.AppendUvarint(b, h.Last)
-	return session.AppendMessages(b, h.Msgs)
+	b = session.AppendMessages(b, h.Msgs)
+	if h.Kept {
+		b = wire.AppendBool(b, true)
+	}
+	return b
 }
 
 func decodeHandoffReply(p []byte) (handoffReply, error) {
@@ -220,11 +240,20 @@ func decodeHandoffReply(p []byte) (handoffReply, error) {
 	if r.Err() != nil {
 		return h, badPayload("handoff reply", r.Err())
 	}
-	msgs, err := session.DecodeMessages(p[len(p)-r.Len():])
+	msgs, err := session.ReadMessages(r)
 	if err != nil {
 		return h, badPayload("handoff reply", err)
 	}
 	h.Msgs = msgs
+	if r.Len() > 0 {
+		h.Kept = r.Bool()
+	}
+	if r.Err() == nil && r.Len() != 0 {
+		r.Fail("trailing bytes")
+	}
+	if r.Err() != nil {
+		return h, badPayload("handoff reply", r.Err())
+	}
 	return h, nil
 }
 

@@ -3,6 +3,8 @@ package session
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/switchboard/switchboard/internal/wire"
 )
 
 // Message is one entry of a user's stream.
@@ -325,8 +327,26 @@ func AppendMessages(dst []byte, msgs []Message) []byte {
 
 // DecodeMessages decodes AppendMessages output. Data slices alias b.
 func DecodeMessages(b []byte) ([]Message, error) {
-	d := newDecoder(b)
+	r := wire.NewReader(b)
+	out, err := ReadMessages(r)
+	if err != nil {
+		return nil, err
+	}
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%w: messages: %d trailing bytes", ErrBadCommand, r.Len())
+	}
+	return out, nil
+}
+
+// ReadMessages decodes AppendMessages output at r's position and leaves r
+// after it, for formats that carry more fields behind the messages. Data
+// slices alias the input.
+func ReadMessages(r *wire.Reader) ([]Message, error) {
+	d := decoder{r}
 	if v := d.Byte(); v != codecVersion {
+		if d.Err() != nil {
+			return nil, fmt.Errorf("%w: messages: %v", ErrBadCommand, d.Err())
+		}
 		return nil, fmt.Errorf("%w: messages version %d", ErrBadCommand, v)
 	}
 	n := d.Count(4) // a message takes at least 4 bytes
@@ -341,9 +361,6 @@ func DecodeMessages(b []byte) ([]Message, error) {
 	}
 	if d.Err() != nil {
 		return nil, fmt.Errorf("%w: messages: %v", ErrBadCommand, d.Err())
-	}
-	if d.Len() != 0 {
-		return nil, fmt.Errorf("%w: messages: %d trailing bytes", ErrBadCommand, d.Len())
 	}
 	return out, nil
 }

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+
+	"github.com/switchboard/switchboard/internal/wire"
 )
 
 func testConfig(f func(*StreamConfig)) StreamConfig {
@@ -741,5 +743,21 @@ func BenchmarkStreamAppend(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestReadMessagesLeavesTheRest(t *testing.T) {
+	msgs := []Message{{Seq: 1, ID: "a", Data: []byte("1")}, {Seq: 2, Data: []byte("2")}}
+	b := append(AppendMessages(nil, msgs), 0xAB, 0xCD)
+	r := wire.NewReader(b)
+	got, err := ReadMessages(r)
+	if err != nil || len(got) != 2 || got[1].Seq != 2 {
+		t.Fatalf("ReadMessages = %+v, %v", got, err)
+	}
+	if r.Len() != 2 || r.Byte() != 0xAB {
+		t.Fatalf("reader left at %d bytes, want the 2 after the messages", r.Len())
+	}
+	if _, err := ReadMessages(wire.NewReader(b[:3])); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("truncated: err = %v, want ErrBadCommand", err)
 	}
 }
