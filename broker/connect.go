@@ -59,6 +59,10 @@ func (b *Broker) Hello(ctx context.Context, sink transport.Sink, user string, re
 			return err
 		}
 		err = h.attach(ctx, sink, resume)
+		if err != nil && !errors.Is(err, errSealed) {
+			// The claim recorded this connection as attached; it is not.
+			h.settle()
+		}
 		if !errors.Is(err, errSealed) {
 			return err
 		}

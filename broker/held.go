@@ -60,8 +60,9 @@ type held struct {
 // newHeld wraps a stream this node just took over. Everything it holds is
 // not acknowledged until the first flush has copied it to a backup, unless
 // replicated says backup holds exactly this content already (a backup that
-// kept its sealed replica for this owner).
-func (b *Broker) newHeld(user string, s *session.Stream, backup string, replicated bool) *held {
+// kept its sealed replica for this owner). attached says the claim recorded
+// a live connection: the registry already says attached.
+func (b *Broker) newHeld(user string, s *session.Stream, backup string, replicated, attached bool) *held {
 	h := &held{
 		user: user, b: b, stream: s, backup: backup, fullCopy: true,
 		sinks:     make(map[uint64]transport.Sink),
@@ -69,6 +70,9 @@ func (b *Broker) newHeld(user string, s *session.Stream, backup string, replicat
 		idleSince: b.cfg.Now(),
 	}
 	h.cond = sync.NewCond(&h.mu)
+	if attached {
+		h.idleSince = time.Time{}
+	}
 	if replicated && backup != "" {
 		h.fullCopy = false
 		h.acked = s.Last()
@@ -340,7 +344,8 @@ func (h *held) attach(ctx context.Context, sink transport.Sink, resume *transpor
 	}
 	for _, m := range replay {
 		if !sink.Send(m.Seq, m.Frame) {
-			return nil // the gateway closed it (4008); Gone will follow
+			h.touchLocked() // a claim may have recorded it attached
+			return nil      // the gateway closed it (4008); Gone will follow
 		}
 	}
 	h.sinks[sink.ID()] = sink
@@ -384,6 +389,17 @@ func (h *held) detachRemote(node string) {
 	}
 	delete(h.remotes, node)
 	h.touchLocked()
+}
+
+// settle brings the registry's attached/detached state in step with the
+// connections actually here: a claim that recorded a connection which then
+// never attached (its hello failed) leaves the stream idle.
+func (h *held) settle() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.sealed {
+		h.touchLocked()
+	}
 }
 
 // touchLocked keeps idleSince and the registry's attached/detached state

@@ -134,7 +134,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 	if !b.usable(backup, avoid) || !b.isPeer(backup) {
 		backup = "" // the first flush chooses (and records) another one
 	}
-	return b.serve(ctx, stream, backup, replicated && backup != "")
+	return b.serve(ctx, stream, backup, replicated && backup != "", attach)
 }
 
 // usable says whether node can be asked for a stream during this request.
@@ -256,10 +256,11 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 // copies it to the backup before anyone is served from it: what a client
 // is shown must survive this node's crash too. replicated says the backup
 // already holds exactly this content under the stream's epoch (it kept its
-// sealed replica for this node), so there is nothing to copy.
-func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string, replicated bool) (*held, error) {
+// sealed replica for this node), so there is nothing to copy. attached says
+// the claim recorded a live connection, so attaching it proposes nothing.
+func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string, replicated, attached bool) (*held, error) {
 	epoch := s.Epoch // read before the stream is shared: the owner adopts newer epochs under h.mu
-	h := b.newHeld(s.User, s, backup, replicated)
+	h := b.newHeld(s.User, s, backup, replicated, attached)
 	b.mu.Lock()
 	prev := b.held[s.User]
 	b.held[s.User] = h
@@ -272,6 +273,7 @@ func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string, re
 	err := h.syncLocked(ctx)
 	h.mu.Unlock()
 	if err != nil {
+		h.settle()
 		return nil, err
 	}
 	return h, nil
