@@ -93,6 +93,15 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 	if keep == "" || keep == b.cfg.NodeID {
 		keep = e.Owner
 	}
+	if keep == "" {
+		// Nobody else holds anything the registry must go on naming (a new
+		// user, or the leader cleared a dead owner): the claim names the
+		// new backup itself, which saves the set-backup commit. Should this
+		// node die before copying there, the stream is lost either way.
+		if p, err := b.pickBackup(user, avoid); err == nil {
+			keep = p
+		}
+	}
 	res, err := b.reg.Propose(ctx, session.Command{
 		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
 		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: keep,
@@ -175,6 +184,9 @@ func (b *Broker) lost(ctx context.Context, e session.Entry) bool {
 	for _, node := range []string{e.Owner, e.Backup} {
 		if node == "" || node == b.cfg.NodeID {
 			continue
+		}
+		if b.isDown(node) {
+			return false // its link just failed: a probe would only fail too
 		}
 		if held, known := b.probe(ctx, node, e.User); held || !known {
 			return false
