@@ -94,11 +94,7 @@ func (a *attached) ready(rs *remoteSink, rep attachReply, asked bool) {
 		return // closed meanwhile
 	}
 	resumed := asked && rep.Resumed
-	w := transport.EncodeWelcome(transport.Welcome{
-		Session: rep.Session, Node: a.b.cfg.NodeID, Region: a.b.cfg.Region, Zone: a.b.cfg.Zone,
-		Resumed: resumed, Seq: rep.Last, HeartbeatMS: a.b.cfg.Heartbeat.Milliseconds(),
-		Endpoints: a.b.cluster.Endpoints(),
-	})
+	w := a.b.welcome(rep.Session, rep.Last, resumed, a.b.endpoints())
 	rs.sink.Send(rep.Last, w)
 	rs.last = rep.Last
 	if resumed {
@@ -152,7 +148,7 @@ func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
 }
 
 func (a *attached) closeLocked(rs *remoteSink, code int, slug, msg string) {
-	rs.sink.Close(code, slug, msg, a.b.cluster.Endpoints())
+	rs.sink.Close(code, slug, msg, a.b.endpoints())
 	delete(a.sinks, rs.sink.ID())
 	a.afterRemoveLocked()
 }
@@ -192,7 +188,7 @@ func (a *attached) evict(why string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, rs := range a.sinks {
-		rs.sink.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", a.b.cluster.Endpoints())
+		rs.sink.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", a.b.endpoints())
 		delete(a.sinks, id)
 	}
 	a.afterRemoveLocked()

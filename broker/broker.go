@@ -46,8 +46,9 @@ type Peers interface {
 type Cluster interface {
 	// Alive reports whether node is worth calling (alive, suspect or draining).
 	Alive(node string) bool
-	// Endpoints lists other nodes' client URLs, same region first.
-	Endpoints() []string
+	// Endpoints lists the other live nodes' client endpoints, same region
+	// first (the order DESIGN §3 promises clients), then by node id.
+	Endpoints() []Endpoint
 	// Peers lists the other live nodes that may hold replicas (not draining).
 	Peers() []Peer
 	// Solo reports whether this node is the only server of the cluster:

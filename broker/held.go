@@ -339,7 +339,8 @@ func (h *held) attach(ctx context.Context, sink transport.Sink, resume *transpor
 		}
 	}
 	resumed, replay := h.resumePointLocked(resume)
-	if !sink.Send(h.acked, h.b.welcome(h.stream.Session, h.acked, resumed)) {
+	w := h.b.welcome(h.stream.Session, h.acked, resumed, h.b.endpointsFor(h.user, h.backup))
+	if !sink.Send(h.acked, w) {
 		return fmt.Errorf("%w: connection closed before welcome", ErrUnavailable)
 	}
 	for _, m := range replay {
@@ -437,7 +438,7 @@ func (h *held) sealLocked(epoch uint64, why string) bool {
 	h.gone.Store(true)
 	h.cond.Broadcast() // appenders waiting for replication fail over now
 	for id, s := range h.sinks {
-		s.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", h.b.cluster.Endpoints())
+		s.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", h.b.endpoints())
 		delete(h.sinks, id)
 	}
 	for node := range h.remotes {
@@ -508,10 +509,10 @@ func (b *Broker) proposeState(user string, _ uint64, kind session.Kind) {
 
 // welcome encodes the welcome frame for a connection served from a
 // stream at session, whose highest visible seq is seq.
-func (b *Broker) welcome(sess string, seq uint64, resumed bool) []byte {
+func (b *Broker) welcome(sess string, seq uint64, resumed bool, endpoints []string) []byte {
 	return transport.EncodeWelcome(transport.Welcome{
 		Session: sess, Node: b.cfg.NodeID, Region: b.cfg.Region, Zone: b.cfg.Zone,
 		Resumed: resumed, Seq: seq, HeartbeatMS: b.cfg.Heartbeat.Milliseconds(),
-		Endpoints: b.cluster.Endpoints(),
+		Endpoints: endpoints,
 	})
 }

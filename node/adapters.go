@@ -96,7 +96,7 @@ func (c cluster) Alive(node string) bool {
 	return ok && usable(m.State)
 }
 
-func (c cluster) Endpoints() []string { return c.n.endpoints() }
+func (c cluster) Endpoints() []broker.Endpoint { return c.n.peerEndpoints() }
 
 // Solo reports whether this node is the Raft configuration's only server.
 func (c cluster) Solo() bool {
@@ -123,6 +123,17 @@ func usable(s membership.State) bool {
 // endpoints lists the client URLs of the other live, non-draining nodes,
 // same region first, then by id, so clients fail over close by.
 func (n *Node) endpoints() []string {
+	eps := n.peerEndpoints()
+	out := make([]string, len(eps))
+	for i, e := range eps {
+		out[i] = e.URL
+	}
+	return out
+}
+
+// peerEndpoints is endpoints with the node of each URL, for the broker,
+// which orders a user's endpoints within that constraint.
+func (n *Node) peerEndpoints() []broker.Endpoint {
 	var same, other []membership.Member
 	for _, m := range n.pool.Members() {
 		if m.ID == n.cfg.NodeID || m.State != membership.StateAlive || m.PublicURL == "" {
@@ -139,9 +150,12 @@ func (n *Node) endpoints() []string {
 	}
 	byID(same)
 	byID(other)
-	out := make([]string, 0, len(same)+len(other))
-	for _, m := range append(same, other...) {
-		out = append(out, wsURL(m.PublicURL))
+	out := make([]broker.Endpoint, 0, len(same)+len(other))
+	for _, m := range same {
+		out = append(out, broker.Endpoint{Node: m.ID, URL: wsURL(m.PublicURL), SameRegion: true})
+	}
+	for _, m := range other {
+		out = append(out, broker.Endpoint{Node: m.ID, URL: wsURL(m.PublicURL)})
 	}
 	return out
 }
