@@ -83,6 +83,17 @@ func (b *Broker) Handlers() []Handler {
 			}
 			return nil, b.serveReplicate(from, req)
 		}},
+		{Method: methodReplicateBatch, Inline: true, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
+			reqs, err := decodeReplicateBatch(p)
+			if err != nil {
+				return nil, err
+			}
+			errs := make([]error, len(reqs))
+			for i, req := range reqs {
+				errs[i] = b.serveReplicate(from, req)
+			}
+			return encodeReplicateResults(errs), nil
+		}},
 		{Method: methodSeal, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
 			req, err := decodeHandoff(p)
 			if err != nil {

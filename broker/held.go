@@ -90,8 +90,18 @@ func (b *Broker) newHeld(user string, s *session.Stream, backup string, replicat
 func (h *held) appendMany(ctx context.Context, reqs []PublishRequest, idx []int) ([]session.Message, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	out, top, err := h.appendLocked(reqs, idx)
+	if err != nil {
+		return nil, err
+	}
+	return out, h.waitAckedLocked(ctx, top)
+}
+
+// appendLocked stores the messages reqs[idx...] in order, not yet
+// replicated, and returns them with the highest seq among them.
+func (h *held) appendLocked(reqs []PublishRequest, idx []int) ([]session.Message, uint64, error) {
 	if h.sealed {
-		return nil, errSealed
+		return nil, 0, errSealed
 	}
 	out := make([]session.Message, len(idx))
 	var top uint64
@@ -99,14 +109,14 @@ func (h *held) appendMany(ctx context.Context, reqs []PublishRequest, idx []int)
 	for k, i := range idx {
 		m, dup, err := h.stream.Append(reqs[i].ID, reqs[i].Data, now)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if !dup {
 			h.pending = append(h.pending, m)
 		}
 		out[k], top = m, max(top, m.Seq)
 	}
-	return out, h.waitAckedLocked(ctx, top)
+	return out, top, nil
 }
 
 // waitAckedLocked waits until seq is replicated, flushing when nobody else is.
@@ -193,6 +203,19 @@ func (h *held) flushLocked(ctx context.Context) error {
 		h.stream.Adopt(newEpoch)
 		h.backup, h.fullCopy = backup, true
 	}
+	req := h.replicateRequestLocked()
+	backup := h.backup
+	h.mu.Unlock()
+	cctx, cancel := h.b.callCtx(ctx)
+	_, err := h.b.call(cctx, backup, methodReplicate, encodeReplicate(req))
+	cancel()
+	h.mu.Lock()
+	return h.flushedLocked(req, backup, err)
+}
+
+// replicateRequestLocked is what the backup needs now: the pending
+// appends, or the whole stream when it needs a full copy.
+func (h *held) replicateRequestLocked() replicateRequest {
 	req := replicateRequest{User: h.user, Session: h.stream.Session, Epoch: h.stream.Epoch, Full: h.fullCopy}
 	if req.Full {
 		t := tailOf(h.stream)
@@ -204,12 +227,36 @@ func (h *held) flushLocked(ctx context.Context) error {
 	if len(req.Msgs) > 0 {
 		req.Last = req.Msgs[len(req.Msgs)-1].Seq
 	}
-	backup := h.backup
-	h.mu.Unlock()
-	cctx, cancel := h.b.callCtx(ctx)
-	_, err := h.b.call(cctx, backup, methodReplicate, encodeReplicate(req))
-	cancel()
-	h.mu.Lock()
+	return req
+}
+
+// takeBatchLocked starts a flush that a batched replication call will
+// carry (replicateBatch): only the plain case, pending appends to a known
+// backup; anything else (no backup yet, a full copy, a flush in flight)
+// goes through flushLocked. The caller ends it with endBatchLocked.
+func (h *held) takeBatchLocked() (replicateRequest, string, bool) {
+	if h.sealed || h.flushing || h.backup == "" || h.fullCopy || len(h.pending) == 0 {
+		return replicateRequest{}, "", false
+	}
+	h.flushing = true
+	return h.replicateRequestLocked(), h.backup, true
+}
+
+// endBatchLocked applies the backup's answer to a batched flush, or, when
+// the call never reached the replication (skip), leaves everything pending
+// for the next flush.
+func (h *held) endBatchLocked(req replicateRequest, backup string, err error, skip bool) {
+	defer func() {
+		h.flushing = false
+		h.cond.Broadcast()
+	}()
+	if !skip {
+		_ = h.flushedLocked(req, backup, err)
+	}
+}
+
+// flushedLocked applies the backup's answer to the replication of req.
+func (h *held) flushedLocked(req replicateRequest, backup string, err error) error {
 	if h.sealed {
 		return errSealed // a new owner took over meanwhile: nothing more is acked here
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport"
 )
 
 // PublishRequest is one message to publish.
@@ -210,43 +212,135 @@ func (b *Broker) servePublish(ctx context.Context, from string, items []publishI
 	return out
 }
 
-// appendParallel bounds how many users' appends run at once.
+// appendParallel bounds how many users' appends wait at once.
 const appendParallel = 64
 
-// appendLocal appends each held stream's messages in one go (one
-// replication round for all of them) and runs different users in
-// parallel. It fills res and returns the requests to re-route because
-// their stream was sealed meanwhile.
+// appendLocal appends each held stream's messages and replicates them
+// before it answers: all users whose backup is the same node in one peer
+// call (a publish batch spans many users, and a call per user was most of
+// an owner's work), the rest one flush per user as waitAckedLocked does
+// it. It fills res and returns the requests to re-route because their
+// stream was sealed meanwhile.
 func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []PublishResult, groups map[*held][]int) []int {
-	var (
-		mu    sync.Mutex
-		retry []int
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, appendParallel)
-	)
+	type appended struct {
+		h       *held
+		idx     []int
+		msgs    []session.Message
+		top     uint64
+		err     error
+		req     replicateRequest // batched flush, when backup != ""
+		backup  string
+		callErr error
+		skip    bool // the batch call was not understood: flush alone
+	}
+	all := make([]*appended, 0, len(groups))
+	byBackup := map[string][]*appended{}
 	for h, idx := range groups {
-		sem <- struct{}{}
+		a := &appended{h: h, idx: idx}
+		h.mu.Lock()
+		a.msgs, a.top, a.err = h.appendLocked(reqs, idx)
+		if a.err == nil && h.acked < a.top {
+			if req, backup, ok := h.takeBatchLocked(); ok {
+				a.req, a.backup = req, backup
+				byBackup[backup] = append(byBackup[backup], a)
+			}
+		}
+		h.mu.Unlock()
+		all = append(all, a)
+	}
+
+	var wg sync.WaitGroup
+	for backup, as := range byBackup {
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			msgs, err := h.appendMany(ctx, reqs, idx)
-			mu.Lock()
-			defer mu.Unlock()
-			if errors.Is(err, errSealed) || errors.Is(err, session.ErrStaleEpoch) {
-				retry = append(retry, idx...)
-				return
+			defer wg.Done()
+			batch := make([]replicateRequest, len(as))
+			for i, a := range as {
+				batch[i] = a.req
 			}
-			for k, i := range idx {
-				if err != nil {
-					res[i].Err = err
-					continue
-				}
-				res[i] = PublishResult{Seq: msgs[k].Seq, Node: b.cfg.NodeID}
+			errs, skip := b.replicateBatch(ctx, backup, batch)
+			for i, a := range as {
+				a.callErr, a.skip = errs[i], skip
 			}
 		}()
 	}
 	wg.Wait()
+	for _, as := range byBackup {
+		for _, a := range as {
+			a.h.mu.Lock()
+			a.h.endBatchLocked(a.req, a.backup, a.callErr, a.skip)
+			a.h.mu.Unlock()
+		}
+	}
+
+	// What is not acknowledged yet (no batch, or the batch failed for it)
+	// is flushed user by user, in parallel.
+	sem := make(chan struct{}, appendParallel)
+	for _, a := range all {
+		if a.err != nil {
+			continue
+		}
+		a.h.mu.Lock()
+		done := a.h.acked >= a.top
+		a.h.mu.Unlock()
+		if done {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			a.h.mu.Lock()
+			a.err = a.h.waitAckedLocked(ctx, a.top)
+			a.h.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	var retry []int
+	for _, a := range all {
+		if errors.Is(a.err, errSealed) || errors.Is(a.err, session.ErrStaleEpoch) {
+			retry = append(retry, a.idx...)
+			continue
+		}
+		for k, i := range a.idx {
+			if a.err != nil {
+				res[i].Err = a.err
+				continue
+			}
+			res[i] = PublishResult{Seq: a.msgs[k].Seq, Node: b.cfg.NodeID}
+		}
+	}
 	return retry
+}
+
+// replicateBatch sends reqs to backup: one request alone as a plain
+// replication, several in one batched call. errs has one entry per
+// request (the call's error for all when the call failed); skip means the
+// backup does not know batched calls (an older node in a rolling upgrade):
+// nothing was stored and each stream must flush on its own.
+func (b *Broker) replicateBatch(ctx context.Context, backup string, reqs []replicateRequest) (errs []error, skip bool) {
+	errs = make([]error, len(reqs))
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	if len(reqs) == 1 {
+		_, errs[0] = b.call(cctx, backup, methodReplicate, encodeReplicate(reqs[0]))
+		return errs, false
+	}
+	p, err := b.call(cctx, backup, methodReplicateBatch, encodeReplicateBatch(reqs))
+	if err == nil {
+		var got []error
+		if got, err = decodeReplicateResults(p, len(reqs)); err == nil {
+			return got, false
+		}
+	}
+	if strings.Contains(err.Error(), transport.ErrPeerUnknownMethod.Error()) {
+		return errs, true
+	}
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs, false
 }
 
 func outcomeOf(err error) publishOutcome {

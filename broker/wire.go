@@ -263,6 +263,9 @@ const (
 	methodSeal      = 17 // new owner → backup: fence at epoch, return the replica
 	methodTakeover  = 18 // draining owner → backup: take this stream over now
 	methodProbe     = 19 // does this node hold user's stream or replica? (1 byte)
+	// methodReplicateBatch carries many users' appends to one backup in
+	// one call; the answer has one result per request.
+	methodReplicateBatch = 20
 )
 
 type replicateRequest struct {
@@ -293,4 +296,93 @@ func decodeReplicate(p []byte) (replicateRequest, error) {
 	}
 	r.Msgs = msgs
 	return r, nil
+}
+
+// encodeReplicateBatch frames a batch of replications to one backup.
+func encodeReplicateBatch(reqs []replicateRequest) []byte {
+	b := wire.AppendUvarint(nil, uint64(len(reqs)))
+	for _, r := range reqs {
+		b = wire.AppendBytes(b, encodeReplicate(r))
+	}
+	return b
+}
+
+func decodeReplicateBatch(p []byte) ([]replicateRequest, error) {
+	rd := wire.NewReader(p)
+	n := rd.Count(2)
+	reqs := make([]replicateRequest, 0, n)
+	for range n {
+		b := rd.Bytes()
+		if rd.Err() != nil {
+			break
+		}
+		r, err := decodeReplicate(b)
+		if err != nil {
+			return nil, err
+		}
+		reqs = append(reqs, r)
+	}
+	if err := rd.Err(); err != nil {
+		return nil, badPayload("replicate batch", err)
+	}
+	if rd.Len() != 0 {
+		return nil, badPayload("replicate batch", fmt.Errorf("%d trailing bytes", rd.Len()))
+	}
+	return reqs, nil
+}
+
+// Results of a batched replication, one per request. Only what the owner
+// acts on differently is told apart.
+const (
+	replOK     byte = 0
+	replStale  byte = 1 // session.ErrStaleEpoch: the stream was taken over
+	replGap    byte = 2 // session.ErrGap: the backup needs a full copy
+	replFailed byte = 3
+)
+
+func encodeReplicateResults(errs []error) []byte {
+	b := wire.AppendUvarint(nil, uint64(len(errs)))
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			b = append(b, replOK)
+			continue
+		case errors.Is(err, session.ErrStaleEpoch):
+			b = append(b, replStale)
+		case errors.Is(err, session.ErrGap):
+			b = append(b, replGap)
+		default:
+			b = append(b, replFailed)
+		}
+		b = wire.AppendString(b, err.Error())
+	}
+	return b
+}
+
+func decodeReplicateResults(p []byte, want int) ([]error, error) {
+	rd := wire.NewReader(p)
+	n := rd.Count(1)
+	if rd.Err() == nil && n != want {
+		return nil, badPayload("replicate results", fmt.Errorf("%d results for %d requests", n, want))
+	}
+	errs := make([]error, n)
+	for i := range errs {
+		code := rd.Byte()
+		if code == replOK || rd.Err() != nil {
+			continue
+		}
+		msg := "remote: " + rd.String()
+		switch code {
+		case replStale:
+			errs[i] = fmt.Errorf("%w: %s", session.ErrStaleEpoch, msg)
+		case replGap:
+			errs[i] = fmt.Errorf("%w: %s", session.ErrGap, msg)
+		default:
+			errs[i] = errors.New(msg)
+		}
+	}
+	if err := rd.Err(); err != nil {
+		return nil, badPayload("replicate results", err)
+	}
+	return errs, nil
 }

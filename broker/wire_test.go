@@ -60,3 +60,61 @@ func TestHandoffReplyRoundTrip(t *testing.T) {
 		t.Fatalf("truncated reply: err = %v, want ErrBadPayload", err)
 	}
 }
+
+func TestReplicateBatchRoundTrip(t *testing.T) {
+	msgs := []session.Message{{Seq: 4, ID: "a", TS: 9, Data: []byte(`{"x":1}`)}, {Seq: 5, Data: []byte("2")}}
+	want := []replicateRequest{
+		{User: "u1", Session: "s1", Epoch: 3, Last: 5, Msgs: msgs},
+		{User: "u2", Session: "s2", Epoch: 1, Last: 0, Full: true},
+	}
+	got, err := decodeReplicateBatch(encodeReplicateBatch(want))
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("decodeReplicateBatch = %+v, %v", got, err)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.User != w.User || g.Session != w.Session || g.Epoch != w.Epoch || g.Last != w.Last || g.Full != w.Full || len(g.Msgs) != len(w.Msgs) {
+			t.Fatalf("request %d = %+v, want %+v", i, g, w)
+		}
+	}
+	enc := encodeReplicateBatch(want)
+	for _, bad := range [][]byte{enc[:len(enc)-1], append(enc, 0), wire.AppendUvarint(nil, 1<<40)} {
+		if _, err := decodeReplicateBatch(bad); !errors.Is(err, ErrBadPayload) {
+			t.Fatalf("decodeReplicateBatch(%x): err = %v, want ErrBadPayload", bad, err)
+		}
+	}
+}
+
+func TestReplicateResultsRoundTrip(t *testing.T) {
+	in := []error{nil, session.ErrStaleEpoch, errors.New("disk full"), session.ErrGap, nil}
+	got, err := decodeReplicateResults(encodeReplicateResults(in), len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range in {
+		switch {
+		case e == nil && got[i] != nil, e != nil && got[i] == nil:
+			t.Fatalf("result %d = %v, want %v", i, got[i], e)
+		case errors.Is(e, session.ErrStaleEpoch) != errors.Is(got[i], session.ErrStaleEpoch),
+			errors.Is(e, session.ErrGap) != errors.Is(got[i], session.ErrGap):
+			t.Fatalf("result %d = %v, want it to match %v", i, got[i], e)
+		}
+	}
+	if _, err := decodeReplicateResults(encodeReplicateResults(in), 4); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("results for the wrong count: err = %v, want ErrBadPayload", err)
+	}
+}
+
+func FuzzDecodeReplicateBatch(f *testing.F) {
+	f.Add(encodeReplicateBatch([]replicateRequest{{User: "u", Session: "s", Epoch: 1, Last: 1, Msgs: []session.Message{{Seq: 1, Data: []byte("1")}}}}))
+	f.Add(encodeReplicateResults([]error{nil, session.ErrGap}))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		reqs, err := decodeReplicateBatch(p)
+		if err == nil {
+			if _, err := decodeReplicateBatch(encodeReplicateBatch(reqs)); err != nil {
+				t.Fatalf("re-encoding a decoded batch fails: %v", err)
+			}
+		}
+		_, _ = decodeReplicateResults(p, 2)
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,10 @@ type Pool struct {
 
 	mu      sync.Mutex // guards the fields below; never held while calling memberlist
 	table   *table
-	meta    Meta   // local metadata
-	leaving bool   // local node has started a graceful leave
-	encoded []byte // encodeMeta(meta, leaving), served to memberlist
+	listed  []Member // table.list() until the table changes; nil: not made yet
+	meta    Meta     // local metadata
+	leaving bool     // local node has started a graceful leave
+	encoded []byte   // encodeMeta(meta, leaving), served to memberlist
 
 	// lifeMu serializes SetDraining, Leave and Close: memberlist panics on
 	// Leave after Shutdown, and a broadcast racing Shutdown would wait out its
@@ -161,7 +163,12 @@ func (p *Pool) joinOnce(ctx context.Context, seeds []string) (int, error) {
 func (p *Pool) Members() []Member {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.table.list()
+	if p.listed == nil {
+		// Kept until the table changes: the broker asks on every flush
+		// of a single-server cluster, and sorting each time showed.
+		p.listed = p.table.list()
+	}
+	return slices.Clone(p.listed)
 }
 
 // Member returns the member with the given ID.
@@ -338,6 +345,9 @@ func (p *Pool) observe(id string, apply func(*table, time.Time) bool) {
 	p.mu.Lock()
 	before, existed := p.table.get(id)
 	changed := apply(p.table, p.now())
+	if changed {
+		p.listed = nil
+	}
 	after, _ := p.table.get(id)
 	p.mu.Unlock()
 	if !changed {

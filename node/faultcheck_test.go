@@ -153,7 +153,130 @@ func startWorkload(t *testing.T, c *clustertest.Cluster, o workloadOptions) *fau
 		w.pubs.Add(1)
 		go w.publish(u)
 	}
+	// Besides one publisher per user, batches that span every user: an
+	// owner replicates those to each backup in one call, the path that
+	// carries a real publisher's load.
+	w.pubs.Add(1)
+	go w.publishBatches()
 	return w
+}
+
+// record notes an acknowledgement of id as seq for u.
+func (w *faultWorkload) record(u *faultUser, id string, pr clustertest.PublishResult, afterFault bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if prev, ok := u.bySeq[pr.Seq]; ok && prev != id {
+		u.conflicts = append(u.conflicts, fmt.Sprintf("seq %d acknowledged for %s and %s", pr.Seq, prev, id))
+	}
+	if prev, ok := u.acks[id]; ok && prev != pr.Seq {
+		u.conflicts = append(u.conflicts, fmt.Sprintf("id %s acknowledged as seq %d and %d", id, prev, pr.Seq))
+	}
+	if pr.ID != id || pr.User != u.name {
+		u.conflicts = append(u.conflicts, fmt.Sprintf("publish %s answered for user %q id %q", id, pr.User, pr.ID))
+	}
+	u.acks[id], u.bySeq[pr.Seq] = pr.Seq, id
+	if afterFault {
+		u.afterFault++
+	}
+}
+
+// publishBatches publishes, until stop, one message to every user in one
+// /v1/publish/batch request, and retries the items not acknowledged (same
+// ids) through random running nodes until each is.
+func (w *faultWorkload) publishBatches() {
+	defer w.pubs.Done()
+	rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+	for k := 1; ; k++ {
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(time.Duration(rng.Int64N(int64(4 * w.opts.Interval)))):
+		}
+		type item struct {
+			u  *faultUser
+			id string
+		}
+		todo := make([]item, len(w.users))
+		for i, u := range w.users {
+			todo[i] = item{u, fmt.Sprintf("%s-b%d", u.name, k)}
+		}
+		begun := time.Now()
+		afterFault := w.faultT.Load() != 0
+		for len(todo) > 0 {
+			running := w.c.Running()
+			via := running[rng.IntN(len(running))]
+			var body strings.Builder
+			body.WriteString(`{"messages":[`)
+			for i, it := range todo {
+				if i > 0 {
+					body.WriteByte(',')
+				}
+				fmt.Fprintf(&body, `{"user":%q,"id":%q,"data":{"b":%d}}`, it.u.name, it.id, k)
+			}
+			body.WriteString(`]}`)
+			w.attempts.Add(int64(len(todo)))
+			results, err := w.postBatch(via, body.String(), len(todo))
+			var left []item
+			for i, it := range todo {
+				if err == nil && results[i].Error == "" {
+					w.record(it.u, it.id, results[i].PublishResult, afterFault)
+					continue
+				}
+				left = append(left, it)
+			}
+			w.rejected.Add(int64(len(left)))
+			todo = left
+			if len(todo) == 0 {
+				break
+			}
+			if time.Since(begun) > w.opts.GiveUp {
+				for _, it := range todo {
+					it.u.mu.Lock()
+					it.u.gaveUp = append(it.u.gaveUp, fmt.Sprintf("%s (batch, last: %v)", it.id, err))
+					it.u.mu.Unlock()
+				}
+				break
+			}
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-w.stop: // as in publish: finish the retries
+			}
+		}
+	}
+}
+
+// batchResult is one answer of /v1/publish/batch.
+type batchResult struct {
+	clustertest.PublishResult
+	Error string `json:"error"`
+}
+
+// postBatch posts a publish batch of n messages through node via.
+func (w *faultWorkload) postBatch(via, body string, n int) ([]batchResult, error) {
+	req, err := http.NewRequest(http.MethodPost, w.c.URL(via)+"/v1/publish/batch", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+clustertest.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	var out struct {
+		Results []batchResult `json:"results"`
+	}
+	if err := jsonDecode(resp, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != n {
+		return nil, fmt.Errorf("%d results for %d messages", len(out.Results), n)
+	}
+	return out.Results, nil
 }
 
 // publish publishes to u until stop, each message under a unique id,
@@ -176,21 +299,7 @@ func (w *faultWorkload) publish(u *faultUser) {
 			w.attempts.Add(1)
 			st, pr, err := w.post(via, u.name, k, id)
 			if err == nil && st == http.StatusOK {
-				u.mu.Lock()
-				if prev, ok := u.bySeq[pr.Seq]; ok && prev != id {
-					u.conflicts = append(u.conflicts, fmt.Sprintf("seq %d acknowledged for %s and %s", pr.Seq, prev, id))
-				}
-				if prev, ok := u.acks[id]; ok && prev != pr.Seq {
-					u.conflicts = append(u.conflicts, fmt.Sprintf("id %s acknowledged as seq %d and %d", id, prev, pr.Seq))
-				}
-				if pr.ID != id || pr.User != u.name {
-					u.conflicts = append(u.conflicts, fmt.Sprintf("publish %s answered for user %q id %q", id, pr.User, pr.ID))
-				}
-				u.acks[id], u.bySeq[pr.Seq] = pr.Seq, id
-				if afterFault {
-					u.afterFault++
-				}
-				u.mu.Unlock()
+				w.record(u, id, pr, afterFault)
 				break
 			}
 			w.rejected.Add(1)
