@@ -46,6 +46,17 @@ func (r *Raft) LastApplied() uint64 {
 	return r.fsm.lastApplied.Load()
 }
 
+// OnlyServer reports whether id is the only server of the Raft
+// configuration; cheaper than Status, for hot paths.
+func (r *Raft) OnlyServer(id string) bool {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	s := f.Configuration().Servers
+	return len(s) == 1 && string(s[0].ID) == id
+}
+
 // Status returns the current leader, term, indexes and configuration.
 func (r *Raft) Status() Status {
 	st := Status{

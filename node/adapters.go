@@ -99,10 +99,7 @@ func (c cluster) Alive(node string) bool {
 func (c cluster) Endpoints() []broker.Endpoint { return c.n.peerEndpoints() }
 
 // Solo reports whether this node is the Raft configuration's only server.
-func (c cluster) Solo() bool {
-	st := c.n.raft.Status()
-	return len(st.Servers) == 1 && st.Servers[0].ID == c.n.cfg.NodeID
-}
+func (c cluster) Solo() bool { return c.n.raft.OnlyServer(c.n.cfg.NodeID) }
 
 // Peers lists the live, non-draining other nodes: where replicas may go.
 func (c cluster) Peers() []broker.Peer {

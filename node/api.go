@@ -126,6 +126,11 @@ func (n *Node) parsePublish(raw []byte) (broker.PublishRequest, error) {
 		// Unmarshal also refuses trailing data after the object.
 		return broker.PublishRequest{}, &apiError{http.StatusBadRequest, "body is not a JSON object: " + err.Error()}
 	}
+	return n.checkPublish(b)
+}
+
+// checkPublish validates one decoded message; the error is an *apiError.
+func (n *Node) checkPublish(b publishBody) (broker.PublishRequest, error) {
 	switch {
 	case b.User == nil:
 		return broker.PublishRequest{}, &apiError{http.StatusBadRequest, "user is required"}
@@ -233,26 +238,44 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, err)
 		return
 	}
+	// One pass when every message decodes; otherwise message by message,
+	// so that each bad one gets its own error and the rest are published.
+	var whole struct {
+		Messages []publishBody `json:"messages"`
+	}
 	var batch struct {
 		Messages []json.RawMessage `json:"messages"`
 	}
-	if err := json.Unmarshal(body, &batch); err != nil {
-		writeError(w, http.StatusBadRequest, "body is not {\"messages\":[...]}: "+err.Error())
-		return
+	fast := json.Unmarshal(body, &whole) == nil
+	if !fast {
+		if err := json.Unmarshal(body, &batch); err != nil {
+			writeError(w, http.StatusBadRequest, "body is not {\"messages\":[...]}: "+err.Error())
+			return
+		}
 	}
-	if batch.Messages == nil {
+	count := len(batch.Messages)
+	if fast {
+		count = len(whole.Messages)
+	}
+	switch {
+	case fast && whole.Messages == nil, !fast && batch.Messages == nil:
 		writeError(w, http.StatusBadRequest, "messages is required")
 		return
-	}
-	if len(batch.Messages) > n.cfg.MaxBatch {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%d messages, over the batch limit of %d", len(batch.Messages), n.cfg.MaxBatch))
+	case count > n.cfg.MaxBatch:
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%d messages, over the batch limit of %d", count, n.cfg.MaxBatch))
 		return
 	}
-	answers := make([]publishAnswer, len(batch.Messages))
-	reqs := make([]broker.PublishRequest, 0, len(batch.Messages))
-	slots := make([]int, 0, len(batch.Messages))
-	for i, raw := range batch.Messages {
-		req, err := n.parsePublish(raw)
+	answers := make([]publishAnswer, count)
+	reqs := make([]broker.PublishRequest, 0, count)
+	slots := make([]int, 0, count)
+	for i := range count {
+		var req broker.PublishRequest
+		var err error
+		if fast {
+			req, err = n.checkPublish(whole.Messages[i])
+		} else {
+			req, err = n.parsePublish(batch.Messages[i])
+		}
 		if err != nil {
 			answers[i].Error = err.Error()
 			continue

@@ -759,6 +759,32 @@ func TestPublishAPIContract(t *testing.T) {
 		}
 	})
 
+	t.Run("batch with undecodable messages", func(t *testing.T) {
+		// Messages that are not publish bodies at all get their own
+		// error; the others are still published, in order.
+		body := `{"messages":[{"user":"bc","data":1},5,{"user":7,"data":1},{"user":"bc","data":2,"id":[1]},{"user":"bc","data":3}]}`
+		st, _, out := httpDo(t, "POST", batchURL, clustertest.APIKey, raw(body))
+		if st != http.StatusOK {
+			t.Fatalf("batch: %d %s", st, out)
+		}
+		var res struct {
+			Results []map[string]any `json:"results"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || len(res.Results) != 5 {
+			t.Fatalf("batch answer %s: %v", out, err)
+		}
+		for i, want := range []float64{1, 0, 0, 0, 2} {
+			r := res.Results[i]
+			if want == 0 {
+				wantKeys(t, fmt.Sprintf("result %d", i), r, "error")
+				continue
+			}
+			if r["user"] != "bc" || r["seq"] != want {
+				t.Errorf("result %d = %v, want seq %v for bc", i, r, want)
+			}
+		}
+	})
+
 	t.Run("no quorum is 503 with Retry-After", func(t *testing.T) {
 		c.Kill("n1")
 		c.Kill("n3")
