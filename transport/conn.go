@@ -531,13 +531,16 @@ func (c *gwConn) logReadEnd(err error) {
 // at most per round, and returns once nothing is left. It tears the
 // connection down after a failed write and after the close handshake.
 func (c *gwConn) writeLoop() {
-	bp := gwWriteBufPool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= gwMaxPooledBuf {
+	// The write buffer is held only while writing, not while lingering.
+	var bp *[]byte
+	release := func() {
+		if bp != nil && cap(*bp) <= gwMaxPooledBuf {
 			*bp = (*bp)[:0]
 			gwWriteBufPool.Put(bp)
 		}
-	}()
+		bp = nil
+	}
+	defer release()
 	var (
 		batch    []gwItem
 		linger   *time.Timer
@@ -569,6 +572,9 @@ func (c *gwConn) writeLoop() {
 			if cap(c.q) > 64 {
 				c.q = nil // a burst's backing array is not kept by an idle connection
 			}
+		}
+		if bp == nil {
+			bp = gwWriteBufPool.Get().(*[]byte)
 		}
 		buf := append((*bp)[:0], c.ctl...)
 		c.ctl = nil
@@ -626,6 +632,7 @@ func (c *gwConn) writeLoop() {
 			}
 			wake := c.wake
 			c.mu.Unlock()
+			release()
 			if linger == nil {
 				linger = time.NewTimer(gwWriterLinger)
 			} else {
@@ -756,18 +763,19 @@ func (c *gwConn) finishLocked() {
 	c.finished = true
 	accepted := c.accepted
 	c.mu.Unlock()
-	c.g.unregister(c)
 	c.g.log.Debug("disconnected", "conn", c.id)
 	if !accepted {
+		c.g.unregister(c)
 		c.g.wg.Done()
 		return
 	}
 	// Not on the caller's goroutine, which may be the poller: Gone takes
 	// the stream's lock, and no hub call may stall every connection's
-	// reads.
+	// reads. The connection counts until Gone has returned.
 	go func() {
 		defer c.g.wg.Done()
 		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
+		c.g.unregister(c)
 	}()
 }
 
