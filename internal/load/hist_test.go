@@ -92,3 +92,17 @@ func TestHistogramEdges(t *testing.T) {
 		t.Fatalf("merged: count %d max %d q25 %d q75 %d", a.Count(), a.Max(), a.Quantile(0.25), a.Quantile(0.75))
 	}
 }
+
+func TestParsePayload(t *testing.T) {
+	for _, want := range []payload{{T: 1733460000000000000, U: 7, K: 123}, {T: 0, U: 0, K: 0}, {T: -5, U: 999999, K: 1 << 40}} {
+		got, ok := parsePayload(appendPayload(nil, want))
+		if !ok || got != want {
+			t.Fatalf("parsePayload(appendPayload(%+v)) = %+v, %v", want, got, ok)
+		}
+	}
+	for _, s := range []string{`{"t":1,"u":2}`, `{"t":1,"u":2,"k":3} `, `{"u":2,"t":1,"k":3}`, `{"t":1,"u":-2,"k":3}`, `{"t":01x,"u":2,"k":3}`} {
+		if _, ok := parsePayload([]byte(s)); ok {
+			t.Errorf("parsePayload(%s) accepted it", s)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -30,6 +31,47 @@ func appendPayload(dst []byte, p payload) []byte {
 	dst = append(dst, `,"k":`...)
 	dst = strconv.AppendUint(dst, p.K, 10)
 	return append(dst, '}')
+}
+
+// parsePayload reads a payload in exactly the form appendPayload writes
+// (the server keeps compact JSON as it is); anything else is !ok and goes
+// to encoding/json. Decoding 20,000 payloads a second by reflection was a
+// tenth of the load generator's CPU.
+func parsePayload(b []byte) (p payload, ok bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"t":`))
+	if !ok {
+		return p, false
+	}
+	var t, u, k int64
+	if t, rest, ok = cutInt(rest, ','); !ok {
+		return p, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`"u":`)); !ok {
+		return p, false
+	}
+	if u, rest, ok = cutInt(rest, ','); !ok {
+		return p, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`"k":`)); !ok {
+		return p, false
+	}
+	if k, rest, ok = cutInt(rest, '}'); !ok || len(rest) != 0 || u < 0 || k < 0 {
+		return p, false
+	}
+	return payload{T: t, U: int(u), K: uint64(k)}, true
+}
+
+// cutInt reads a decimal integer up to the byte end.
+func cutInt(b []byte, end byte) (int64, []byte, bool) {
+	i := bytes.IndexByte(b, end)
+	if i <= 0 {
+		return 0, nil, false
+	}
+	v, err := strconv.ParseInt(string(b[:i]), 10, 64)
+	if err != nil {
+		return 0, nil, false
+	}
+	return v, b[i+1:], true
 }
 
 // msgState is what the run knows about one message.
@@ -86,10 +128,12 @@ func (t *tracker) ack(k, seq uint64, intended int64, now time.Time) {
 
 // deliver records one message delivered to user u.
 func (t *tracker) deliver(u int, m client.Message, now time.Time) {
-	var p payload
-	if err := json.Unmarshal(m.Data, &p); err != nil {
-		t.undecoded.Add(1)
-		return
+	p, ok := parsePayload(m.Data)
+	if !ok {
+		if err := json.Unmarshal(m.Data, &p); err != nil {
+			t.undecoded.Add(1)
+			return
+		}
 	}
 	t.mu.Lock()
 	if p.K >= uint64(len(t.msgs)) || t.msgs[p.K].user != int32(u) || p.U != u {
