@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport"
@@ -25,6 +26,10 @@ type attached struct {
 	mu    sync.Mutex
 	sinks map[uint64]*remoteSink
 	dead  bool // removed from Broker.remote: join a new one
+	// heard is when the owner last sent a delivery or a tip for this user
+	// (or when the attachment began): silence means the owner cannot reach
+	// this node, and deliveries may be getting lost.
+	heard time.Time
 }
 
 type remoteSink struct {
@@ -67,7 +72,7 @@ func (b *Broker) attachment(user, owner string, rs *remoteSink) *attached {
 		b.mu.Lock()
 		a := b.remote[user]
 		if a == nil {
-			a = &attached{b: b, user: user, owner: owner, sinks: make(map[uint64]*remoteSink)}
+			a = &attached{b: b, user: user, owner: owner, sinks: make(map[uint64]*remoteSink), heard: b.cfg.Now()}
 			b.remote[user] = a
 		}
 		b.mu.Unlock()
@@ -109,6 +114,7 @@ func (a *attached) ready(rs *remoteSink, rep attachReply, asked bool) {
 func (a *attached) deliver(msgs []session.Message) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.heard = a.b.cfg.Now()
 	for _, rs := range a.sinks {
 		if !rs.ready {
 			if len(rs.pending)+len(msgs) > maxPending {
@@ -192,4 +198,156 @@ func (a *attached) evict(why string) {
 		delete(a.sinks, id)
 	}
 	a.afterRemoveLocked()
+}
+
+// Tips. A delivery is a one-way frame: one the owner could not send, or
+// that died with its link, is lost without a trace, and heartbeats report
+// only what a connection was sent. A connection waiting for it would see
+// nothing wrong until the next message showed the hole, or forever if no
+// message follows. So every heartbeat interval the owner tells each node
+// with attached connections how far their streams are acknowledged
+// (methodTip); a connection behind that point, with nothing left in
+// flight to it, missed something and is sent to resume (4010). A node that
+// hears nothing from an owner it knows to send tips (its link is broken in
+// that direction) sends those connections to resume as well.
+
+// tipSilence is how many heartbeat intervals without a delivery or a tip
+// from an owner that sends tips make an attached node give up on it.
+const tipSilence = 4
+
+// tipBatch bounds the users in one tip frame.
+const tipBatch = 4096
+
+// tipLoop sends tips and watches for owners gone silent.
+func (b *Broker) tipLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			b.sendTips()
+			b.checkSilentOwners()
+		}
+	}
+}
+
+// sendTips sends every node with attached connections the acknowledged
+// seq of their streams, including nodes whose deliveries failed.
+func (b *Broker) sendTips() {
+	b.mu.Lock()
+	helds := make([]*held, 0, len(b.held))
+	for _, h := range b.held {
+		helds = append(helds, h)
+	}
+	b.mu.Unlock()
+	byNode := map[string][]tip{}
+	for _, h := range helds {
+		h.mu.Lock()
+		if !h.sealed {
+			for node := range h.remotes {
+				byNode[node] = append(byNode[node], tip{User: h.user, Last: h.acked})
+			}
+		}
+		h.mu.Unlock()
+	}
+	for node, tips := range byNode {
+		b.mu.Lock()
+		busy := b.tipBusy[node] // a send to it still waits for its link: skip a round
+		b.tipBusy[node] = true
+		b.mu.Unlock()
+		if busy {
+			continue
+		}
+		b.goSafe(func() {
+			defer func() {
+				b.mu.Lock()
+				delete(b.tipBusy, node)
+				b.mu.Unlock()
+			}()
+			for len(tips) > 0 {
+				n := min(len(tips), tipBatch)
+				ctx, cancel := b.callCtx(b.ctx)
+				err := b.peers.Send(ctx, node, methodTip, encodeTips(tips[:n]))
+				cancel()
+				if err != nil {
+					b.log.Debug("tip to attached node failed", "node", node, "err", err)
+					return
+				}
+				tips = tips[n:]
+			}
+		})
+	}
+}
+
+// serveTips checks the connections attached here against the owner's tips.
+func (b *Broker) serveTips(from string, tips []tip) {
+	b.mu.Lock()
+	b.tipsFrom[from] = true
+	b.mu.Unlock()
+	var gone []string
+	for _, t := range tips {
+		b.mu.Lock()
+		a := b.remote[t.User]
+		b.mu.Unlock()
+		if a == nil || a.owner != from {
+			gone = append(gone, t.User)
+			continue
+		}
+		a.tip(t.Last)
+	}
+	if len(gone) > 0 {
+		// Nobody here listens any more (a detach was lost): tell the owner.
+		b.goSafe(func() {
+			for _, u := range gone {
+				ctx, cancel := b.callCtx(b.ctx)
+				err := b.peers.Send(ctx, from, methodDetach, encodeUserNode(userNode{User: u, Node: b.cfg.NodeID}))
+				cancel()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+}
+
+// tip sends every live connection that is behind the owner's acknowledged
+// seq last to resume: deliveries are sent before the tip that covers them,
+// on the same link, so whatever is still missing was lost.
+func (a *attached) tip(last uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.heard = a.b.cfg.Now()
+	for _, rs := range a.sinks {
+		if rs.ready && rs.last < last {
+			a.closeLocked(rs, transport.CloseDraining, transport.CodeDraining,
+				fmt.Sprintf("missed messages %d..%d between nodes: reconnect to resume", rs.last+1, last))
+		}
+	}
+}
+
+// checkSilentOwners sends the connections attached to an owner that sends
+// tips, but sent nothing for tipSilence intervals, to resume elsewhere.
+// Owners that never sent a tip (nodes that predate them) are not judged.
+func (b *Broker) checkSilentOwners() {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	var quiet []*attached
+	for _, a := range b.remote {
+		if b.tipsFrom[a.owner] {
+			quiet = append(quiet, a)
+		}
+	}
+	b.mu.Unlock()
+	for _, a := range quiet {
+		a.mu.Lock()
+		silent := now.Sub(a.heard) > tipSilence*b.cfg.Heartbeat
+		a.mu.Unlock()
+		if silent {
+			b.log.Warn("no deliveries or tips from the owner; sending attached connections to resume", "user", a.user, "owner", a.owner)
+			a.evict("no word from the node holding the stream")
+		}
+	}
 }

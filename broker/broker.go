@@ -130,6 +130,8 @@ type Broker struct {
 	// such a stream, this node says "retry", not "not held".
 	claiming map[string]bool
 	remote   map[string]*attached // users served here from another owner's stream
+	tipsFrom map[string]bool      // owners that send tips (attached.go)
+	tipBusy  map[string]bool      // nodes a tip send is still in flight to
 	reps     replicas             // streams backed up here
 	down     map[string]time.Time // nodes whose links failed recently, until when
 	closed   bool
@@ -171,6 +173,8 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		retired:   make(map[string]*held),
 		claiming:  make(map[string]bool),
 		remote:    make(map[string]*attached),
+		tipsFrom:  make(map[string]bool),
+		tipBusy:   make(map[string]bool),
 		reps:      replicas{m: make(map[string]*replica), fences: make(map[string]fence)},
 		down:      make(map[string]time.Time),
 		stateWant: make(map[string]session.Kind),
@@ -178,9 +182,10 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		applied:   make(chan session.Entry, 4096),
 		ctx:       ctx, cancel: cancel,
 	}
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.watchRegistry()
 	go b.expireLoop()
+	go b.tipLoop()
 	return b, nil
 }
 

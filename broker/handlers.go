@@ -119,6 +119,14 @@ func (b *Broker) Handlers() []Handler {
 			}
 			return []byte{0}, nil
 		}},
+		{Method: methodTip, Inline: true, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
+			tips, err := decodeTips(p)
+			if err != nil {
+				return nil, err
+			}
+			b.serveTips(from, tips)
+			return nil, nil
+		}},
 		{Method: methodEvict, Inline: true, Fn: func(_ context.Context, from string, p []byte) ([]byte, error) {
 			u, err := decodeUserNode(p)
 			if err != nil {

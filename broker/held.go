@@ -50,8 +50,13 @@ type held struct {
 	// retiredAt is when it was retired (unix ms), for the retired purge.
 	retiredAt atomic.Int64
 
-	sinks   map[uint64]transport.Sink
-	remotes map[string]bool // nodes with connections of this user attached here
+	sinks map[uint64]transport.Sink
+	// remotes are the nodes with connections of this user attached here.
+	// false marks one whose delivery failed: it missed messages, gets no
+	// more deliveries (each would cost this stream up to a call timeout),
+	// and learns from the next tip that it must send its connections to
+	// resume; it counts as attached until it detaches or re-attaches.
+	remotes map[string]bool
 	// idleSince is when the last connection (local or remote) went away;
 	// zero while any is attached.
 	idleSince time.Time
@@ -312,17 +317,23 @@ func (h *held) deliverLocked(msgs []session.Message) {
 	if len(h.remotes) == 0 {
 		return
 	}
-	payload := encodeDeliver(deliver{User: h.user, Epoch: h.stream.Epoch, Msgs: msgs})
-	for node := range h.remotes {
+	var payload []byte
+	for node, live := range h.remotes {
+		if !live {
+			continue
+		}
+		if payload == nil {
+			payload = encodeDeliver(deliver{User: h.user, Epoch: h.stream.Epoch, Msgs: msgs})
+		}
 		ctx, cancel := context.WithTimeout(h.b.ctx, h.b.cfg.CallTimeout)
 		err := h.b.peers.Send(ctx, node, methodDeliver, payload)
 		cancel()
 		if err != nil {
-			// That node's connections will notice the gap (or their node's
-			// death) and resume; keeping it would only slow every append.
-			h.b.log.Warn("deliver to attached node failed; detaching it", "user", h.user, "node", node, "err", err)
-			delete(h.remotes, node)
-			h.touchLocked()
+			// That node missed these messages. Dropping it silently would
+			// leave its connections waiting for them forever; the tips
+			// (sendTips) tell it, and it sends them to resume.
+			h.b.log.Warn("deliver to attached node failed; it will be told to resume its connections", "user", h.user, "node", node, "err", err)
+			h.remotes[node] = false
 		}
 	}
 }
@@ -432,7 +443,7 @@ func (h *held) attachRemote(node string, after uint64, sess string) (attachReply
 func (h *held) detachRemote(node string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.remotes[node] {
+	if _, ok := h.remotes[node]; !ok {
 		return
 	}
 	delete(h.remotes, node)

@@ -19,6 +19,7 @@ const promoteParallel = 64
 //   - it no longer receives deliveries.
 func (b *Broker) NodeDown(node string) {
 	b.mu.Lock()
+	delete(b.tipsFrom, node) // it may come back as a version that sends none
 	var gone []*attached
 	for _, a := range b.remote {
 		if a.owner == node {

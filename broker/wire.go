@@ -266,7 +266,40 @@ const (
 	// methodReplicateBatch carries many users' appends to one backup in
 	// one call; the answer has one result per request.
 	methodReplicateBatch = 20
+	// methodTip (one-way, owner → attached node, every heartbeat) says how
+	// far each stream attached there is acknowledged, so a node whose
+	// deliveries were lost on the way finds out even when nothing follows.
+	methodTip = 21
 )
+
+// tip is how far one user's stream is acknowledged at its owner.
+type tip struct {
+	User string
+	Last uint64
+}
+
+func encodeTips(tips []tip) []byte {
+	b := wire.AppendUvarint(nil, uint64(len(tips)))
+	for _, t := range tips {
+		b = wire.AppendString(b, t.User)
+		b = wire.AppendUvarint(b, t.Last)
+	}
+	return b
+}
+
+// decodeTips ignores trailing bytes, so that a later version may append.
+func decodeTips(p []byte) ([]tip, error) {
+	r := wire.NewReader(p)
+	n := r.Count(2)
+	tips := make([]tip, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		tips = append(tips, tip{User: r.String(), Last: r.Uvarint()})
+	}
+	if r.Err() != nil {
+		return nil, badPayload("tip", r.Err())
+	}
+	return tips, nil
+}
 
 type replicateRequest struct {
 	User, Session string

@@ -118,3 +118,17 @@ func FuzzDecodeReplicateBatch(f *testing.F) {
 		_, _ = decodeReplicateResults(p, 2)
 	})
 }
+
+func TestTipsRoundTrip(t *testing.T) {
+	want := []tip{{User: "u1", Last: 0}, {User: "u2", Last: 1 << 40}}
+	got, err := decodeTips(encodeTips(want))
+	if err != nil || len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("decodeTips(encodeTips(%+v)) = %+v, %v", want, got, err)
+	}
+	enc := encodeTips(want)
+	for _, bad := range [][]byte{enc[:len(enc)-1], wire.AppendUvarint(nil, 1<<40)} {
+		if _, err := decodeTips(bad); !errors.Is(err, ErrBadPayload) {
+			t.Fatalf("decodeTips(%x): err = %v, want ErrBadPayload", bad, err)
+		}
+	}
+}

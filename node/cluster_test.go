@@ -272,6 +272,46 @@ func TestUserWithConnectionsOnTwoNodesSeesOneOrder(t *testing.T) {
 	}
 }
 
+// TestAttachedClientGetsMessagesItsNodeMissed: the owner's links to a node
+// serving an attached connection of the same user are cut while messages
+// are published, and nothing is published after the links heal. The
+// deliveries are lost between the nodes; the attached client must still
+// get every message, not heartbeats over a stream that stopped.
+func TestAttachedClientGetsMessagesItsNodeMissed(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Faults: true})
+	leader := c.WaitLeader()
+	var followers []string
+	for _, id := range c.IDs() {
+		if id != leader {
+			followers = append(followers, id)
+		}
+	}
+	// Raft runs between the leader and each follower: cutting one
+	// follower's links to the other leaves it alone.
+	owner, att := followers[0], followers[1]
+	dialRaw(t, c, owner, "hal")
+	c.Eventually(5*time.Second, att+" to see hal attached at "+owner, func() bool {
+		si, st := c.Session(att, "hal")
+		return st == http.StatusOK && si.Owner == owner && si.State == "attached"
+	})
+	cl := subscribe(t, c, "hal", []string{c.ConnectURL(att)})
+	if cl.Node() != att {
+		t.Fatalf("client welcomed by %s, want %s", cl.Node(), att)
+	}
+	mustPublish(t, c, leader, "hal", 1, "hal-1")
+	receive(t, cl, 1, 10*time.Second)
+
+	c.Cut(owner, att)
+	mustPublish(t, c, leader, "hal", 2, "hal-2")
+	mustPublish(t, c, leader, "hal", 3, "hal-3")
+	c.Heal()
+	msgs := receive(t, cl, 2, 15*time.Second)
+	if msgs[0].Seq != 2 || msgs[1].Seq != 3 {
+		t.Fatalf("after the cut the client got seqs %d, %d; want 2, 3", msgs[0].Seq, msgs[1].Seq)
+	}
+	expectNoAnomaly(t, cl)
+}
+
 func TestMetricsExposed(t *testing.T) {
 	c := clustertest.Start(t, 3)
 	// The connection's takeover is a registry proposal on n1; the publishes

@@ -301,6 +301,20 @@ func (c *Cluster) Isolate(id string) {
 	}
 }
 
+// Cut cuts the links node from opens to node to (Raft and peer links; not
+// gossip): their connections are closed and new ones refused. Links that
+// to opens to from keep working, so calls from to still get answers while
+// everything from sends on its own links is lost. Heal restores it.
+func (c *Cluster) Cut(from, to string) {
+	c.t.Helper()
+	f := c.mustFaults()
+	f.opMu.Lock()
+	defer f.opMu.Unlock()
+	if err := f.setLink(link{from, to}, true); err != nil {
+		c.t.Fatalf("clustertest: cut %s->%s: %v", from, to, err)
+	}
+}
+
 // Heal restores every link and removes all latency.
 func (c *Cluster) Heal() {
 	c.t.Helper()

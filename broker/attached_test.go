@@ -1,0 +1,148 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/switchboard/switchboard/transport"
+)
+
+// attachedPair connects user at n1 (which takes the stream over) and at
+// n2 (which attaches to n1's stream), publishes one message and waits
+// until both connections have it.
+func attachedPair(t *testing.T, tn *testNet, user string) (local, remote *testSink) {
+	t.Helper()
+	local, err := tn.hello("n1", user, &transport.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote, err = tn.hello("n2", user, &transport.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := tn.entry(user); e.Owner != "n1" {
+		t.Fatalf("entry %+v, want owner n1", e)
+	}
+	if _, err := tn.publish("n1", user, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*testSink{local, remote} {
+		if last, closed := s.state(); last != 1 || closed != 0 {
+			t.Fatalf("connection has seq %d (closed %d), want seq 1, open", last, closed)
+		}
+	}
+	return local, remote
+}
+
+// missedOrResumed waits until the attached connection either has every
+// message up to seq or was closed with 4010, which sends its client to
+// resume from what it has. Staying open without the message hides it.
+func missedOrResumed(t *testing.T, s *testSink, seq uint64) {
+	t.Helper()
+	eventually(t, 2*time.Second, fmt.Sprintf("the attached connection to get seq %d or be sent to resume", seq), func() bool {
+		last, closed := s.state()
+		return last >= seq || closed == transport.CloseDraining
+	})
+}
+
+// TestAttachedConnectionNotStalledByFailedDeliver: the owner could not
+// hand a delivery to the attached node's link at all. The attached
+// connection must not wait silently for messages that will never come.
+func TestAttachedConnectionNotStalledByFailedDeliver(t *testing.T) {
+	tn := newTestNet(t, 3)
+	_, remote := attachedPair(t, tn, "u")
+	tn.setCut("n1", "n2", true)
+	if _, err := tn.publish("n1", "u", "m2"); err != nil {
+		t.Fatal(err)
+	}
+	tn.setCut("n1", "n2", false)
+	if _, err := tn.publish("n1", "u", "m3"); err != nil {
+		t.Fatal(err)
+	}
+	missedOrResumed(t, remote, 3)
+}
+
+// TestAttachedConnectionLearnsOfLostLastDelivery: the owner's link took a
+// delivery and then died with it, and nothing is published after it. The
+// attached connection must still learn that it missed a message.
+func TestAttachedConnectionLearnsOfLostLastDelivery(t *testing.T) {
+	tn := newTestNet(t, 3)
+	_, remote := attachedPair(t, tn, "u")
+	tn.setLose("n1", "n2", true)
+	if _, err := tn.publish("n1", "u", "m2"); err != nil {
+		t.Fatal(err)
+	}
+	tn.setLose("n1", "n2", false)
+	missedOrResumed(t, remote, 2)
+}
+
+// TestAttachedConnectionResumesWhatItMissed: a connection sent to resume
+// after a lost delivery gets exactly the messages it lacks.
+func TestAttachedConnectionResumesWhatItMissed(t *testing.T) {
+	tn := newTestNet(t, 3)
+	_, remote := attachedPair(t, tn, "u")
+	tn.setLose("n1", "n2", true)
+	for i := 2; i <= 3; i++ {
+		if _, err := tn.publish("n1", "u", fmt.Sprintf("m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tn.setLose("n1", "n2", false)
+	missedOrResumed(t, remote, 3)
+	last, _ := remote.state()
+	again, err := tn.hello("n2", "u", &transport.Resume{Session: tn.entry("u").Session, Seq: last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.mu.Lock()
+	got := append([]uint64(nil), again.seqs...)
+	again.mu.Unlock()
+	if want := []uint64{2, 3}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("resumed after seq %d, got %v, want %v", last, got, want)
+	}
+	if _, err := tn.publish("n1", "u", "m4"); err != nil {
+		t.Fatal(err)
+	}
+	missedOrResumed(t, again, 4)
+	if _, closed := again.state(); closed != 0 {
+		t.Fatalf("resumed connection closed with %d, want it served live", closed)
+	}
+}
+
+// TestAttachedConnectionLeavesOwnerThatCannotReachIt: the owner's link to
+// the attached node stays broken, so neither deliveries nor tips arrive.
+// The attached node must not keep serving heartbeats over a dead stream.
+func TestAttachedConnectionLeavesOwnerThatCannotReachIt(t *testing.T) {
+	tn := newTestNet(t, 3)
+	_, remote := attachedPair(t, tn, "u")
+	eventually(t, time.Second, "n2 to hear a tip from n1", func() bool {
+		b := tn.broker("n2")
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.tipsFrom["n1"]
+	})
+	tn.setCut("n1", "n2", true)
+	eventually(t, 2*time.Second, "the attached connection to be sent to resume", func() bool {
+		_, closed := remote.state()
+		return closed == transport.CloseDraining
+	})
+}
+
+// TestQuietAttachedConnectionStaysOpen: with the links healthy, tips keep
+// an attached connection that gets no messages open, and it is not sent to
+// resume when it has everything.
+func TestQuietAttachedConnectionStaysOpen(t *testing.T) {
+	tn := newTestNet(t, 3)
+	local, remote := attachedPair(t, tn, "u")
+	time.Sleep(20 * tn.broker("n2").cfg.Heartbeat)
+	if _, err := tn.publish("n1", "u", "m2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*testSink{local, remote} {
+		missedOrResumed(t, s, 2)
+		if last, closed := s.state(); last != 2 || closed != 0 {
+			t.Fatalf("connection has seq %d, closed %d; want seq 2, open", last, closed)
+		}
+	}
+}
