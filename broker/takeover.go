@@ -126,7 +126,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		if res.Entry.Backup == e.Backup && b.usable(e.Backup, avoid) && b.isPeer(e.Backup) {
 			keepAt = e.Backup
 		}
-		tail, from, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid, keepAt)
+		tail, from, empty, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid, keepAt)
 		if err == nil {
 			err = stream.Load(tail.Last, tail.Msgs)
 		}
@@ -135,6 +135,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 			// start over while it might: the claim stands (it fences the
 			// old holders, and the backup stays named), and the next
 			// attempt fetches again.
+			b.nameOldOwner(e, res.Entry, empty)
 			return nil, fmt.Errorf("%w: recovering the stream of %s: %v", ErrUnavailable, user, err)
 		}
 		replicated = tail.Kept && from == keepAt
@@ -215,15 +216,18 @@ const probeTimeout = 500 * time.Millisecond
 // it answers (it holds everything its backup has, and maybe appends not
 // yet replicated), otherwise from the backup, which holds everything ever
 // acknowledged. A backup named keepAt is asked to keep its sealed replica
-// as the new owner's copy (handoffReply.Kept).
-func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, avoid map[string]bool, keepAt string) (handoffReply, string, error) {
+// as the new owner's copy (handoffReply.Kept). On failure, empty lists the
+// nodes that answered that they hold nothing.
+func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, avoid map[string]bool, keepAt string) (_ handoffReply, from string, empty map[string]bool, _ error) {
 	var errs []error
-	check := func(rep handoffReply, err error, from string) (handoffReply, bool) {
+	empty = map[string]bool{}
+	check := func(rep handoffReply, err error, node, what string) (handoffReply, bool) {
 		if err == nil && rep.Session != e.Session {
-			err = fmt.Errorf("%s holds session %q, registry says %q", from, rep.Session, e.Session)
+			err = fmt.Errorf("%s holds session %q, registry says %q", what, rep.Session, e.Session)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", from, err))
+			empty[node] = errors.Is(err, ErrNotHere)
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 			return rep, false
 		}
 		return rep, true
@@ -236,14 +240,14 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
 		}
-		if rep, ok := check(rep, err, "old owner "+e.Owner); ok {
-			return rep, e.Owner, nil
+		if rep, ok := check(rep, err, e.Owner, "old owner "+e.Owner); ok {
+			return rep, e.Owner, nil, nil
 		}
 	}
 	if e.Backup == b.cfg.NodeID {
 		rep, err := b.serveSeal(b.cfg.NodeID, handoffRequest{User: e.User, Epoch: epoch})
-		if rep, ok := check(rep, err, "local replica"); ok {
-			return rep, b.cfg.NodeID, nil
+		if rep, ok := check(rep, err, b.cfg.NodeID, "local replica"); ok {
+			return rep, b.cfg.NodeID, nil, nil
 		}
 	} else if b.usable(e.Backup, avoid) {
 		req := handoffRequest{User: e.User, Epoch: epoch, Keep: e.Backup == keepAt}
@@ -254,14 +258,45 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 		if err == nil {
 			rep, err = decodeHandoffReply(p)
 		}
-		if rep, ok := check(rep, err, "backup "+e.Backup); ok {
-			return rep, e.Backup, nil
+		if rep, ok := check(rep, err, e.Backup, "backup "+e.Backup); ok {
+			return rep, e.Backup, nil, nil
 		}
 	}
 	if len(errs) == 0 {
-		return handoffReply{}, "", errors.New("neither the old owner nor the backup is reachable")
+		return handoffReply{}, "", empty, errors.New("neither the old owner nor the backup is reachable")
 	}
-	return handoffReply{}, "", errors.Join(errs...)
+	return handoffReply{}, "", empty, errors.Join(errs...)
+}
+
+// nameOldOwner keeps a failed takeover from hiding the stream. The claim
+// (claimed) named this node the owner and kept e's backup, which holds
+// every acknowledged message. But if that backup has just answered that it
+// holds nothing (it restarted), the old owner, whose fetch failed, is the
+// only holder left: the claim sealed its stream, which it keeps retired
+// for the resume window, but the registry no longer names it, and the next
+// attempt would find no holder and start a new session over it. So it is
+// recorded as the backup, where the next attempt asks for it. An old owner
+// that answered it holds nothing, or that gossip no longer lists alive
+// (the leader's node-failed would clear it anyway), is left out.
+func (b *Broker) nameOldOwner(e, claimed session.Entry, empty map[string]bool) {
+	old := e.Owner
+	if old == "" || old == b.cfg.NodeID || old == claimed.Backup || empty[old] ||
+		claimed.Backup == "" || !empty[claimed.Backup] || !b.cluster.Alive(old) {
+		return
+	}
+	ctx, cancel := b.callCtx(b.ctx)
+	defer cancel()
+	res, err := b.reg.Propose(ctx, session.Command{
+		Kind: session.KindSetBackup, User: e.User, Node: b.cfg.NodeID, Epoch: claimed.Epoch, Backup: old,
+	})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		b.log.Warn("could not name the old owner after a failed fetch", "user", e.User, "old_owner", old, "err", err)
+		return
+	}
+	b.log.Info("backup holds nothing; old owner named instead", "user", e.User, "old_owner", old, "epoch", res.Entry.Epoch)
 }
 
 // serve installs a freshly claimed stream as the one this node holds and
