@@ -50,6 +50,10 @@ type Config struct {
 	// PublishTimeout bounds a publish request: past it the answer is 503
 	// (retry with the same id) rather than a hung request.
 	PublishTimeout time.Duration
+	// DeadServerGrace is how long a server gossip lists as dead, or does
+	// not know at all, stays in the Raft configuration; once removed, the
+	// registry stops naming it as an owner or backup. 0: 30 s.
+	DeadServerGrace time.Duration
 
 	// Dial opens node-to-node connections (Raft and peer links); nil means
 	// a plain TCP dial. Fault tests route links through proxies with it.

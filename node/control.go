@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/switchboard/switchboard/consensus"
@@ -11,8 +12,9 @@ import (
 )
 
 // control keeps the node in step with gossip membership: Raft placement on
-// the leader, failure handling for nodes that die or leave, and the sweep
-// of sessions nobody is left to retire.
+// the leader, failure handling for nodes that die or leave (or that the
+// registry still names after the cluster gave them up unseen), and the
+// sweep of sessions nobody is left to retire.
 func (n *Node) control() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -20,6 +22,7 @@ func (n *Node) control() {
 	lastSweep, lastRejoin := time.Now(), time.Now()
 	var seeds []string
 	var leaderless time.Time // since when no Raft leader is known; zero while one is
+	strays := newStrays()
 	shed := false
 	for {
 		select {
@@ -66,13 +69,16 @@ func (n *Node) control() {
 				}
 			}
 		}
+		n.failStrays(members, strays, leader)
 		// The leader repeats what a previous leader may not have finished.
 		if leader && time.Since(lastSweep) > 10*time.Second {
 			lastSweep = time.Now()
 			for _, id := range down {
 				n.nodeFailed(id) // idempotent: repeats what an earlier leader may have missed
 			}
-			if len(down) > 0 {
+			var ownerless int
+			n.raft.Read(func() { ownerless = n.machine.Registry.Ownerless() })
+			if len(down) > 0 || ownerless > 0 {
 				n.sweep(down)
 			}
 		}
@@ -131,6 +137,89 @@ func (n *Node) nodeFailed(id string) {
 	defer cancel()
 	if _, err := (registry{n}).Propose(ctx, session.Command{Kind: session.KindNodeFailed, Node: id}); err != nil {
 		n.log.Debug("node-failed proposal", "peer", id, "err", err)
+	}
+}
+
+// strayAfter is how long the leader must see a node as a stray before it
+// fails it, so that placement's view and its own agree for a while.
+const strayAfter = 5 * time.Second
+
+// strayNodes follows the nodes the registry names as an owner or a backup
+// that gossip does not know at all. Gossip only lists as dead the nodes it
+// saw die, so a node that never came back after a full-cluster restart is
+// unknown to it, no node-failed would ever clear it, and every user it
+// owned or backed up would wait for it forever (503/1013) instead of being
+// told that continuity is lost. Such a node is a stray once placement has
+// removed it from the Raft configuration (after DeadServerGrace): the
+// cluster has given it up. A name this node never saw in the configuration
+// is no node of this cluster as far as it knows, and is left alone.
+type strayNodes struct {
+	wasServer map[string]bool      // unknown to gossip, seen in the Raft configuration
+	since     map[string]time.Time // strays, since when (while this node leads)
+}
+
+func newStrays() *strayNodes {
+	return &strayNodes{wasServer: map[string]bool{}, since: map[string]time.Time{}}
+}
+
+// failStrays records node-failed, on the leader, for every node that has
+// been a stray for strayAfter.
+func (n *Node) failStrays(members []membership.Member, s *strayNodes, leader bool) {
+	var named []string
+	n.raft.Read(func() { named = n.machine.Registry.Named() })
+	known := map[string]bool{n.cfg.NodeID: true}
+	for _, m := range members {
+		known[m.ID] = true
+	}
+	unknown := map[string]bool{}
+	for _, id := range named {
+		if !known[id] {
+			unknown[id] = true
+		}
+	}
+	for id := range s.wasServer {
+		if !unknown[id] {
+			delete(s.wasServer, id)
+		}
+	}
+	var strays []string
+	if len(unknown) > 0 {
+		servers := n.raft.Status().Servers
+		if len(servers) == 0 {
+			return // configuration unknown: decide nothing
+		}
+		inConfig := map[string]bool{}
+		for _, sv := range servers {
+			inConfig[sv.ID] = true
+		}
+		for id := range unknown {
+			switch {
+			case inConfig[id]:
+				s.wasServer[id] = true
+			case s.wasServer[id]:
+				strays = append(strays, id)
+			}
+		}
+	}
+	if !leader {
+		clear(s.since)
+		return
+	}
+	now := time.Now()
+	for id := range s.since {
+		if !slices.Contains(strays, id) {
+			delete(s.since, id)
+		}
+	}
+	for _, id := range strays {
+		first, ok := s.since[id]
+		switch {
+		case !ok:
+			s.since[id] = now
+		case now.Sub(first) >= strayAfter:
+			n.log.Info("registry names a node the cluster has given up: failing it", "peer", id)
+			n.nodeFailed(id)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/switchboard/switchboard/client"
 	"github.com/switchboard/switchboard/internal/clustertest"
+	"github.com/switchboard/switchboard/node"
 	"github.com/switchboard/switchboard/transport"
 )
 
@@ -226,4 +228,63 @@ func nodeState(c *clustertest.Cluster, from, id string) string {
 		}
 	}
 	return "absent"
+}
+
+// TestResumeToldLostWhenANodeNeverReturns: the whole cluster restarts,
+// so every stream is gone, and one node never comes back. A user whose
+// backup was that node must be told that continuity is lost
+// (resumed:false), not refused as "unavailable" forever because the
+// registry still names a node nobody knows any more.
+func TestResumeToldLostWhenANodeNeverReturns(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Configure: func(cfg *node.Config) {
+		cfg.DeadServerGrace = 2 * time.Second
+	}})
+	ws, w := connect(t, c, "n2", "ivy")
+	defer ws.Close()
+	mustPublish(t, c, "n1", "ivy", 1, "ivy-1")
+	var si clustertest.SessionInfo
+	eventually(t, 5*time.Second, "ivy's session to name a backup", func() (bool, any) {
+		var st int
+		si, st = c.Session("n2", "ivy")
+		return st == http.StatusOK && si.Owner == "n2" && si.Backup != "" && si.Seq == 1, si
+	})
+	gone := si.Backup
+	c.Stop()
+	var back []string
+	for _, id := range c.IDs() {
+		if id != gone {
+			c.Restart(id)
+			back = append(back, id)
+		}
+	}
+	for _, id := range back {
+		c.WaitReady(id)
+	}
+
+	cfg := client.DefaultConfig()
+	for _, id := range back {
+		cfg.Endpoints = append(cfg.Endpoints, c.ConnectURL(id))
+	}
+	cfg.Token = client.StaticToken(c.Token("ivy"))
+	cfg.Session, cfg.LastSeq = w.Session, 1
+	cfg.BackoffBase, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
+	welcomes := make(chan transport.Welcome, 16)
+	cfg.OnWelcome = func(w transport.Welcome) {
+		select {
+		case welcomes <- w:
+		default:
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("resuming ivy (backup %s never returned): %v", gone, err)
+	}
+	defer cl.Close()
+	if got := <-welcomes; got.Resumed || got.Session == w.Session {
+		t.Fatalf("welcome %+v after the restart, want resumed:false with a new session", got)
+	}
+	mustPublish(t, c, back[0], "ivy", 2, "ivy-2")
+	receive(t, cl, 1, 10*time.Second)
 }

@@ -126,6 +126,9 @@ func New(cfg Config) (n *Node, err error) {
 		return out, err
 	}
 	rc.MaxVoters = cfg.MaxVoters
+	if cfg.DeadServerGrace > 0 {
+		rc.DeadServerGrace = cfg.DeadServerGrace
+	}
 	rc.NoSync = cfg.RaftNoSync
 	rc.Logger = cfg.Logger
 	if cfg.Profile == "wan" {

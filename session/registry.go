@@ -62,6 +62,7 @@ type Entry struct {
 type Registry struct {
 	entries map[string]*Entry
 	owned   map[string]int // node → number of entries it owns
+	backed  map[string]int // node → number of entries naming it as backup
 	// floor is the highest epoch any removed entry had. A user's next
 	// entry starts above it, so epochs only ever grow and a stream fenced
 	// before an expiry stays fenced after it.
@@ -70,7 +71,7 @@ type Registry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{entries: make(map[string]*Entry), owned: make(map[string]int)}
+	return &Registry{entries: make(map[string]*Entry), owned: make(map[string]int), backed: make(map[string]int)}
 }
 
 // Get returns a copy of the user's entry.
@@ -87,6 +88,49 @@ func (r *Registry) Len() int { return len(r.entries) }
 
 // Owned returns how many users node owns.
 func (r *Registry) Owned(node string) int { return r.owned[node] }
+
+// Named returns, in order, every node some entry names as its owner or
+// its backup: the nodes whose failure the registry must hear of.
+func (r *Registry) Named() []string {
+	out := make([]string, 0, len(r.owned)+len(r.backed))
+	for n := range r.owned {
+		out = append(out, n)
+	}
+	for n := range r.backed {
+		if r.owned[n] == 0 {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Ownerless returns how many entries have no owner (node-failed cleared
+// it): the leader's sweep is what retires them.
+func (r *Registry) Ownerless() int {
+	n := len(r.entries)
+	for _, c := range r.owned {
+		n -= c
+	}
+	return n
+}
+
+// nameBackup makes node ("" for none) e's backup, keeping backed in step.
+func (r *Registry) nameBackup(e *Entry, node string) {
+	if e.Backup == node {
+		return
+	}
+	if e.Backup != "" {
+		r.backed[e.Backup]--
+		if r.backed[e.Backup] <= 0 {
+			delete(r.backed, e.Backup)
+		}
+	}
+	if node != "" {
+		r.backed[node]++
+	}
+	e.Backup = node
+}
 
 // Each calls fn for every entry in user order until fn returns false.
 // Sorting makes iteration deterministic; it is meant for admin paths and
@@ -161,10 +205,10 @@ func (r *Registry) claim(c Command) Result {
 	e.Owner = c.Node
 	e.Session = c.Session
 	if e.Backup == c.Node {
-		e.Backup = ""
+		r.nameBackup(e, "")
 	}
 	if c.Backup != "" && c.Backup != c.Node {
-		e.Backup = c.Backup
+		r.nameBackup(e, c.Backup)
 	}
 	r.owned[c.Node]++
 	e.State = Detached
@@ -228,7 +272,7 @@ func (r *Registry) setBackup(c Command) Result {
 		return res
 	}
 	if c.Backup != c.Node && c.Backup != e.Backup {
-		e.Backup = c.Backup
+		r.nameBackup(e, c.Backup)
 		e.Epoch++
 	}
 	return Result{Entry: *e}
@@ -257,7 +301,7 @@ func (r *Registry) nodeFailed(c Command) Result {
 			changed = true
 		}
 		if e.Backup == c.Node {
-			e.Backup = ""
+			r.nameBackup(e, "")
 			changed = true
 		}
 		if changed {
@@ -300,6 +344,7 @@ func (r *Registry) expire(c Command) Result {
 
 func (r *Registry) remove(e *Entry) {
 	r.floor = max(r.floor, e.Epoch)
+	r.nameBackup(e, "")
 	if e.Owner != "" {
 		r.owned[e.Owner]--
 		if r.owned[e.Owner] <= 0 {

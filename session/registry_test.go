@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand"
 	"reflect"
 	"slices"
@@ -57,20 +58,38 @@ func checkOwned(t *testing.T, r *Registry, want map[string]int) {
 	checkOwnedConsistent(t, r)
 }
 
-// checkOwnedConsistent checks the owned counters against a recount from
-// Each, for every node that appears, and that they sum to Len.
+// checkOwnedConsistent checks the owned and backed counters against a
+// recount from Each, for every node that appears, that owned sums to Len,
+// and what Named and Ownerless derive from them.
 func checkOwnedConsistent(t testing.TB, r *Registry) {
 	t.Helper()
 	count := map[string]int{}
+	backups := map[string]int{}
+	named := map[string]bool{}
 	orphans := 0 // entries whose owner failed count for no node
 	r.Each(func(e Entry) bool {
 		if e.Owner == "" {
 			orphans++
 		} else {
 			count[e.Owner]++
+			named[e.Owner] = true
+		}
+		if e.Backup != "" {
+			backups[e.Backup]++
+			named[e.Backup] = true
 		}
 		return true
 	})
+	if !maps.Equal(backups, r.backed) {
+		t.Fatalf("backed = %v, Each counts %v", r.backed, backups)
+	}
+	want := slices.Sorted(maps.Keys(named))
+	if got := r.Named(); !slices.Equal(got, want) {
+		t.Fatalf("Named() = %v, Each names %v", got, want)
+	}
+	if got := r.Ownerless(); got != orphans {
+		t.Fatalf("Ownerless() = %d, Each counts %d", got, orphans)
+	}
 	total := orphans
 	for n, c := range count {
 		if got := r.Owned(n); got != c {

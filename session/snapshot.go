@@ -69,13 +69,16 @@ func (r *Registry) Restore(rd io.Reader) error {
 		if d.Err() != nil {
 			break
 		}
-		// A duplicate would count its owner twice in owned.
+		// A duplicate would count its owner twice in owned (and backed).
 		if _, dup := fresh.entries[e.User]; dup {
 			return fmt.Errorf("%w: snapshot: duplicate user %q", ErrBadCommand, e.User)
 		}
 		fresh.entries[e.User] = &e
 		if e.Owner != "" {
 			fresh.owned[e.Owner]++
+		}
+		if e.Backup != "" {
+			fresh.backed[e.Backup]++
 		}
 	}
 	if d.Err() != nil {
