@@ -237,12 +237,7 @@ func (b *Broker) tipLoop() {
 // sendTips sends every node with attached connections the acknowledged
 // seq of their streams, including nodes whose deliveries failed.
 func (b *Broker) sendTips() {
-	b.mu.Lock()
-	helds := make([]*held, 0, len(b.held))
-	for _, h := range b.held {
-		helds = append(helds, h)
-	}
-	b.mu.Unlock()
+	helds := b.heldStreams()
 	byNode := map[string][]tip{}
 	for _, h := range helds {
 		h.mu.Lock()

@@ -389,3 +389,19 @@ func (b *Broker) Seq(user string) (uint64, bool) {
 	defer h.mu.Unlock()
 	return h.acked, true
 }
+
+// heldStreams returns the streams this node owns now, for work that must
+// not hold b.mu while it takes each stream's lock.
+func (b *Broker) heldStreams() []*held {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.heldStreamsLocked()
+}
+
+func (b *Broker) heldStreamsLocked() []*held {
+	helds := make([]*held, 0, len(b.held))
+	for _, h := range b.held {
+		helds = append(helds, h)
+	}
+	return helds
+}

@@ -18,12 +18,7 @@ const drainParallel = 32
 // local all along.
 func (b *Broker) Drain(ctx context.Context) error {
 	b.draining.Store(true)
-	b.mu.Lock()
-	helds := make([]*held, 0, len(b.held))
-	for _, h := range b.held {
-		helds = append(helds, h)
-	}
-	b.mu.Unlock()
+	helds := b.heldStreams()
 	b.log.Info("handing streams over", "streams", len(helds))
 	var (
 		mu   sync.Mutex

@@ -24,12 +24,7 @@ func (b *Broker) expireLoop() {
 }
 
 func (b *Broker) expire() {
-	b.mu.Lock()
-	helds := make([]*held, 0, len(b.held))
-	for _, h := range b.held {
-		helds = append(helds, h)
-	}
-	b.mu.Unlock()
+	helds := b.heldStreams()
 	now := b.cfg.Now()
 	b.expireReplicas(now)
 	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond

@@ -26,10 +26,7 @@ func (b *Broker) NodeDown(node string) {
 			gone = append(gone, a)
 		}
 	}
-	helds := make([]*held, 0, len(b.held))
-	for _, h := range b.held {
-		helds = append(helds, h)
-	}
+	helds := b.heldStreamsLocked()
 	b.mu.Unlock()
 	for _, a := range gone {
 		a.evict("owner node is down")
