@@ -218,22 +218,6 @@ const tipSilence = 4
 // tipBatch bounds the users in one tip frame.
 const tipBatch = 4096
 
-// tipLoop sends tips and watches for owners gone silent.
-func (b *Broker) tipLoop() {
-	defer b.wg.Done()
-	t := time.NewTicker(b.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-			b.sendTips()
-			b.checkSilentOwners()
-		}
-	}
-}
-
 // sendTips sends every node with attached connections the acknowledged
 // seq of their streams, including nodes whose deliveries failed.
 func (b *Broker) sendTips() {

@@ -184,8 +184,13 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 	}
 	b.wg.Add(3)
 	go b.watchRegistry()
-	go b.expireLoop()
-	go b.tipLoop()
+	// Expiry trims streams and retires idle users; tips tell attached
+	// nodes how far their streams are acknowledged (attached.go).
+	go b.every(b.cfg.ExpiryInterval, b.expire)
+	go b.every(b.cfg.Heartbeat, func() {
+		b.sendTips()
+		b.checkSilentOwners()
+	})
 	return b, nil
 }
 
@@ -404,4 +409,20 @@ func (b *Broker) heldStreamsLocked() []*held {
 		helds = append(helds, h)
 	}
 	return helds
+}
+
+// every runs fn each interval d until the broker closes; the caller has
+// counted it in b.wg.
+func (b *Broker) every(d time.Duration, fn func()) {
+	defer b.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }

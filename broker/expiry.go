@@ -7,22 +7,6 @@ import (
 	"github.com/switchboard/switchboard/session"
 )
 
-// expireLoop trims held streams and retires users whose resume window has
-// passed with nobody connected and nothing left to deliver.
-func (b *Broker) expireLoop() {
-	defer b.wg.Done()
-	t := time.NewTicker(b.cfg.ExpiryInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-			b.expire()
-		}
-	}
-}
-
 func (b *Broker) expire() {
 	helds := b.heldStreams()
 	now := b.cfg.Now()
