@@ -140,6 +140,11 @@ type Broker struct {
 
 	flight singleflight.Group // one takeover per user at a time
 
+	// Concurrent forwards to one owner, and concurrent replications to
+	// one backup, share a peer call (combine.go).
+	forwards   *combiner[publishItem, forwarded]
+	replicates *combiner[replicateRequest, replicated]
+
 	stateMu   sync.Mutex
 	stateWant map[string]session.Kind // attach/detach to record, per user
 	stateBusy map[string]bool         // users with a sender running
@@ -182,6 +187,8 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		applied:   make(chan session.Entry, 4096),
 		ctx:       ctx, cancel: cancel,
 	}
+	b.forwards = newCombiner(b.sendPublish, publishItemSize)
+	b.replicates = newCombiner(b.sendReplicate, replicateRequestSize)
 	b.wg.Add(3)
 	go b.watchRegistry()
 	// Expiry trims streams and retires idle users; tips tell attached

@@ -115,16 +115,8 @@ func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []Publi
 			for k, i := range idx {
 				items[k] = publishItem{User: reqs[i].User, ID: reqs[i].ID, Data: reqs[i].Data}
 			}
-			cctx, cancel := b.callCtx(ctx)
-			p, err := b.call(cctx, owner, methodPublish, encodePublish(items))
-			cancel()
-			var out []publishOutcome
-			if err == nil {
-				out, err = decodePublishReply(p)
-				if err == nil && len(out) != len(idx) {
-					err = fmt.Errorf("%w: %d answers for %d publishes", ErrBadPayload, len(out), len(idx))
-				}
-			}
+			fw := b.forwards.do(ctx, owner, items)
+			err := fw[0].err // a call's error is every item's
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -145,7 +137,7 @@ func (b *Broker) forward(ctx context.Context, reqs []PublishRequest, res []Publi
 				return
 			}
 			for k, i := range idx {
-				switch o := out[k]; o.Code {
+				switch o := fw[k].out; o.Code {
 				case itemOK:
 					res[i] = PublishResult{Seq: o.Seq, Node: owner}
 				case itemNotOwner:
@@ -258,9 +250,9 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 			for i, a := range as {
 				batch[i] = a.req
 			}
-			errs, skip := b.replicateBatch(ctx, backup, batch)
+			rs := b.replicateBatch(ctx, backup, batch)
 			for i, a := range as {
-				a.callErr, a.skip = errs[i], skip
+				a.callErr, a.skip = rs[i].err, rs[i].skip
 			}
 		}()
 	}
@@ -314,33 +306,90 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 	return retry
 }
 
-// replicateBatch sends reqs to backup: one request alone as a plain
-// replication, several in one batched call. errs has one entry per
-// request (the call's error for all when the call failed); skip means the
-// backup does not know batched calls (an older node in a rolling upgrade):
-// nothing was stored and each stream must flush on its own.
-func (b *Broker) replicateBatch(ctx context.Context, backup string, reqs []replicateRequest) (errs []error, skip bool) {
-	errs = make([]error, len(reqs))
+// forwarded is the owner's answer to one forwarded publish, or the
+// error of the call that carried it.
+type forwarded struct {
+	out publishOutcome
+	err error
+}
+
+// sendPublish forwards items to their owner in one call (b.forwards).
+func (b *Broker) sendPublish(ctx context.Context, owner string, items []publishItem) []forwarded {
+	cctx, cancel := b.callCtx(ctx)
+	p, err := b.call(cctx, owner, methodPublish, encodePublish(items))
+	cancel()
+	var out []publishOutcome
+	if err == nil {
+		out, err = decodePublishReply(p)
+		if err == nil && len(out) != len(items) {
+			err = fmt.Errorf("%w: %d answers for %d publishes", ErrBadPayload, len(out), len(items))
+		}
+	}
+	res := make([]forwarded, len(items))
+	for i := range res {
+		if err != nil {
+			res[i].err = err
+		} else {
+			res[i].out = out[i]
+		}
+	}
+	return res
+}
+
+func publishItemSize(it publishItem) int { return len(it.User) + len(it.ID) + len(it.Data) + 16 }
+
+// replicated is a backup's answer to one stream's replication; skip
+// means the backup does not know batched calls (an older node in a
+// rolling upgrade): nothing was stored and the stream must flush on its own.
+type replicated struct {
+	err  error
+	skip bool
+}
+
+// replicateBatch replicates reqs to backup, in one call with whatever
+// else is being replicated to it at the moment (b.replicates).
+func (b *Broker) replicateBatch(ctx context.Context, backup string, reqs []replicateRequest) []replicated {
+	return b.replicates.do(ctx, backup, reqs)
+}
+
+// sendReplicate sends reqs to backup: one request alone as a plain
+// replication, several in one batched call. There is one answer per
+// request (the call's error for all when the call failed).
+func (b *Broker) sendReplicate(ctx context.Context, backup string, reqs []replicateRequest) []replicated {
+	res := make([]replicated, len(reqs))
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
 	if len(reqs) == 1 {
-		_, errs[0] = b.call(cctx, backup, methodReplicate, encodeReplicate(reqs[0]))
-		return errs, false
+		_, res[0].err = b.call(cctx, backup, methodReplicate, encodeReplicate(reqs[0]))
+		return res
 	}
 	p, err := b.call(cctx, backup, methodReplicateBatch, encodeReplicateBatch(reqs))
 	if err == nil {
 		var got []error
 		if got, err = decodeReplicateResults(p, len(reqs)); err == nil {
-			return got, false
+			for i, e := range got {
+				res[i].err = e
+			}
+			return res
 		}
 	}
-	if strings.Contains(err.Error(), transport.ErrPeerUnknownMethod.Error()) {
-		return errs, true
+	skip := strings.Contains(err.Error(), transport.ErrPeerUnknownMethod.Error())
+	for i := range res {
+		if skip {
+			res[i].skip = true
+		} else {
+			res[i].err = err
+		}
 	}
-	for i := range errs {
-		errs[i] = err
+	return res
+}
+
+func replicateRequestSize(r replicateRequest) int {
+	n := len(r.User) + len(r.Session) + 32
+	for _, m := range r.Msgs {
+		n += len(m.ID) + len(m.Data) + 24
 	}
-	return errs, false
+	return n
 }
 
 func outcomeOf(err error) publishOutcome {

@@ -105,6 +105,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "total publish rate in messages/s (0 = as fast as the cluster answers)")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to publish (idle: hold; storm: longest wait for reconnects)")
 	fs.IntVar(&c.Batch, "batch", c.Batch, "most messages per /v1/publish/batch request")
+	fs.DurationVar(&c.Tick, "tick", c.Tick, "open loop: send what has come due this often (the longest batching wait, counted in latency)")
 	fs.IntVar(&c.Inflight, "inflight", c.Inflight, "concurrent publish requests")
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", c.DialConcurrency, "concurrent connection attempts while users connect")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "wait after publishing for acknowledged messages to arrive")

@@ -61,6 +61,11 @@ type Config struct {
 	Duration time.Duration
 	// Batch is the largest number of messages in one /v1/publish/batch.
 	Batch int
+	// Tick is how often the open-loop publisher sends what has come due:
+	// the longest a message waits to be batched. Latency is measured from
+	// each message's intended time, so the wait is counted in it; a longer
+	// tick sends fewer, larger requests.
+	Tick time.Duration
 	// Inflight bounds concurrent publish requests.
 	Inflight int
 	// DialConcurrency bounds concurrent connection attempts while the
@@ -120,6 +125,7 @@ func DefaultConfig() Config {
 		Rate:            1000,
 		Duration:        10 * time.Second,
 		Batch:           100,
+		Tick:            time.Millisecond,
 		Inflight:        64,
 		DialConcurrency: 128,
 		Grace:           10 * time.Second,
@@ -137,6 +143,9 @@ func (c Config) normalize(needPublish, needTarget bool) (Config, error) {
 	}
 	if c.Inflight == 0 {
 		c.Inflight = d.Inflight
+	}
+	if c.Tick == 0 {
+		c.Tick = d.Tick
 	}
 	if c.DialConcurrency == 0 {
 		c.DialConcurrency = d.DialConcurrency
@@ -210,6 +219,9 @@ func (c Config) normalize(needPublish, needTarget bool) (Config, error) {
 		}
 		if c.Batch < 0 {
 			bad("batch must be positive, not %d", c.Batch)
+		}
+		if c.Tick < 0 || c.Tick > time.Second {
+			bad("tick must be between 0 and 1s, not %v", c.Tick)
 		}
 	}
 	if needTarget {

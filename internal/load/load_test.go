@@ -39,6 +39,8 @@ func TestNormalizeNamesTheBadField(t *testing.T) {
 		{"no duration", func(c *Config) { c.Duration = 0 }, "duration must be positive"},
 		{"no api key", func(c *Config) { c.APIKey = "" }, "api key"},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, "rate"},
+		{"negative tick", func(c *Config) { c.Tick = -time.Millisecond }, "tick"},
+		{"tick over a second", func(c *Config) { c.Tick = 2 * time.Second }, "tick"},
 		{"one endpoint", func(c *Config) { c.Endpoints = c.Endpoints[:1] }, "at least 2 endpoints"},
 		{"no target", func(c *Config) { c.Target = "" }, "target is required"},
 		{"drain without admin key", func(c *Config) { c.Drain, c.AdminKey = true, "" }, "admin key"},
@@ -54,7 +56,7 @@ func TestNormalizeNamesTheBadField(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got.Endpoints[0] != "http://127.0.0.1:1" || got.UserPrefix == "" || got.Logger == nil {
+				if got.Endpoints[0] != "http://127.0.0.1:1" || got.UserPrefix == "" || got.Logger == nil || got.Tick != time.Millisecond {
 					t.Fatalf("defaults not filled: %+v", got)
 				}
 				return

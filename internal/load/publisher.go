@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// schedTick is how often the open-loop scheduler releases the messages
-// that have come due; it bounds the batching delay it adds.
-const schedTick = time.Millisecond
-
 // pubMsg is one message to publish.
 type pubMsg struct {
 	k        uint64
@@ -122,7 +118,7 @@ func intendedAt(start time.Time, k uint64, r float64) time.Time {
 }
 
 func (p *publisher) openLoop(ctx context.Context, start, until time.Time) {
-	t := time.NewTicker(schedTick)
+	t := time.NewTicker(p.cfg.Tick)
 	defer t.Stop()
 	var k uint64
 	pending := map[int][]pubMsg{}

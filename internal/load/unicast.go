@@ -17,6 +17,7 @@ type UnicastReport struct {
 	Users         int     `json:"users"`
 	Rate          float64 `json:"rate"`
 	Batch         int     `json:"batch"`
+	TickMs        float64 `json:"tick_ms"`
 	PublishMS     float64 `json:"publish_ms"`
 	AckedPerS     float64 `json:"acked_per_s"`
 	DeliveredPerS float64 `json:"delivered_per_s"`
@@ -68,7 +69,7 @@ func Unicast(ctx context.Context, cfg Config) (UnicastReport, error) {
 			}
 		}
 	}
-	rep := UnicastReport{Scenario: "unicast", Users: r.cfg.Users, Rate: r.cfg.Rate, Batch: r.cfg.Batch}
+	rep := UnicastReport{Scenario: "unicast", Users: r.cfg.Users, Rate: r.cfg.Rate, Batch: r.cfg.Batch, TickMs: ms(r.cfg.Tick)}
 	if r.cfg.AdminKey != "" {
 		for i := 0; i < min(ownerChecks, len(f.users)); i++ {
 			o, err := cl.owner(ctx, cl.nodes[0].Admin, f.users[i].name)
