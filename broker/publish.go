@@ -227,6 +227,9 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 	}
 	all := make([]*appended, 0, len(groups))
 	byBackup := map[string][]*appended{}
+	// The only server of the cluster acknowledges with its own copy, as
+	// flushLocked would, without a flush (and a goroutine) per user.
+	solo := b.cluster.Solo() && len(b.cluster.Peers()) == 0
 	for h, idx := range groups {
 		a := &appended{h: h, idx: idx}
 		h.mu.Lock()
@@ -235,6 +238,9 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 			if req, backup, ok := h.takeBatchLocked(); ok {
 				a.req, a.backup = req, backup
 				byBackup[backup] = append(byBackup[backup], a)
+			} else if solo && h.backup == "" && !h.flushing {
+				h.fullCopy = false
+				h.ackLocked(h.stream.Last())
 			}
 		}
 		h.mu.Unlock()
