@@ -70,3 +70,16 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte(`{"type":"message","seq":0,"id":"","ts":-0,"data":"\u00e9"}`))
 	f.Fuzz(func(t *testing.T, b []byte) { checkDecodeMessage(t, b) })
 }
+
+// BenchmarkDecodeMessage decodes a message frame as the SDK receives it.
+func BenchmarkDecodeMessage(b *testing.B) {
+	in := transport.AppendMessageFrame(nil, 123456789, "pub-7f3a9c1e", 1700000000123,
+		json.RawMessage(`{"order":"o-123456","side":"buy","px":"101.25","qty":"3","status":"filled"}`))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		if _, _, _, _, ok := decodeMessage(in); !ok {
+			b.Fatal("not decoded")
+		}
+	}
+}

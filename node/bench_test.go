@@ -1,11 +1,18 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-	"github.com/switchboard/switchboard/internal/benchload"
+	"io"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/switchboard/switchboard/internal/benchload"
 
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/node"
@@ -76,4 +83,60 @@ func claim(ctx context.Context, reg node.RegistryClient, user string) error {
 // runClaims runs op b.N times over benchProposers goroutines (benchload.Run).
 func runClaims(b *testing.B, op func(ctx context.Context, i int64) error) {
 	benchload.Run(b, benchProposers, op)
+}
+
+// BenchmarkPublishForwarded3Nodes measures the forwarding publish path on
+// an in-process 3-node cluster over real sockets: batches of
+// benchBatch messages posted to n1 for users connected to (owned by) n2
+// and n3, so every message is forwarded to its owner, replicated to its
+// backup, acknowledged back through n1 and delivered. One cmd is one batch.
+func BenchmarkPublishForwarded3Nodes(b *testing.B) {
+	const (
+		users      = 60
+		benchBatch = 20
+		publishers = 16
+	)
+	c := clustertest.Start(b, 3)
+	run := benchRun.Add(1)
+	names := make([]string, users)
+	for i := range names {
+		names[i] = fmt.Sprintf("fw-%d-%d", run, i)
+		ws := dialWS(b, c.ConnectURL([]string{"n2", "n3"}[i%2]), nil)
+		writeText(b, ws, helloFrame(c.Token(names[i])))
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, w, err := ws.ReadMessage(); err != nil || !strings.Contains(string(w), `"welcome"`) {
+			b.Fatalf("welcome for %s: %v %s", names[i], err, w)
+		}
+		_ = ws.SetReadDeadline(time.Time{})
+		go func() { // drain deliveries until the cleanup closes the socket
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	url := c.URL("n1") + "/v1/publish/batch"
+	benchload.Run(b, publishers, func(ctx context.Context, i int64) error {
+		msgs := make([]map[string]any, benchBatch)
+		for k := range msgs {
+			msgs[k] = map[string]any{"user": names[(int(i)*benchBatch+k)%users], "data": k}
+		}
+		body, _ := json.Marshal(map[string]any{"messages": msgs})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+clustertest.APIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || bytes.Contains(out, []byte(`"error"`)) {
+			return fmt.Errorf("batch %d: %d %s", i, resp.StatusCode, out)
+		}
+		return nil
+	})
 }

@@ -225,3 +225,16 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeClientFrame decodes a resuming hello, the frame every
+// reconnect in a storm sends.
+func BenchmarkDecodeClientFrame(b *testing.B) {
+	in := []byte(`{"type":"hello","token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEyMzQ1IiwiZXhwIjoxNzAwMDAwMDAwfQ.c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJl","resume":{"session":"0f1e2d3c4b5a69788796a5b4","seq":123456}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		if _, err := DecodeClientFrame(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
