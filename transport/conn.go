@@ -545,6 +545,10 @@ func (c *gwConn) writeLoop() {
 		batch    []gwItem
 		linger   *time.Timer
 		lingered bool // lingered once with nothing to do: return next time
+		// carried: the last write held messages. Only then is more likely
+		// soon; a writer that wrote a heartbeat, ping or pong returns at
+		// once, so idle connections hold no goroutine between beats.
+		carried bool
 	)
 	defer func() {
 		if linger != nil {
@@ -618,7 +622,7 @@ func (c *gwConn) writeLoop() {
 		}
 		peerClosed := c.peerClosed
 		if len(buf) == 0 {
-			if lingered {
+			if lingered || !carried {
 				c.writing, c.wake = false, nil
 				c.q = nil // an idle connection keeps no queue array
 				c.mu.Unlock()
@@ -674,6 +678,7 @@ func (c *gwConn) writeLoop() {
 		if data {
 			c.lastData = gwNow()
 		}
+		carried = len(batch) > 0
 		c.mu.Unlock()
 
 		if sendClose {
@@ -690,9 +695,10 @@ func (c *gwConn) writeLoop() {
 	}
 }
 
-// gwWriterLinger is how long a writer with nothing to write waits for more
-// before it returns. Short, so that idle connections hold no goroutine:
-// with a heartbeat every 5 s a writer lives 5 % of the time.
+// gwWriterLinger is how long a writer that wrote messages and has nothing
+// more to write waits for more before it returns. Short, so that quiet
+// connections hold no goroutine; writers of heartbeats and pings do not
+// linger at all.
 const gwWriterLinger = 250 * time.Millisecond
 
 // awaitPeerClose waits briefly for the client's close frame after ours:

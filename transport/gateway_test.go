@@ -535,6 +535,36 @@ func TestGatewayHeartbeatWhenIdle(t *testing.T) {
 	}
 }
 
+// A writer that wrote only a heartbeat returns at once instead of
+// lingering as after messages: between beats an idle connection holds no
+// goroutine, with any number of connections.
+func TestGatewayHeartbeatWriterDoesNotLinger(t *testing.T) {
+	gwNoLeaks(t)
+	h := startGW(t, GatewayConfig{Heartbeat: time.Second, PingInterval: 10 * time.Minute}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	c := h.g.snapshot()[0]
+	writing := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.writing
+	}
+	gwMustRead(t, ws, TypeHeartbeat) // a second of silence after the welcome's writer is gone
+	start := time.Now()
+	for writing() {
+		if time.Since(start) >= gwWriterLinger {
+			t.Fatalf("the heartbeat's writer still runs %v after the heartbeat: it lingers", gwWriterLinger)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	// After messages it lingers, ready for more.
+	h.hub.sink(t).Send(1, AppendMessageFrame(nil, 1, "m1", 1, json.RawMessage(`1`)))
+	gwMustRead(t, ws, TypeMessage)
+	if !writing() {
+		t.Error("the writer of a message returned at once; it should linger for more")
+	}
+}
+
 func TestGatewayNoHeartbeatBeforeWelcome(t *testing.T) {
 	gwNoLeaks(t)
 	h := startGW(t, GatewayConfig{Heartbeat: 10 * time.Millisecond, HelloTimeout: 200 * time.Millisecond}, nil)
