@@ -160,9 +160,13 @@ func TestRestartedNodeRejoinsAndBootstrapIsIgnored(t *testing.T) {
 	if n.r.IsLeader() {
 		t.Fatal("restarted node leads a cluster of its own")
 	}
-	if vs, _ := voters(n.r.Status()); len(vs) != 3 {
-		t.Fatalf("restarted node sees voters %v, want the 3-node configuration", vs)
-	}
+	// The leader is known from its first AppendEntries; the configuration
+	// only once the log has caught up (the node may have been stopped
+	// before the configuration entries reached it).
+	waitFor(t, 10*time.Second, "restarted node to see the 3-node configuration", func() bool {
+		vs, _ := voters(n.r.Status())
+		return len(vs) == 3
+	})
 	proposeRetry(t, n.r, "set from restarted node")
 	c.converged(lead)
 	waitFor(t, 5*time.Second, "restarted node ready", n.r.Ready)
