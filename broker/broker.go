@@ -187,8 +187,8 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 		applied:   make(chan session.Entry, 4096),
 		ctx:       ctx, cancel: cancel,
 	}
-	b.forwards = newCombiner(b.sendPublish, publishItemSize)
-	b.replicates = newCombiner(b.sendReplicate, replicateRequestSize)
+	b.forwards = newCombiner(b.sendPublish, publishItemSize, func(err error) forwarded { return forwarded{err: err} })
+	b.replicates = newCombiner(b.sendReplicate, replicateRequestSize, func(err error) replicated { return replicated{err: err} })
 	b.wg.Add(3)
 	go b.watchRegistry()
 	// Expiry trims streams and retires idle users; tips tell attached

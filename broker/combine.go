@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -24,7 +25,8 @@ type combiner[T, R any] struct {
 	// send makes one peer call to node for items and returns one result
 	// per item, in order.
 	send func(ctx context.Context, node string, items []T) []R
-	size func(T) int // bytes an item adds to the call
+	size func(T) int   // bytes an item adds to the call
+	fail func(error) R // the result of an item whose call panicked
 
 	mu    sync.Mutex
 	nodes map[string]*combineQueue[T, R]
@@ -41,8 +43,8 @@ type combineCall[T, R any] struct {
 	wake  chan bool // true: send the next combined call; false: res is filled
 }
 
-func newCombiner[T, R any](send func(context.Context, string, []T) []R, size func(T) int) *combiner[T, R] {
-	return &combiner[T, R]{send: send, size: size, nodes: map[string]*combineQueue[T, R]{}}
+func newCombiner[T, R any](send func(context.Context, string, []T) []R, size func(T) int, fail func(error) R) *combiner[T, R] {
+	return &combiner[T, R]{send: send, size: size, fail: fail, nodes: map[string]*combineQueue[T, R]{}}
 }
 
 // do sends items to node, in one call with whatever else is queued for
@@ -108,14 +110,14 @@ func (c *combiner[T, R]) takeLocked(q *combineQueue[T, R]) []*combineCall[T, R] 
 // caller running it (batch[0]) reads its own from res.
 func (c *combiner[T, R]) run(ctx context.Context, node string, batch []*combineCall[T, R]) {
 	if len(batch) == 1 {
-		batch[0].res = c.send(ctx, node, batch[0].items)
+		batch[0].res = c.sendSafely(ctx, node, batch[0].items)
 		return
 	}
 	var items []T
 	for _, call := range batch {
 		items = append(items, call.items...)
 	}
-	res := c.send(ctx, node, items)
+	res := c.sendSafely(ctx, node, items)
 	off := 0
 	for i, call := range batch {
 		call.res = res[off : off+len(call.items) : off+len(call.items)]
@@ -124,4 +126,20 @@ func (c *combiner[T, R]) run(ctx context.Context, node string, batch []*combineC
 			call.wake <- false
 		}
 	}
+}
+
+// sendSafely is send, with a panic turned into every item's error: the
+// callers queued behind this call must be answered, and the node's calls
+// must not stay blocked behind a call that never ended.
+func (c *combiner[T, R]) sendSafely(ctx context.Context, node string, items []T) (res []R) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("%w: peer call to %s panicked: %v", ErrUnavailable, node, r)
+			res = make([]R, len(items))
+			for i := range res {
+				res[i] = c.fail(err)
+			}
+		}
+	}()
+	return c.send(ctx, node, items)
 }

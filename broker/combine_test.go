@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -32,7 +34,7 @@ func (r *recordingSend) send(_ context.Context, node string, items []string) []s
 
 func TestCombinerIdleCallGoesAlone(t *testing.T) {
 	r := &recordingSend{}
-	c := newCombiner(r.send, func(s string) int { return len(s) })
+	c := newCombiner(r.send, func(s string) int { return len(s) }, func(err error) string { return err.Error() })
 	got := c.do(context.Background(), "n1", []string{"a", "b"})
 	if !slices.Equal(got, []string{"n1/a", "n1/b"}) {
 		t.Fatalf("results %v", got)
@@ -46,7 +48,7 @@ func TestCombinerIdleCallGoesAlone(t *testing.T) {
 // each caller gets exactly its own results, in order.
 func TestCombinerMergesCallsQueuedBehindOneInFlight(t *testing.T) {
 	r := &recordingSend{}
-	c := newCombiner(r.send, func(s string) int { return len(s) })
+	c := newCombiner(r.send, func(s string) int { return len(s) }, func(err error) string { return err.Error() })
 	r.gate.Lock() // the first call blocks in send
 	first := make(chan []string)
 	go func() { first <- c.do(context.Background(), "n1", []string{"first"}) }()
@@ -93,7 +95,7 @@ func TestCombinerMergesCallsQueuedBehindOneInFlight(t *testing.T) {
 func TestCombinerBoundsCombinedCallSize(t *testing.T) {
 	r := &recordingSend{}
 	half := combineMaxBytes/2 + 1
-	c := newCombiner(r.send, func(string) int { return half })
+	c := newCombiner(r.send, func(string) int { return half }, func(err error) string { return err.Error() })
 	r.gate.Lock()
 	go c.do(context.Background(), "n1", []string{"first"})
 	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.nodes["n1"] != nil })
@@ -124,5 +126,39 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A call that panics answers every caller with an error, and the next
+// call to the node goes out as usual.
+func TestCombinerPanickingCallAnswersEveryone(t *testing.T) {
+	var calls atomic.Int32
+	block := make(chan struct{})
+	send := func(_ context.Context, _ string, items []string) []string {
+		if calls.Add(1) == 2 {
+			panic("boom")
+		}
+		<-block
+		return slices.Clone(items)
+	}
+	c := newCombiner(send, func(s string) int { return len(s) }, func(err error) string { return "failed: " + err.Error() })
+	go c.do(context.Background(), "n1", []string{"first"}) // call 1, blocked
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.nodes["n1"] != nil })
+	var wg sync.WaitGroup
+	got := make([][]string, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = c.do(context.Background(), "n1", []string{"a", "b"}) }()
+	}
+	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.nodes["n1"].queue) == 2 })
+	close(block) // call 2, both queued callers together, panics
+	wg.Wait()
+	for i, res := range got {
+		if len(res) != 2 || !strings.HasPrefix(res[0], "failed: ") || !strings.Contains(res[1], "boom") {
+			t.Fatalf("caller %d got %q", i, res)
+		}
+	}
+	if res := c.do(context.Background(), "n1", []string{"after"}); !slices.Equal(res, []string{"after"}) {
+		t.Fatalf("the call after the panic got %q", res)
 	}
 }
