@@ -227,9 +227,7 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 	}
 	all := make([]*appended, 0, len(groups))
 	byBackup := map[string][]*appended{}
-	// The only server of the cluster acknowledges with its own copy, as
-	// flushLocked would, without a flush (and a goroutine) per user.
-	solo := b.cluster.Solo() && len(b.cluster.Peers()) == 0
+	var noBackup []*appended
 	for h, idx := range groups {
 		a := &appended{h: h, idx: idx}
 		h.mu.Lock()
@@ -238,13 +236,26 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 			if req, backup, ok := h.takeBatchLocked(); ok {
 				a.req, a.backup = req, backup
 				byBackup[backup] = append(byBackup[backup], a)
-			} else if solo && h.backup == "" && !h.flushing {
-				h.fullCopy = false
-				h.ackLocked(h.stream.Last())
+			} else if h.backup == "" {
+				noBackup = append(noBackup, a)
 			}
 		}
 		h.mu.Unlock()
 		all = append(all, a)
+	}
+	// The only server of the cluster acknowledges with its own copy, as
+	// flushLocked would, without a flush (and a goroutine) per user. Asked
+	// only when some stream has no backup: never, in a formed cluster.
+	if len(noBackup) > 0 && len(b.cluster.Peers()) == 0 && b.cluster.Solo() {
+		for _, a := range noBackup {
+			h := a.h
+			h.mu.Lock()
+			if h.backup == "" && !h.flushing && !h.sealed && h.acked < a.top {
+				h.fullCopy = false
+				h.ackLocked(h.stream.Last())
+			}
+			h.mu.Unlock()
+		}
 	}
 
 	var wg sync.WaitGroup
