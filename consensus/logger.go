@@ -2,9 +2,13 @@ package consensus
 
 import (
 	"context"
+	"encoding"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -16,12 +20,24 @@ type hclogAdapter struct {
 	l       *slog.Logger
 	name    string
 	implied []any
+	taken   []string // keys every record already has
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
 
-func newHCLog(l *slog.Logger) hclog.Logger {
-	return &hclogAdapter{l: l}
+// subsystemKey holds the hclog logger's name.
+const subsystemKey = "subsystem"
+
+// renamedPrefix goes before a key of Raft's that the record already has:
+// Raft logs its own "node" and a "time", which must not repeat ours or the
+// handler's, since a JSON object with a key twice is invalid.
+const renamedPrefix = "raft_"
+
+// newHCLog adapts l for hashicorp/raft. carried names the attributes l
+// already has (slog cannot list them), so that Raft's keys do not repeat them.
+func newHCLog(l *slog.Logger, carried ...string) hclog.Logger {
+	taken := []string{slog.TimeKey, slog.LevelKey, slog.MessageKey, slog.SourceKey, subsystemKey}
+	return &hclogAdapter{l: l, taken: append(taken, carried...)}
 }
 
 // slogLevel maps hclog levels; Trace sits below slog's Debug.
@@ -49,30 +65,63 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off || !h.enabled(level) {
 		return
 	}
-	attrs := make([]any, 0, len(args)+2)
+	var attrs []any
 	if h.name != "" {
-		attrs = append(attrs, slog.String("subsystem", h.name))
+		attrs = append(attrs, slog.String(subsystemKey, h.name))
 	}
-	attrs = append(attrs, kvAttrs(args)...)
+	kv, _ := kvAttrs(args, h.taken)
+	attrs = append(attrs, kv...)
 	h.l.Log(context.Background(), slogLevel(level), msg, attrs...)
 }
 
 // kvAttrs turns hclog's loosely typed pairs into slog attributes; a
-// non-string key or a dangling value must not lose the value.
-func kvAttrs(args []any) []any {
+// non-string key or a dangling value must not lose the value. A key already
+// taken, by the logger or an earlier pair, gets renamedPrefix. It returns
+// the attributes and taken with their keys added.
+func kvAttrs(args []any, taken []string) ([]any, []string) {
 	out := make([]any, 0, len(args)/2+1)
+	taken = slices.Clip(taken) // so appends copy: loggers made by With share it
+	add := func(key string, v any) {
+		for slices.Contains(taken, key) {
+			key = renamedPrefix + key
+		}
+		taken = append(taken, key)
+		out = append(out, slog.Any(key, hclogValue(v)))
+	}
 	for i := 0; i < len(args); i += 2 {
 		key, ok := args[i].(string)
 		if !ok {
 			key = "arg"
 		}
 		if i+1 >= len(args) {
-			out = append(out, slog.Any("extra", args[i]))
+			add("extra", args[i])
 			break
 		}
-		out = append(out, slog.Any(key, args[i+1]))
+		add(key, args[i+1])
 	}
-	return out
+	return out, taken
+}
+
+// hclogValue renders what hclog renders itself: a Format is printf'd, and a
+// Stringer that slog would otherwise marshal field by field (Raft logs its
+// *raft.Raft, which has no exported fields: "{}" in JSON) becomes its String().
+func hclogValue(v any) any {
+	switch v := v.(type) {
+	case hclog.Format:
+		if len(v) > 0 {
+			if format, ok := v[0].(string); ok {
+				return fmt.Sprintf(format, v[1:]...)
+			}
+		}
+		return fmt.Sprint(v...)
+	case error, slog.LogValuer, json.Marshaler, encoding.TextMarshaler:
+		return v
+	case fmt.Stringer:
+		if slog.AnyValue(v).Kind() == slog.KindAny {
+			return fmt.Sprint(v) // fmt survives a nil receiver
+		}
+	}
+	return v
 }
 
 func (h *hclogAdapter) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }
@@ -93,7 +142,8 @@ func (h *hclogAdapter) ImpliedArgs() []any { return h.implied }
 // With returns a logger that adds the pairs to every record.
 func (h *hclogAdapter) With(args ...any) hclog.Logger {
 	implied := append(append([]any(nil), h.implied...), args...)
-	return &hclogAdapter{l: h.l.With(kvAttrs(args)...), name: h.name, implied: implied}
+	attrs, taken := kvAttrs(args, h.taken)
+	return &hclogAdapter{l: h.l.With(attrs...), name: h.name, implied: implied, taken: taken}
 }
 
 // Name returns the subsystem name.
@@ -109,7 +159,7 @@ func (h *hclogAdapter) Named(name string) hclog.Logger {
 
 // ResetNamed replaces the subsystem name.
 func (h *hclogAdapter) ResetNamed(name string) hclog.Logger {
-	return &hclogAdapter{l: h.l, name: name, implied: h.implied}
+	return &hclogAdapter{l: h.l, name: name, implied: h.implied, taken: h.taken}
 }
 
 // SetLevel is a no-op: the slog handler owns the level.

@@ -105,7 +105,7 @@ func New(cfg Config, sm StateMachine) (*Raft, error) {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("component", "consensus", "node", cfg.NodeID)
-	hl := newHCLog(log)
+	hl := newHCLog(log, "component", "node")
 
 	m, err := newMetrics()
 	if err != nil {
