@@ -368,26 +368,49 @@ func unclaim(props []*proposal) {
 	}
 }
 
+// waiting returns the proposals whose callers still wait, without taking
+// them; claim settles any cancelled in between.
+func waiting(props []*proposal) []*proposal {
+	live := props[:0:0]
+	for _, p := range props {
+		if p.state.Load() == stateQueued {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
 // dispatch carries one batch to its outcome, retrying while failures leave
 // it uncommitted.
+//
+// It claims the proposals only once it has a leader to hand them to. A
+// caller whose context ends finds its proposal claimed and must report the
+// outcome unknown, so while no leader is known the callers keep them: one
+// giving up then gets ErrNoLeader, which it may safely retry.
 func (pr *proposer) dispatch(b *batch) {
 	start := b.props[0].enqueued
 	pending := b.props
 	for {
-		pending = claim(pending)
+		pending = waiting(pending)
 		if len(pending) == 0 {
 			return
 		}
 		if pr.stopped() {
-			for _, p := range pending {
-				p.resolve(nil, errClosedNotSubmitted)
-			}
+			pr.failUnclaimed(pending, errClosedNotSubmitted)
 			return
 		}
 		addr, self := pr.be.leader()
 		if !self {
 			pending = rejectForwarded(pending)
 		}
+		switch {
+		case len(pending) == 0:
+			return
+		case !self && addr == "":
+			pr.backoff()
+			continue
+		}
+		pending = claim(pending)
 		n, size := 0, 0
 		for _, p := range pending {
 			n += len(p.cmds)
@@ -400,10 +423,8 @@ func (pr *proposer) dispatch(b *batch) {
 			return
 		case self:
 			results, err = pr.applyLocal(pending, n, size)
-		case addr != "":
-			results, err = pr.forward(addr, pending, n, size)
 		default:
-			err = fmt.Errorf("%w: %w", errRetry, ErrNoLeader)
+			results, err = pr.forward(addr, pending, n, size)
 		}
 		if errors.Is(err, errRetry) {
 			unclaim(pending)
@@ -431,11 +452,12 @@ func (pr *proposer) dispatch(b *batch) {
 func rejectForwarded(props []*proposal) []*proposal {
 	local := props[:0:0]
 	for _, p := range props {
-		if p.forwarded {
+		switch {
+		case !p.forwarded:
+			local = append(local, p)
+		case p.state.CompareAndSwap(stateQueued, stateClaimed):
 			p.resolve(nil, fmt.Errorf("%w: %w", ErrNotLeader, errNotSubmitted))
-			continue
 		}
-		local = append(local, p)
 	}
 	return local
 }

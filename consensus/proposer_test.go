@@ -23,6 +23,7 @@ type fakeBackend struct {
 	entered chan struct{}
 	fwd     func(payload []byte) ([]byte, error)
 	changed chan struct{}
+	asked   func() // called, outside mu, each time the proposer asks who leads
 }
 
 func newFakeBackend(self bool) *fakeBackend {
@@ -30,14 +31,18 @@ func newFakeBackend(self bool) *fakeBackend {
 }
 
 func (f *fakeBackend) leader() (string, bool) {
+	if f.asked != nil {
+		f.asked()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.addr, f.self
 }
 
 func (f *fakeBackend) noLeader() bool {
-	addr, _ := f.leader()
-	return addr == ""
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addr == ""
 }
 
 func (f *fakeBackend) leaderChanged() <-chan struct{} {
@@ -247,6 +252,30 @@ func TestProposerErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A caller that gives up while a worker is looking for a leader that is
+// not there must learn that its command never reached Raft, not that its
+// outcome is unknown (flaked in TestProposeWithoutLeaderFailsWithErrNoLeader).
+func TestProposerCancelledWhileNoLeaderIsKnownFailsWithErrNoLeader(t *testing.T) {
+	be := newFakeBackend(false)
+	be.addr = ""
+	inside, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	var first sync.Once
+	be.asked = func() { first.Do(func() { close(inside); <-release }) }
+	pr := startProposer(t, be, 4096, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := propose(pr, ctx, "x")
+		errc <- err
+	}()
+	<-inside // the worker holds the batch and is asking who leads
+	cancel()
+	if err := <-errc; !errors.Is(err, ErrNoLeader) || !errors.Is(err, errNotSubmitted) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want ErrNoLeader (not submitted) wrapping the cancellation", err)
 	}
 }
 
