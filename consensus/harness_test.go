@@ -102,7 +102,6 @@ func testConfig() Config {
 
 // cluster is an in-process Raft cluster over real TCP on 127.0.0.1.
 type cluster struct {
-	t    *testing.T
 	tb   testing.TB
 	base string
 	mu   sync.Mutex
