@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
-
-	"github.com/switchboard/switchboard/membership"
 )
 
 // seedsFile remembers the gossip addresses of the last known live peers,
@@ -28,28 +25,18 @@ func (n *Node) loadSeeds() []string {
 	return seeds
 }
 
-// saveSeeds records the live peers' gossip addresses when they changed.
-func (n *Node) saveSeeds(members []membership.Member, last []string) []string {
-	var seeds []string
-	for _, m := range members {
-		if m.ID != n.cfg.NodeID && usable(m.State) && m.GossipAddr != "" {
-			seeds = append(seeds, m.GossipAddr)
-		}
+// saveSeeds writes the live peers' gossip addresses, replacing the file
+// whole so a crash mid-write leaves the previous list. Which addresses, and
+// when, is the policy's decision (policy.go).
+func (n *Node) saveSeeds(seeds []string) error {
+	b, err := json.Marshal(seeds)
+	if err != nil {
+		return err
 	}
-	slices.Sort(seeds)
-	if len(seeds) == 0 || slices.Equal(seeds, last) {
-		return last
-	}
-	b, _ := json.Marshal(seeds)
 	path := filepath.Join(n.cfg.DataDir, seedsFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		n.log.Warn("saving seeds", "err", err)
-		return last
+		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		n.log.Warn("saving seeds", "err", err)
-		return last
-	}
-	return seeds
+	return os.Rename(tmp, path)
 }
