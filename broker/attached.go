@@ -2,59 +2,59 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/gateway"
 )
 
 // maxPending bounds the deliveries buffered for a connection whose attach
 // reply has not arrived yet.
 const maxPending = 4096
 
-// attached serves local connections of a user whose stream another node
-// (the owner) holds: the owner sends each new message once to this node,
-// which fans it out. Every connection keeps its own last seq, so replayed
-// and live messages meet without loss or duplicates, whichever arrives first.
+// attached serves local connections of a stream another node (the owner)
+// holds: the owner sends each new message once to this node, which fans
+// it out. Every connection keeps its own last seq, so replayed and live
+// messages meet without loss or duplicates, whichever arrives first.
 type attached struct {
 	b     *Broker
-	user  string
+	key   session.Key
 	owner string
 
 	mu    sync.Mutex
 	sinks map[uint64]*remoteSink
 	dead  bool // removed from Broker.remote: join a new one
-	// heard is when the owner last sent a delivery or a tip for this user
-	// (or when the attachment began): silence means the owner cannot reach
-	// this node, and deliveries may be getting lost.
+	// session is the owner's session id, from the first attach reply: a
+	// claim that starts another one means continuity was lost.
+	session string
+	// heard is when the owner last sent a delivery or a tip for this
+	// stream (or when the attachment began): silence means the owner
+	// cannot reach this node, and deliveries may be getting lost.
 	heard time.Time
 }
 
 type remoteSink struct {
-	sink    transport.Sink
+	sink    gateway.Sink
 	last    uint64
 	ready   bool              // welcome and replay are queued
 	pending []session.Message // deliveries that overtook the attach reply
 }
 
-// attachRemote attaches sink to user's stream at owner.
-func (b *Broker) attachRemote(ctx context.Context, owner string, sink transport.Sink, resume *transport.Resume) error {
-	user := sink.User()
+// attachRemote attaches sink to its stream at owner. With release, an
+// owner whose stream is idle answers peerapi.ErrIdle instead: it lets this
+// node take the stream over.
+func (b *Broker) attachRemote(ctx context.Context, owner string, release bool, sink gateway.Sink, resume *protocol.Resume) error {
+	key := session.UserKey(sink.User())
 	rs := &remoteSink{sink: sink}
-	a := b.attachment(user, owner, rs)
-	req := attachRequest{User: user, Node: b.cfg.NodeID}
-	if resume != nil {
-		req.Session, req.After = resume.Session, resume.Seq
-	}
+	a := b.attachment(key, owner, rs)
+	req := peerapi.AttachRequest{Key: key, Node: b.cfg.NodeID, Release: release}
+	req.Session, req.After, _ = resumeArgs(resume)
 	cctx, cancel := b.callCtx(ctx)
-	p, err := b.call(cctx, owner, methodAttach, encodeAttach(req))
+	rep, err := peerapi.Attach.Call(cctx, b.peers, owner, req)
 	cancel()
-	var rep attachReply
-	if err == nil {
-		rep, err = decodeAttachReply(p)
-	}
 	if err != nil {
 		a.remove(sink.ID())
 		return err
@@ -63,21 +63,21 @@ func (b *Broker) attachRemote(ctx context.Context, owner string, sink transport.
 	return nil
 }
 
-// attachment returns user's attachment to owner with rs registered in it.
+// attachment returns key's attachment to owner with rs registered in it.
 // Lock order is attached.mu before Broker.mu, so the attachment is found
 // under Broker.mu and joined under its own lock, retrying if its last
 // connection left in between.
-func (b *Broker) attachment(user, owner string, rs *remoteSink) *attached {
+func (b *Broker) attachment(key session.Key, owner string, rs *remoteSink) *attached {
 	for {
 		b.mu.Lock()
-		a := b.remote[user]
+		a := b.remote[key]
 		if a == nil {
-			a = &attached{b: b, user: user, owner: owner, sinks: make(map[uint64]*remoteSink), heard: b.cfg.Now()}
-			b.remote[user] = a
+			a = &attached{b: b, key: key, owner: owner, sinks: make(map[uint64]*remoteSink), heard: b.cfg.Now()}
+			b.remote[key] = a
 		}
 		b.mu.Unlock()
 		if a.owner != owner {
-			a.evict("session moved")
+			a.evict(protocol.Errorf(protocol.ErrMoved, "session moved: reconnect to resume"))
 			continue
 		}
 		a.mu.Lock()
@@ -92,11 +92,14 @@ func (b *Broker) attachment(user, owner string, rs *remoteSink) *attached {
 
 // ready sends the welcome and replay, then whatever live messages arrived
 // meanwhile, and switches the connection to live delivery.
-func (a *attached) ready(rs *remoteSink, rep attachReply, asked bool) {
+func (a *attached) ready(rs *remoteSink, rep peerapi.AttachReply, asked bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.sinks[rs.sink.ID()]; !ok {
 		return // closed meanwhile
+	}
+	if a.session == "" {
+		a.session = rep.Session
 	}
 	resumed := asked && rep.Resumed
 	w := a.b.welcome(rep.Session, rep.Last, resumed, a.b.endpoints())
@@ -110,6 +113,20 @@ func (a *attached) ready(rs *remoteSink, rep attachReply, asked bool) {
 	rs.pending, rs.ready = nil, true
 }
 
+// serveDelivery fans a delivery from an owner out to the connections
+// attached here.
+func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
+	b.mu.Lock()
+	a := b.remote[d.Key]
+	b.mu.Unlock()
+	if a == nil || a.owner != from {
+		// Nobody here listens any more: tell the owner to stop.
+		b.outbox(from).detach(d.Key)
+		return
+	}
+	a.deliver(d.Msgs)
+}
+
 // deliver fans messages from the owner out to local connections.
 func (a *attached) deliver(msgs []session.Message) {
 	a.mu.Lock()
@@ -118,7 +135,7 @@ func (a *attached) deliver(msgs []session.Message) {
 	for _, rs := range a.sinks {
 		if !rs.ready {
 			if len(rs.pending)+len(msgs) > maxPending {
-				a.closeLocked(rs, transport.CloseSlowConsumer, transport.CodeSlowConsumer, "too many messages while attaching")
+				a.closeLocked(rs, protocol.Errorf(protocol.ErrSlowConsumer, "too many messages while attaching"))
 				continue
 			}
 			rs.pending = append(rs.pending, msgs...)
@@ -136,12 +153,11 @@ func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
 			continue
 		}
 		if m.Seq != rs.last+1 {
-			a.closeLocked(rs, transport.CloseDraining, transport.CodeDraining,
-				fmt.Sprintf("missed messages %d..%d between nodes: reconnect to resume", rs.last+1, m.Seq-1))
+			a.closeLocked(rs, protocol.Errorf(protocol.ErrMoved, "missed messages %d..%d between nodes: reconnect to resume", rs.last+1, m.Seq-1))
 			return
 		}
 		if m.Frame == nil {
-			m.Frame = transport.AppendMessageFrame(nil, m.Seq, m.ID, m.TS, m.Data)
+			m.Frame = protocol.AppendMessage(nil, m.Seq, m.ID, m.TS, m.Data)
 		}
 		if !rs.sink.Send(m.Seq, m.Frame) {
 			return
@@ -153,8 +169,8 @@ func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
 	}
 }
 
-func (a *attached) closeLocked(rs *remoteSink, code int, slug, msg string) {
-	rs.sink.Close(code, slug, msg, a.b.endpoints())
+func (a *attached) closeLocked(rs *remoteSink, why error) {
+	rs.sink.Close(why, a.b.endpoints())
 	delete(a.sinks, rs.sink.ID())
 	a.afterRemoveLocked()
 }
@@ -176,25 +192,21 @@ func (a *attached) afterRemoveLocked() {
 	}
 	a.dead = true
 	a.b.mu.Lock()
-	if a.b.remote[a.user] == a {
-		delete(a.b.remote, a.user)
+	if a.b.remote[a.key] == a {
+		delete(a.b.remote, a.key)
 	}
 	a.b.mu.Unlock()
-	b, owner, user := a.b, a.owner, a.user
-	b.goSafe(func() {
-		ctx, cancel := b.callCtx(b.ctx)
-		defer cancel()
-		_ = b.peers.Send(ctx, owner, methodDetach, encodeUserNode(userNode{User: user, Node: b.cfg.NodeID}))
-	})
+	a.b.outbox(a.owner).detach(a.key)
 }
 
-// evict closes every connection so the clients resume where the stream is
-// now, and detaches this node from the old owner.
-func (a *attached) evict(why string) {
+// evict closes every connection, with why, so the clients resume (or
+// resync) where the stream is now, and detaches this node from the owner.
+func (a *attached) evict(why error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	eps := a.b.endpoints()
 	for id, rs := range a.sinks {
-		rs.sink.Close(transport.CloseDraining, transport.CodeDraining, why+": reconnect to resume", a.b.endpoints())
+		rs.sink.Close(why, eps)
 		delete(a.sinks, id)
 	}
 	a.afterRemoveLocked()
@@ -206,89 +218,58 @@ func (a *attached) evict(why string) {
 // nothing wrong until the next message showed the hole, or forever if no
 // message follows. So every heartbeat interval the owner tells each node
 // with attached connections how far their streams are acknowledged
-// (methodTip); a connection behind that point, with nothing left in
-// flight to it, missed something and is sent to resume (4010). A node that
-// hears nothing from an owner it knows to send tips (its link is broken in
-// that direction) sends those connections to resume as well.
+// (peerapi.Tips), after the deliveries those cover in the same outbox; a
+// connection behind that point missed something and is sent to resume
+// (4010). A node that hears nothing from an owner it knows to send tips
+// (its link is broken in that direction) sends those connections to
+// resume as well.
 
 // tipSilence is how many heartbeat intervals without a delivery or a tip
 // from an owner that sends tips make an attached node give up on it.
 const tipSilence = 4
 
-// tipBatch bounds the users in one tip frame.
+// tipBatch bounds the streams in one tip frame.
 const tipBatch = 4096
 
-// sendTips sends every node with attached connections the acknowledged
-// seq of their streams, including nodes whose deliveries failed.
+// sendTips queues, for every node with attached connections, the
+// acknowledged seq of their streams, including nodes whose deliveries
+// failed.
 func (b *Broker) sendTips() {
-	helds := b.heldStreams()
-	byNode := map[string][]tip{}
-	for _, h := range helds {
+	byNode := map[string][]peerapi.Tip{}
+	for _, h := range b.heldStreams() {
 		h.mu.Lock()
-		if !h.sealed {
-			for node := range h.remotes {
-				byNode[node] = append(byNode[node], tip{User: h.user, Last: h.acked})
+		if !h.o.Sealed() {
+			for _, node := range h.o.Remotes() {
+				byNode[node] = append(byNode[node], peerapi.Tip{Key: h.key, Last: h.o.Acked()})
 			}
 		}
 		h.mu.Unlock()
 	}
 	for node, tips := range byNode {
-		b.mu.Lock()
-		busy := b.tipBusy[node] // a send to it still waits for its link: skip a round
-		b.tipBusy[node] = true
-		b.mu.Unlock()
-		if busy {
-			continue
+		o := b.outbox(node)
+		for len(tips) > 0 {
+			n := min(len(tips), tipBatch)
+			o.tips(tips[:n:n])
+			tips = tips[n:]
 		}
-		b.goSafe(func() {
-			defer func() {
-				b.mu.Lock()
-				delete(b.tipBusy, node)
-				b.mu.Unlock()
-			}()
-			for len(tips) > 0 {
-				n := min(len(tips), tipBatch)
-				ctx, cancel := b.callCtx(b.ctx)
-				err := b.peers.Send(ctx, node, methodTip, encodeTips(tips[:n]))
-				cancel()
-				if err != nil {
-					b.log.Debug("tip to attached node failed", "node", node, "err", err)
-					return
-				}
-				tips = tips[n:]
-			}
-		})
 	}
 }
 
 // serveTips checks the connections attached here against the owner's tips.
-func (b *Broker) serveTips(from string, tips []tip) {
+func (b *Broker) serveTips(from string, tips []peerapi.Tip) {
 	b.mu.Lock()
 	b.tipsFrom[from] = true
 	b.mu.Unlock()
-	var gone []string
 	for _, t := range tips {
 		b.mu.Lock()
-		a := b.remote[t.User]
+		a := b.remote[t.Key]
 		b.mu.Unlock()
 		if a == nil || a.owner != from {
-			gone = append(gone, t.User)
+			// Nobody here listens any more (a detach was lost): tell the owner.
+			b.outbox(from).detach(t.Key)
 			continue
 		}
 		a.tip(t.Last)
-	}
-	if len(gone) > 0 {
-		// Nobody here listens any more (a detach was lost): tell the owner.
-		b.goSafe(func() {
-			for _, u := range gone {
-				ctx, cancel := b.callCtx(b.ctx)
-				err := b.peers.Send(ctx, from, methodDetach, encodeUserNode(userNode{User: u, Node: b.cfg.NodeID}))
-				cancel()
-				if err != nil {
-					return
-				}
-			}
-		})
 	}
 }
 
@@ -301,8 +282,7 @@ func (a *attached) tip(last uint64) {
 	a.heard = a.b.cfg.Now()
 	for _, rs := range a.sinks {
 		if rs.ready && rs.last < last {
-			a.closeLocked(rs, transport.CloseDraining, transport.CodeDraining,
-				fmt.Sprintf("missed messages %d..%d between nodes: reconnect to resume", rs.last+1, last))
+			a.closeLocked(rs, protocol.Errorf(protocol.ErrMoved, "missed messages %d..%d between nodes: reconnect to resume", rs.last+1, last))
 		}
 	}
 }
@@ -325,8 +305,8 @@ func (b *Broker) checkSilentOwners() {
 		silent := now.Sub(a.heard) > tipSilence*b.cfg.Heartbeat
 		a.mu.Unlock()
 		if silent {
-			b.log.Warn("no deliveries or tips from the owner; sending attached connections to resume", "user", a.user, "owner", a.owner)
-			a.evict("no word from the node holding the stream")
+			b.log.Warn("no deliveries or tips from the owner; sending attached connections to resume", "stream", a.key, "owner", a.owner)
+			a.evict(protocol.Errorf(protocol.ErrMoved, "no word from the node holding the stream: reconnect to resume"))
 		}
 	}
 }

@@ -1,11 +1,13 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
+	"github.com/switchboard/switchboard/session"
 )
 
 // attachedPair connects user at n1 (which takes the stream over) and at
@@ -13,11 +15,11 @@ import (
 // until both connections have it.
 func attachedPair(t *testing.T, tn *testNet, user string) (local, remote *testSink) {
 	t.Helper()
-	local, err := tn.hello("n1", user, &transport.Resume{})
+	local, err := tn.hello("n1", user, &protocol.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	remote, err = tn.hello("n2", user, &transport.Resume{})
+	remote, err = tn.hello("n2", user, &protocol.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,6 +30,12 @@ func attachedPair(t *testing.T, tn *testNet, user string) (local, remote *testSi
 		t.Fatal(err)
 	}
 	for _, s := range []*testSink{local, remote} {
+		// Deliveries to attached nodes leave from an outbox, after the
+		// publish is answered.
+		eventually(t, 2*time.Second, "both connections to get seq 1", func() bool {
+			last, _ := s.state()
+			return last >= 1
+		})
 		if last, closed := s.state(); last != 1 || closed != 0 {
 			t.Fatalf("connection has seq %d (closed %d), want seq 1, open", last, closed)
 		}
@@ -42,7 +50,7 @@ func missedOrResumed(t *testing.T, s *testSink, seq uint64) {
 	t.Helper()
 	eventually(t, 2*time.Second, fmt.Sprintf("the attached connection to get seq %d or be sent to resume", seq), func() bool {
 		last, closed := s.state()
-		return last >= seq || closed == transport.CloseDraining
+		return last >= seq || closed == int(protocol.CloseMoved)
 	})
 }
 
@@ -56,6 +64,7 @@ func TestAttachedConnectionNotStalledByFailedDeliver(t *testing.T) {
 	if _, err := tn.publish("n1", "u", "m2"); err != nil {
 		t.Fatal(err)
 	}
+	tn.sent("n1", "n2")
 	tn.setCut("n1", "n2", false)
 	if _, err := tn.publish("n1", "u", "m3"); err != nil {
 		t.Fatal(err)
@@ -73,6 +82,7 @@ func TestAttachedConnectionLearnsOfLostLastDelivery(t *testing.T) {
 	if _, err := tn.publish("n1", "u", "m2"); err != nil {
 		t.Fatal(err)
 	}
+	tn.sent("n1", "n2")
 	tn.setLose("n1", "n2", false)
 	missedOrResumed(t, remote, 2)
 }
@@ -88,10 +98,11 @@ func TestAttachedConnectionResumesWhatItMissed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	tn.sent("n1", "n2")
 	tn.setLose("n1", "n2", false)
 	missedOrResumed(t, remote, 3)
 	last, _ := remote.state()
-	again, err := tn.hello("n2", "u", &transport.Resume{Session: tn.entry("u").Session, Seq: last})
+	again, err := tn.hello("n2", "u", &protocol.Resume{Session: tn.entry("u").Session, Seq: last})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +136,7 @@ func TestAttachedConnectionLeavesOwnerThatCannotReachIt(t *testing.T) {
 	tn.setCut("n1", "n2", true)
 	eventually(t, 2*time.Second, "the attached connection to be sent to resume", func() bool {
 		_, closed := remote.state()
-		return closed == transport.CloseDraining
+		return closed == int(protocol.CloseMoved)
 	})
 }
 
@@ -145,4 +156,44 @@ func TestQuietAttachedConnectionStaysOpen(t *testing.T) {
 			t.Fatalf("connection has seq %d, closed %d; want seq 2, open", last, closed)
 		}
 	}
+}
+
+// TestStalledAttachedNodeDelaysNoOtherStream: an attached node stops
+// reading its link. Deliveries to it wait in its outbox, never under a
+// stream's lock: a batch publish to its stream and to another stream is
+// answered, and the other stream's connection served, while it stalls.
+func TestStalledAttachedNodeDelaysNoOtherStream(t *testing.T) {
+	tn := newTestNet(t, 3)
+	_, remote := attachedPair(t, tn, "a")
+	other, err := tn.hello("n1", "b", &protocol.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := tn.setStall("n1", "n2")
+	done := make(chan []PublishResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done <- tn.broker("n1").Publish(ctx, []PublishRequest{
+			{Key: session.UserKey("a"), ID: "a2", Data: []byte(`{}`)},
+			{Key: session.UserKey("b"), ID: "b1", Data: []byte(`{}`)},
+			{Key: session.UserKey("a"), ID: "a3", Data: []byte(`{}`)},
+		})
+	}()
+	var res []PublishResult
+	select {
+	case res = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the publish waits for the stalled node")
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("result %d: %v", i, r.Err)
+		}
+	}
+	if last, closed := other.state(); last != 1 || closed != 0 {
+		t.Fatalf("the other stream's connection has seq %d (closed %d), want seq 1 while n2 stalls", last, closed)
+	}
+	release()
+	missedOrResumed(t, remote, 3)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 )
 
@@ -18,7 +19,7 @@ type Peer struct {
 // this region first (a zone loss keeps one copy, at LAN latency), then
 // another region, then this zone. Among equals a hash of the user spreads
 // replicas evenly. exclude lists nodes not to use.
-func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error) {
+func (b *Broker) pickBackup(key session.Key, exclude map[string]bool) (string, error) {
 	best, bestRank := []string(nil), 4
 	for _, p := range b.cluster.Peers() {
 		if p.ID == b.cfg.NodeID || exclude[p.ID] || b.isDown(p.ID) {
@@ -48,7 +49,7 @@ func (b *Broker) pickBackup(user string, exclude map[string]bool) (string, error
 		return "", errBackupsDown
 	}
 	h := fnv.New32a()
-	h.Write([]byte(user))
+	h.Write([]byte(key.String()))
 	return best[int(h.Sum32()%uint32(len(best)))], nil
 }
 
@@ -61,22 +62,22 @@ func (b *Broker) chooseBackup(ctx context.Context, h *held, epoch uint64, avoid 
 	if avoid != "" {
 		exclude[avoid] = true
 	}
-	backup, err := b.pickBackup(h.user, exclude)
+	backup, err := b.pickBackup(h.key, exclude)
 	if errors.Is(err, errBackupsDown) && len(exclude) > 0 {
-		backup, err = b.pickBackup(h.user, nil) // the only other node: try it again
+		backup, err = b.pickBackup(h.key, nil) // the only other node: try it again
 	}
 	if err != nil {
 		return "", 0, err
 	}
 	res, err := b.reg.Propose(ctx, session.Command{
-		Kind: session.KindSetBackup, User: h.user, Node: b.cfg.NodeID, Epoch: epoch, Backup: backup,
+		Kind: session.KindSetBackup, User: h.key.String(), Node: b.cfg.NodeID, Epoch: epoch, Backup: backup,
 	})
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: set backup: %v", ErrUnavailable, err)
+		return "", 0, fmt.Errorf("%w: set backup: %v", protocol.ErrUnavailable, err)
 	}
 	if res.Err != nil {
-		h.seal(res.Entry.Epoch, "session moved to another node")
-		return "", 0, fmt.Errorf("%w: set backup: %v", errSealed, res.Err)
+		h.seal(res.Entry.Epoch, res.Entry.Session != h.session(), "session moved to another node")
+		return "", 0, fmt.Errorf("%w: set backup: %v", session.ErrSealed, res.Err)
 	}
 	return backup, res.Entry.Epoch, nil
 }

@@ -1,12 +1,16 @@
-// Package broker routes messages: it holds the streams this node owns,
-// appends publishes to them (or forwards publishes to the owner), serves
-// client hellos by attaching to a local stream, attaching to the owner's
-// stream over the peer link, or taking the stream over, and reacts to
-// registry changes by fencing what it no longer owns.
+// Package broker runs streams at run time: it holds the streams this node
+// owns, appends publishes to them (or forwards publishes to their owners),
+// replicates them to their backups, serves client hellos by attaching to a
+// local stream, attaching to the owner's stream over the peer link, or
+// taking the stream over, and reacts to registry changes by fencing what
+// it no longer owns.
 //
-// It is the glue between the pure session logic and the adapters: it sees
-// the registry, peers and cluster only through the small interfaces below,
-// which node/ implements over consensus, transport and membership.
+// What an owner decides about one stream is session.Owned, a pure state
+// machine; the broker performs its effects — peer calls, deliveries,
+// registry proposals — outside the stream's lock. It sees the registry
+// and the cluster through the small interfaces below, which node/
+// implements over consensus and membership, and other nodes through the
+// method table of peerapi.
 package broker
 
 import (
@@ -22,24 +26,20 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/peer"
 )
 
 // Registry is the replicated session registry as the broker sees it.
 type Registry interface {
 	// Get reads the local replica: fast, possibly a little behind; every
 	// decision taken on it is fenced by epochs.
-	Get(user string) (session.Entry, bool)
+	Get(name string) (session.Entry, bool)
 	// Propose commits a command through Raft and returns its result. The
 	// implementation stamps Command.Now.
 	Propose(ctx context.Context, c session.Command) (session.Result, error)
-}
-
-// Peers carries broker calls to other nodes, addressed by node id.
-type Peers interface {
-	Call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error)
-	Send(ctx context.Context, node string, method uint8, payload []byte) error
 }
 
 // Cluster is the broker's view of the other nodes.
@@ -56,26 +56,29 @@ type Cluster interface {
 	Solo() bool
 }
 
-// Config configures a Broker.
+// Config configures a Broker. Start from DefaultConfig.
 type Config struct {
 	NodeID, Region, Zone string
 	Stream               session.StreamConfig
-	Heartbeat            time.Duration // advertised in welcome.heartbeat_ms
-	CallTimeout          time.Duration // peer calls made on behalf of a request
-	MaxRoutes            int           // re-routing attempts when ownership moves under a request
-	ExpiryInterval       time.Duration // how often held streams are checked for expiry
-	Logger               *slog.Logger
+	// Heartbeat is the client heartbeat interval: welcome.heartbeat_ms,
+	// and how often attached nodes are sent tips. The node sets it from
+	// the gateway's.
+	Heartbeat      time.Duration
+	CallTimeout    time.Duration // peer calls made on behalf of a request
+	MaxRoutes      int           // routing attempts when ownership moves under a request
+	ExpiryInterval time.Duration // how often held streams are checked for expiry and repair
+	Logger         *slog.Logger
 	// OnDeliver, when set, counts frames handed to local connections.
 	OnDeliver func(n int)
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }
 
-// DefaultConfig returns production defaults.
+// DefaultConfig returns production defaults; NodeID and Heartbeat must
+// still be set.
 func DefaultConfig() Config {
 	return Config{
 		Stream:         session.DefaultStreamConfig(),
-		Heartbeat:      5 * time.Second,
 		CallTimeout:    3 * time.Second,
 		MaxRoutes:      6,
 		ExpiryInterval: 5 * time.Second,
@@ -83,82 +86,82 @@ func DefaultConfig() Config {
 	}
 }
 
+// ErrConfig reports an unusable Config; the message names the field.
+var ErrConfig = errors.New("broker: invalid config")
+
 // Validate reports the first bad field.
 func (c Config) Validate() error {
+	bad := func(field, why string) error { return fmt.Errorf("%w: %s %s", ErrConfig, field, why) }
 	switch {
 	case c.NodeID == "":
-		return errors.New("broker: NodeID is required")
+		return bad("NodeID", "is required")
 	case c.Heartbeat <= 0:
-		return errors.New("broker: Heartbeat must be > 0")
+		return bad("Heartbeat", "must be positive")
 	case c.CallTimeout <= 0:
-		return errors.New("broker: CallTimeout must be > 0")
+		return bad("CallTimeout", "must be positive")
 	case c.MaxRoutes <= 0:
-		return errors.New("broker: MaxRoutes must be > 0")
+		return bad("MaxRoutes", "must be positive")
 	case c.ExpiryInterval <= 0:
-		return errors.New("broker: ExpiryInterval must be > 0")
+		return bad("ExpiryInterval", "must be positive")
+	case c.Now == nil:
+		return bad("Now", "is nil")
 	}
 	return c.Stream.Validate()
 }
 
-// Errors the broker returns; the edges map them to HTTP status and close codes.
+// Errors the broker returns, beyond those of protocol it wraps; the edges
+// map them to HTTP statuses and close codes.
 var (
-	// ErrUnavailable means the registry (no quorum) or the owner could not
-	// be reached in time: retry, possibly on another node.
-	ErrUnavailable = errors.New("unavailable")
 	// ErrRerouted means ownership moved while a request was in flight and
-	// re-routing did not settle within MaxRoutes attempts.
-	ErrRerouted = errors.New("ownership moved; retry")
+	// routing did not settle within MaxRoutes attempts: retry.
+	ErrRerouted = fmt.Errorf("%w: ownership moved; retry", protocol.ErrUnavailable)
 	// ErrClosed means the broker is shutting down.
-	ErrClosed = errors.New("broker closed")
+	ErrClosed = fmt.Errorf("%w: broker closed", protocol.ErrShuttingDown)
 )
 
-// Broker is one node's message router. Create with New, stop with Close.
+// Broker is one node's stream runtime. Create with New, stop with Close.
 type Broker struct {
 	cfg     Config
 	reg     Registry
-	peers   Peers
+	peers   *marking // peer calls, keeping the link-failure marks true
 	cluster Cluster
 	log     *slog.Logger
 
 	mu   sync.Mutex
-	held map[string]*held // streams this node owns
+	held map[session.Key]*held // streams this node owns
 	// retired keeps streams sealed here (another node claimed them) for
 	// the resume window: if that claimant fails to fetch one, a later
 	// claimant can still recover it from here. Nothing is served from them.
-	retired map[string]*held
-	// claiming marks users whose takeover is in flight here: asked for
-	// such a stream, this node says "retry", not "not held".
-	claiming map[string]bool
-	remote   map[string]*attached // users served here from another owner's stream
-	tipsFrom map[string]bool      // owners that send tips (attached.go)
-	tipBusy  map[string]bool      // nodes a tip send is still in flight to
-	reps     replicas             // streams backed up here
-	down     map[string]time.Time // nodes whose links failed recently, until when
+	retired map[session.Key]*held
+	// claiming marks streams whose takeover is in flight here: asked for
+	// one, this node says "retry", not "not held".
+	claiming map[session.Key]bool
+	remote   map[session.Key]*attached // streams served here from another owner
+	tipsFrom map[string]bool           // owners that send tips (attached.go)
+	outboxes map[string]*outbox        // one-way frames per node, in order
+	reps     replicas                  // streams backed up here
+	down     map[string]time.Time      // nodes whose links failed recently, until when
 	closed   bool
 	// draining: streams are being handed away; none is taken over here.
 	draining atomic.Bool
 
-	flight singleflight.Group // one takeover per user at a time
+	flight singleflight.Group // one takeover per stream at a time
 
 	// Concurrent forwards to one owner, and concurrent replications to
 	// one backup, share a peer call (combine.go).
-	forwards   *combiner[publishItem, forwarded]
-	replicates *combiner[replicateRequest, replicated]
+	forwards   *combiner[peerapi.PublishItem, forwarded]
+	replicates *combiner[session.Replication, replicated]
 
-	stateMu   sync.Mutex
-	stateWant map[string]session.Kind // attach/detach to record, per user
-	stateBusy map[string]bool         // users with a sender running
-	applied   chan session.Entry
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	states  *stateRecorder // attach/detach records (state.go)
+	applied chan session.Entry
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
-// New returns a running Broker.
-func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error) {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+// New returns a running Broker that reaches other nodes through peers, or
+// the first problem with cfg.
+func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -167,32 +170,33 @@ func New(cfg Config, reg Registry, peers Peers, cluster Cluster) (*Broker, error
 	}
 	if cfg.Stream.Frame == nil {
 		cfg.Stream.Frame = func(m session.Message) []byte {
-			return transport.AppendMessageFrame(nil, m.Seq, m.ID, m.TS, m.Data)
+			return protocol.AppendMessage(nil, m.Seq, m.ID, m.TS, m.Data)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
-		cfg: cfg, reg: reg, peers: peers, cluster: cluster,
-		log:       cfg.Logger.With("component", "broker"),
-		held:      make(map[string]*held),
-		retired:   make(map[string]*held),
-		claiming:  make(map[string]bool),
-		remote:    make(map[string]*attached),
-		tipsFrom:  make(map[string]bool),
-		tipBusy:   make(map[string]bool),
-		reps:      replicas{m: make(map[string]*replica), fences: make(map[string]fence)},
-		down:      make(map[string]time.Time),
-		stateWant: make(map[string]session.Kind),
-		stateBusy: make(map[string]bool),
-		applied:   make(chan session.Entry, 4096),
-		ctx:       ctx, cancel: cancel,
+		cfg: cfg, reg: reg, cluster: cluster,
+		log:      cfg.Logger.With("component", "broker"),
+		held:     make(map[session.Key]*held),
+		retired:  make(map[session.Key]*held),
+		claiming: make(map[session.Key]bool),
+		remote:   make(map[session.Key]*attached),
+		tipsFrom: make(map[string]bool),
+		outboxes: make(map[string]*outbox),
+		reps:     replicas{m: make(map[session.Key]*replica), fences: make(map[session.Key]fence)},
+		down:     make(map[string]time.Time),
+		applied:  make(chan session.Entry, 4096),
+		ctx:      ctx, cancel: cancel,
 	}
+	b.peers = &marking{b: b, next: peers}
+	b.states = newStateRecorder(b)
 	b.forwards = newCombiner(b.sendPublish, publishItemSize, func(err error) forwarded { return forwarded{err: err} })
-	b.replicates = newCombiner(b.sendReplicate, replicateRequestSize, func(err error) replicated { return replicated{err: err} })
+	b.replicates = newCombiner(b.sendReplicate, replicationSize, func(err error) replicated { return replicated{err: err} })
 	b.wg.Add(3)
 	go b.watchRegistry()
-	// Expiry trims streams and retires idle users; tips tell attached
-	// nodes how far their streams are acknowledged (attached.go).
+	// Expiry trims streams, retires idle ones and repairs those left
+	// without a backup; tips tell attached nodes how far their streams are
+	// acknowledged (attached.go).
 	go b.every(b.cfg.ExpiryInterval, b.expire)
 	go b.every(b.cfg.Heartbeat, func() {
 		b.sendTips()
@@ -230,7 +234,10 @@ func (b *Broker) Applied(c session.Command, r session.Result) {
 }
 
 // watchRegistry fences local streams whose ownership moved elsewhere,
-// covering takeovers that could not reach this node (a partition).
+// covering takeovers that could not reach this node (a partition). A claim
+// under a new session means the stream this node holds was given up for
+// lost: its connections are told continuity was lost (4011), not sent to
+// resume.
 func (b *Broker) watchRegistry() {
 	defer b.wg.Done()
 	for {
@@ -238,13 +245,16 @@ func (b *Broker) watchRegistry() {
 		case <-b.ctx.Done():
 			return
 		case e := <-b.applied:
-			b.mu.Lock()
-			h := b.held[e.User]
-			b.mu.Unlock()
-			if h != nil && e.Owner != b.cfg.NodeID && h.seal(e.Epoch, "ownership moved") {
-				b.drop(h)
+			key, err := session.ParseKey(e.User)
+			if err != nil {
+				continue
 			}
-			b.ownerChanged(e.User, e.Owner)
+			if h := b.local(key); h != nil && e.Owner != b.cfg.NodeID {
+				if h.seal(e.Epoch, e.Session != h.session(), "ownership moved") {
+					b.drop(h)
+				}
+			}
+			b.ownerChanged(key, e)
 		}
 	}
 }
@@ -252,7 +262,7 @@ func (b *Broker) watchRegistry() {
 // Stats is what /v1/cluster and /metrics report about the broker.
 type Stats struct {
 	Streams  int // streams held here
-	Attached int // users served here from another owner
+	Attached int // streams served here from another owner
 	Replicas int // streams backed up here
 }
 
@@ -269,61 +279,12 @@ func (b *Broker) Stats() Stats {
 
 func (b *Broker) now() int64 { return b.cfg.Now().UnixMilli() }
 
-// downFor is how long a node whose link failed is avoided. Gossip takes
-// seconds to declare a node dead; a refused or reset link says so at once.
-const downFor = 3 * time.Second
-
-// linkFailed records that a call to node failed at the link level (not a
-// timeout or a remote error) and reports whether that was the case.
-func (b *Broker) linkFailed(node string, err error) bool {
-	if !errors.Is(err, transport.ErrPeerUnavailable) {
-		return false
-	}
-	b.mu.Lock()
-	b.down[node] = b.cfg.Now().Add(downFor)
-	b.mu.Unlock()
-	return true
-}
-
-// call is Peers.Call that keeps the link-failure marks true: a failed
-// link marks the node down, a successful call clears the mark.
-func (b *Broker) call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error) {
-	p, err := b.peers.Call(ctx, node, method, payload)
-	if err == nil {
-		b.mu.Lock()
-		delete(b.down, node)
-		b.mu.Unlock()
-	} else {
-		b.linkFailed(node, err)
-	}
-	return p, err
-}
-
-// NodeUp clears the link-failure mark of a node gossip sees alive again.
-func (b *Broker) NodeUp(node string) {
-	b.mu.Lock()
-	delete(b.down, node)
-	b.mu.Unlock()
-}
-
-// isDown says whether node's links failed within downFor.
-func (b *Broker) isDown(node string) bool {
+// local returns the live (unsealed) stream held here, if any; a sealed one
+// is retired on the way.
+func (b *Broker) local(key session.Key) *held {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	until, ok := b.down[node]
-	if ok && b.cfg.Now().After(until) {
-		delete(b.down, node)
-		return false
-	}
-	return ok
-}
-
-// local returns the live (unsealed) stream held here for user, if any;
-// a sealed one is forgotten on the way.
-func (b *Broker) local(user string) *held {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	h := b.held[user]
+	h := b.held[key]
 	if h != nil && h.gone.Load() {
 		b.retireLocked(h)
 		return nil
@@ -339,45 +300,45 @@ func (b *Broker) drop(h *held) {
 }
 
 func (b *Broker) retireLocked(h *held) {
-	if b.held[h.user] == h {
-		delete(b.held, h.user)
+	if b.held[h.key] == h {
+		delete(b.held, h.key)
 	}
-	h.retiredAt.Store(b.cfg.Now().UnixMilli())
-	b.retired[h.user] = h
+	h.retiredAt.Store(b.now())
+	b.retired[h.key] = h
 }
 
-// holder returns the stream held here for user, live or retired.
-func (b *Broker) holder(user string) *held {
-	if h := b.local(user); h != nil {
+// holder returns the stream held here, live or retired.
+func (b *Broker) holder(key session.Key) *held {
+	if h := b.local(key); h != nil {
 		return h
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.retired[user]
+	return b.retired[key]
 }
 
 // forget drops a retired stream whose content went to a new owner.
 func (b *Broker) forget(h *held) {
 	b.mu.Lock()
-	if b.retired[h.user] == h {
-		delete(b.retired, h.user)
+	if b.retired[h.key] == h {
+		delete(b.retired, h.key)
 	}
-	if b.held[h.user] == h {
-		delete(b.held, h.user)
+	if b.held[h.key] == h {
+		delete(b.held, h.key)
 	}
 	b.mu.Unlock()
 }
 
-// isClaiming says whether a takeover of user is in flight here.
-func (b *Broker) isClaiming(user string) bool {
+// isClaiming says whether a takeover of key is in flight here.
+func (b *Broker) isClaiming(key session.Key) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.claiming[user]
+	return b.claiming[key]
 }
 
 // errBusy answers a request about a stream whose takeover is in flight
 // here: ask again shortly.
-var errBusy = fmt.Errorf("%w: takeover in progress here", ErrUnavailable)
+var errBusy = fmt.Errorf("%w: takeover in progress here", protocol.ErrUnavailable)
 
 func (b *Broker) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, b.cfg.CallTimeout)
@@ -391,15 +352,15 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Seq returns the highest seq of a stream held here.
-func (b *Broker) Seq(user string) (uint64, bool) {
-	h := b.local(user)
+// Seq returns the highest acknowledged seq of a stream held here.
+func (b *Broker) Seq(key session.Key) (uint64, bool) {
+	h := b.local(key)
 	if h == nil {
 		return 0, false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.acked, true
+	return h.o.Acked(), true
 }
 
 // heldStreams returns the streams this node owns now, for work that must
@@ -407,15 +368,26 @@ func (b *Broker) Seq(user string) (uint64, bool) {
 func (b *Broker) heldStreams() []*held {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.heldStreamsLocked()
-}
-
-func (b *Broker) heldStreamsLocked() []*held {
 	helds := make([]*held, 0, len(b.held))
 	for _, h := range b.held {
 		helds = append(helds, h)
 	}
 	return helds
+}
+
+// goSafe runs fn in a goroutine the broker waits for on Close; after Close
+// it does nothing.
+func (b *Broker) goSafe(fn func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		fn()
+	}()
 }
 
 // every runs fn each interval d until the broker closes; the caller has

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // combineMaxBytes bounds what one combined call carries (a quarter of the
@@ -134,7 +136,7 @@ func (c *combiner[T, R]) run(ctx context.Context, node string, batch []*combineC
 func (c *combiner[T, R]) sendSafely(ctx context.Context, node string, items []T) (res []R) {
 	defer func() {
 		if r := recover(); r != nil {
-			err := fmt.Errorf("%w: peer call to %s panicked: %v", ErrUnavailable, node, r)
+			err := fmt.Errorf("%w: peer call to %s panicked: %v", protocol.ErrUnavailable, node, r)
 			res = make([]R, len(items))
 			for i := range res {
 				res[i] = c.fail(err)

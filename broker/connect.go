@@ -5,101 +5,98 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/gateway"
 )
 
-// Hello serves a client's hello (transport.Hub). The user's stream is
-// served from wherever it lives:
+// Hello serves a client's hello (gateway.Hub). The user's stream is served
+// from wherever it lives:
 //   - held here: attach the connection to it;
-//   - held by a live owner that has connections of this user: attach to
-//     that owner's stream over the peer link (the owner stays put);
-//   - otherwise (no stream yet, owner idle, dead or unreachable): take the
+//   - held by a live owner: attach to that owner's stream over the peer
+//     link; the owner stays put while it has connections. An owner whose
+//     stream is idle lets this node take it over instead: the stream
+//     follows its connections;
+//   - otherwise (no stream yet, owner dead or unreachable): take the
 //     stream over (claim, seal and fetch at the old owner) and serve it here.
 //
-// Welcome and replay are enqueued on the sink before any live message.
-func (b *Broker) Hello(ctx context.Context, sink transport.Sink, user string, resume *transport.Resume) error {
-	avoid := map[string]bool{}
-	noAttach := map[string]bool{} // owners that said they do not hold the stream
-	var hint *session.Entry
-	for attempt := 0; attempt < b.cfg.MaxRoutes; attempt++ {
-		if h := b.local(user); h != nil {
-			err := h.attach(ctx, sink, resume)
-			if !errors.Is(err, errSealed) {
-				return err
-			}
-			continue
-		}
-		e, ok := b.entry(user, hint)
-		if ok && e.State == session.Attached && b.usable(e.Owner, avoid) && !noAttach[e.Owner] {
-			err := b.attachRemote(ctx, e.Owner, sink, resume)
+// Welcome and replay are queued on the sink before any live message.
+func (b *Broker) Hello(ctx context.Context, sink gateway.Sink, user string, resume *protocol.Resume) error {
+	key := session.UserKey(user)
+	rt := newRouting(true)
+	var last error
+	err := b.attempts(ctx, func() bool {
+		w, err := b.route(ctx, key, rt)
+		switch {
+		case err != nil:
+			last = err
+			return reroute(err)
+		case w.h == nil:
+			err = b.attachRemote(ctx, w.owner, w.release, sink, resume)
+			last = err
 			switch {
 			case err == nil:
-				return nil
-			case errors.Is(err, ErrNotHere):
-				// Our replica is behind, or the owner lost the stream (it
-				// restarted): re-read, and take it over if it still says so.
-				hint = nil
-				noAttach[e.Owner] = true
-			case b.linkFailed(e.Owner, err):
-				b.log.Debug("owner unreachable; taking over", "user", user, "owner", e.Owner, "err", err)
-				avoid[e.Owner] = true
-			default:
-				return fmt.Errorf("%w: attaching to %s: %v", ErrUnavailable, e.Owner, err)
+				return false
+			case errors.Is(err, peerapi.ErrIdle), errors.Is(err, peerapi.ErrNotHere):
+				// Released to this node, or not held there (our replica is
+				// behind, or the owner restarted): re-read, and take it
+				// over if it still says so.
+				rt.refused[w.owner] = true
+				delete(rt.hints, key)
+				return true
+			case b.linkFailed(w.owner, err):
+				b.log.Debug("owner unreachable; taking over", "stream", key, "owner", w.owner, "err", err)
+				rt.avoid[w.owner] = true
+				return true
 			}
-			continue
+			last = fmt.Errorf("%w: attaching to %s: %v", protocol.ErrUnavailable, w.owner, err)
+			return false
 		}
-		h, err := b.takeover(ctx, user, avoid, true)
-		var oe *ownedElsewhere
-		switch {
-		case errors.As(err, &oe):
-			hint = &oe.entry
-			continue
-		case err != nil:
-			return err
+		err = w.h.attach(ctx, sink, resume)
+		if err != nil && !reroute(err) {
+			// A claim may have recorded this connection as attached; it is not.
+			w.h.settle()
 		}
-		err = h.attach(ctx, sink, resume)
-		if err != nil && !errors.Is(err, errSealed) {
-			// The claim recorded this connection as attached; it is not.
-			h.settle()
-		}
-		if !errors.Is(err, errSealed) {
-			return err
-		}
+		last = err
+		return reroute(err)
+	})
+	switch {
+	case err == nil:
+		return last
+	case errors.Is(err, ErrRerouted):
+		return fmt.Errorf("%w: stream %s: %v", ErrRerouted, key, last)
 	}
-	return fmt.Errorf("%w: user %s", ErrRerouted, user)
+	return fmt.Errorf("%w: hello: %v", protocol.ErrUnavailable, err)
 }
 
 // Ack records a client's cumulative acknowledgement. Streams are bounded
 // by count and window rather than by acks, so there is nothing to free yet.
-func (b *Broker) Ack(transport.Sink, uint64) {}
+func (b *Broker) Ack(gateway.Sink, uint64) {}
 
 // Gone forgets a closed connection.
-func (b *Broker) Gone(sink transport.Sink) {
-	user := sink.User()
-	if h := b.local(user); h != nil {
+func (b *Broker) Gone(sink gateway.Sink) {
+	key := session.UserKey(sink.User())
+	if h := b.local(key); h != nil {
 		h.detachSink(sink.ID())
 	}
 	b.mu.Lock()
-	a := b.remote[user]
+	a := b.remote[key]
 	b.mu.Unlock()
 	if a != nil {
 		a.remove(sink.ID())
 	}
 }
 
-// ErrNotHere answers a peer request about a stream this node does not hold.
-var ErrNotHere = errors.New("stream not held here")
-
-// serveAttach registers node as attached to a stream held here.
-func (b *Broker) serveAttach(req attachRequest) (attachReply, error) {
-	h := b.local(req.User)
+// serveAttach registers a node as attached to a stream held here.
+func (b *Broker) serveAttach(req peerapi.AttachRequest) (peerapi.AttachReply, error) {
+	h := b.local(req.Key)
 	if h == nil {
-		return attachReply{}, ErrNotHere
+		return peerapi.AttachReply{}, peerapi.ErrNotHere
 	}
-	rep, err := h.attachRemote(req.Node, req.After, req.Session)
-	if errors.Is(err, errSealed) {
-		return rep, ErrNotHere
+	rep, err := h.attachRemote(req)
+	if errors.Is(err, session.ErrSealed) {
+		return rep, peerapi.ErrNotHere
 	}
 	return rep, err
 }
@@ -107,54 +104,34 @@ func (b *Broker) serveAttach(req attachRequest) (attachReply, error) {
 // serveHandoff seals a held stream for its new owner and returns it.
 // A retired stream (sealed when another node claimed it) still answers:
 // that claimant may have failed to fetch it.
-func (b *Broker) serveHandoff(req handoffRequest) (handoffReply, error) {
-	h := b.holder(req.User)
+func (b *Broker) serveHandoff(req peerapi.HandoffRequest) (session.Tail, error) {
+	h := b.holder(req.Key)
 	if h == nil {
-		if b.isClaiming(req.User) {
-			return handoffReply{}, errBusy
+		if b.isClaiming(req.Key) {
+			return session.Tail{}, errBusy
 		}
-		return handoffReply{}, ErrNotHere
+		return session.Tail{}, peerapi.ErrNotHere
 	}
-	rep, err := h.handoff(req.Epoch)
+	tail, err := h.handoff(req.Epoch)
 	if err == nil {
 		b.forget(h)
 	}
-	return rep, err
-}
-
-// evict tells an attached node that the stream moved, in the background.
-func (b *Broker) evict(node, user string) {
-	b.goSafe(func() {
-		ctx, cancel := b.callCtx(b.ctx)
-		defer cancel()
-		if err := b.peers.Send(ctx, node, methodEvict, encodeUserNode(userNode{User: user})); err != nil {
-			b.log.Debug("evict failed", "node", node, "user", user, "err", err)
-		}
-	})
+	return tail, err
 }
 
 // ownerChanged closes connections attached to a stream whose owner is no
-// longer the one they attached to.
-func (b *Broker) ownerChanged(user, owner string) {
+// longer the one they attached to: to resume at the new owner, or to
+// resync when the claim started a new session.
+func (b *Broker) ownerChanged(key session.Key, e session.Entry) {
 	b.mu.Lock()
-	a := b.remote[user]
+	a := b.remote[key]
 	b.mu.Unlock()
-	if a != nil && a.owner != owner {
-		a.evict("session moved")
-	}
-}
-
-// goSafe runs fn in a goroutine the broker waits for on Close; after Close
-// it does nothing.
-func (b *Broker) goSafe(fn func()) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if a == nil || a.owner == e.Owner {
 		return
 	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		fn()
-	}()
+	if a.session != "" && e.Session != a.session {
+		a.evict(protocol.Errorf(protocol.ErrContinuityLost, "stream lost: continuity lost, resync"))
+		return
+	}
+	a.evict(protocol.Errorf(protocol.ErrMoved, "session moved: reconnect to resume"))
 }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
+	"github.com/switchboard/switchboard/session"
 )
 
 // drainParallel bounds concurrent handovers during a drain.
@@ -54,7 +58,7 @@ func (b *Broker) Drain(ctx context.Context) error {
 // here and fetches it, exactly as a resuming client's node would.
 func (b *Broker) handOver(ctx context.Context, h *held) error {
 	h.mu.Lock()
-	first, sealed := h.backup, h.sealed
+	first, sealed := h.o.Backup(), h.o.Sealed()
 	h.mu.Unlock()
 	if sealed {
 		return nil
@@ -63,44 +67,43 @@ func (b *Broker) handOver(ctx context.Context, h *held) error {
 	for target := first; ; {
 		if target == "" {
 			var err error
-			if target, err = b.pickBackup(h.user, tried); err != nil {
+			if target, err = b.pickBackup(h.key, tried); err != nil {
 				if errors.Is(err, errNoBackup) && len(tried) == 0 {
 					return nil // nobody to hand it to: local durability only
 				}
-				return fmt.Errorf("%s: %w", h.user, err)
+				return fmt.Errorf("%s: %w", h.key, err)
 			}
 		}
 		tried[target] = true
 		cctx, cancel := context.WithTimeout(ctx, 4*b.cfg.CallTimeout)
-		_, err := b.call(cctx, target, methodTakeover, []byte(h.user))
+		_, err := peerapi.Takeover.Call(cctx, b.peers, target, h.key)
 		cancel()
 		if err == nil || h.isSealed() {
 			return nil
 		}
-		b.linkFailed(target, err)
-		b.log.Warn("handover failed; trying another node", "user", h.user, "to", target, "err", err)
+		b.log.Warn("handover failed; trying another node", "stream", h.key, "to", target, "err", err)
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", h.user, ctx.Err())
+			return fmt.Errorf("%s: %w", h.key, ctx.Err())
 		}
 		target = ""
 	}
 }
 
-// Rebackup makes streams held here that node backs up choose another
-// backup and copy themselves there now, rather than at their next append:
-// node is leaving (draining) or gone, and an idle stream must not be left
-// with a single copy.
+// Rebackup makes the streams held here that node backs up (or that have
+// no backup at all) choose another backup and copy themselves there now,
+// rather than at their next append: node is leaving (draining) or gone,
+// and an idle stream must not be left with a single copy.
 func (b *Broker) Rebackup(node string) {
-	b.mu.Lock()
-	var affected []*held
-	for _, h := range b.held {
-		affected = append(affected, h)
-	}
-	b.mu.Unlock()
+	b.repair(func(h *held) bool { return h.o.Backup() == node || h.o.Backup() == "" })
+}
+
+// repair copies the streams held here for which needs holds (under their
+// lock) to a new backup, in the background.
+func (b *Broker) repair(needs func(h *held) bool) {
 	var todo []*held
-	for _, h := range affected {
+	for _, h := range b.heldStreams() {
 		h.mu.Lock()
-		if h.backup == node && !h.sealed {
+		if !h.o.Sealed() && needs(h) {
 			todo = append(todo, h)
 		}
 		h.mu.Unlock()
@@ -120,15 +123,14 @@ func (b *Broker) Rebackup(node string) {
 				defer cancel()
 				h.mu.Lock()
 				defer h.mu.Unlock()
-				if h.backup != node || h.sealed {
-					return
-				}
-				h.backup, h.fullCopy = "", true
-				for h.flushing {
+				for h.o.Flushing() {
 					h.cond.Wait()
 				}
-				if err := h.flushLocked(ctx); err != nil {
-					b.log.Debug("re-backup failed; the next append retries", "user", h.user, "err", err)
+				if !needs(h) || !h.o.DropBackup(h.o.Backup()) {
+					return
+				}
+				if err := h.syncLocked(ctx); err != nil {
+					b.log.Debug("re-backup failed; the next append or repair retries", "stream", h.key, "err", err)
 				}
 			}()
 		}
@@ -138,10 +140,10 @@ func (b *Broker) Rebackup(node string) {
 
 // forwardTarget is where a draining node sends publishes for a user it
 // would otherwise take over.
-func (b *Broker) forwardTarget(user string, avoid map[string]bool) (string, error) {
-	t, err := b.pickBackup(user, avoid)
+func (b *Broker) forwardTarget(key session.Key, avoid map[string]bool) (string, error) {
+	t, err := b.pickBackup(key, avoid)
 	if err != nil {
-		return "", fmt.Errorf("%w: draining and no other node to take %s", ErrUnavailable, user)
+		return "", fmt.Errorf("%w: draining and no other node to take %s", protocol.ErrUnavailable, key)
 	}
 	return t, nil
 }

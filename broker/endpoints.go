@@ -1,6 +1,10 @@
 package broker
 
-import "hash/fnv"
+import (
+	"hash/fnv"
+
+	"github.com/switchboard/switchboard/session"
+)
 
 // Endpoint is another node's client URL, as welcomes and close frames list
 // them for client-side failover.
@@ -20,7 +24,7 @@ func (b *Broker) endpoints() []string {
 	return out
 }
 
-// endpointsFor is the failover order told to a connection of user served
+// endpointsFor is the failover order told to a connection of key served
 // from a stream held here, whose backup is backup. The SDK reconnects to
 // the first endpoint, so the order decides where a takeover runs when this
 // node dies. Within this node's region (DESIGN §3: same region first):
@@ -34,7 +38,7 @@ func (b *Broker) endpoints() []string {
 //     the data has a second copy) and a full copy to a new backup.
 //
 // Other regions follow in the cluster's order.
-func (b *Broker) endpointsFor(user, backup string) []string {
+func (b *Broker) endpointsFor(key session.Key, backup string) []string {
 	eps := b.cluster.Endpoints()
 	out := make([]string, 0, len(eps))
 	var same []Endpoint
@@ -45,7 +49,7 @@ func (b *Broker) endpointsFor(user, backup string) []string {
 	}
 	if len(same) > 0 {
 		h := fnv.New32a()
-		h.Write([]byte(user))
+		h.Write([]byte(key.String()))
 		first := int(h.Sum32() % uint32(len(same)))
 		for i := range same {
 			out = append(out, same[(first+i)%len(same)].URL)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/switchboard/switchboard/session"
 )
 
 // endpointCluster is a Cluster that only lists endpoints.
@@ -28,7 +30,7 @@ func TestEndpointsForUser(t *testing.T) {
 	}
 	first := map[string]int{}
 	for i := range 300 {
-		user := fmt.Sprintf("u%d", i)
+		user := session.UserKey(fmt.Sprintf("u%d", i))
 		for _, backup := range []string{"", "n1", "n3", "n5"} {
 			got := b.endpointsFor(user, backup)
 			sorted := slices.Clone(got)

@@ -2,35 +2,40 @@ package broker
 
 import (
 	"context"
-	"time"
 
 	"github.com/switchboard/switchboard/session"
 )
 
+// expire runs every ExpiryInterval: it trims held streams and replicas to
+// their windows, retires streams idle for longer than the resume window,
+// and repairs streams left without a backup (a replication that failed,
+// and no append since to choose another).
 func (b *Broker) expire() {
-	helds := b.heldStreams()
 	now := b.cfg.Now()
 	b.expireReplicas(now)
-	window := time.Duration(b.cfg.Stream.Window) * time.Millisecond
-	for _, h := range helds {
+	window := b.cfg.Stream.Window
+	for _, h := range b.heldStreams() {
 		h.mu.Lock()
-		h.stream.Trim(now.UnixMilli())
-		due := !h.sealed && !h.flushing && len(h.pending) == 0 && !h.idleSince.IsZero() && now.Sub(h.idleSince) > window && h.stream.Len() == 0
-		epoch := h.stream.Epoch
+		h.o.Trim(now.UnixMilli())
+		due := h.o.ExpireDue(now.UnixMilli(), window)
+		epoch := h.o.Epoch()
 		h.mu.Unlock()
 		if !due {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.CallTimeout)
 		res, err := b.reg.Propose(ctx, session.Command{
-			Kind: session.KindExpire, User: h.user, Node: b.cfg.NodeID, Epoch: epoch, Window: b.cfg.Stream.Window,
+			Kind: session.KindExpire, User: h.key.String(), Node: b.cfg.NodeID, Epoch: epoch, Window: window,
 		})
 		cancel()
 		if err != nil || res.Err != nil || res.Count == 0 {
 			continue // still attached per registry, or ownership moved: not ours to retire
 		}
-		if h.seal(epoch+1, "session expired") {
+		if h.seal(epoch+1, true, "session expired") {
 			b.drop(h)
 		}
+	}
+	if !b.draining.Load() && !b.cluster.Solo() {
+		b.repair(func(h *held) bool { return h.o.Backup() == "" && !h.o.Flushing() })
 	}
 }

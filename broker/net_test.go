@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/peer"
 )
 
 // testNet runs brokers in one process over fakes of what node/ wires in:
@@ -27,8 +28,9 @@ type testNet struct {
 	brokers map[string]*Broker
 	zones   map[string]string
 	order   []string
-	cut     map[[2]string]bool // from → to: calls and sends fail at the link level
-	lose    map[[2]string]bool // from → to: one-way frames vanish, Send says nil
+	cut     map[[2]string]bool          // from → to: calls and sends fail at the link level
+	lose    map[[2]string]bool          // from → to: one-way frames vanish, Send says nil
+	stall   map[[2]string]chan struct{} // from → to: Send blocks until closed
 	now     int64
 }
 
@@ -37,7 +39,7 @@ func newTestNet(t *testing.T, n int) *testNet {
 	t.Helper()
 	tn := &testNet{
 		t: t, reg: session.NewRegistry(), brokers: map[string]*Broker{}, zones: map[string]string{},
-		cut: map[[2]string]bool{}, lose: map[[2]string]bool{},
+		cut: map[[2]string]bool{}, lose: map[[2]string]bool{}, stall: map[[2]string]chan struct{}{},
 	}
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
@@ -96,6 +98,39 @@ func (tn *testNet) setCut(from, to string, cut bool) {
 	tn.mu.Unlock()
 }
 
+// setStall makes one-way frames from → to block, as on a link whose peer
+// stopped reading, until the returned release is called (the test's
+// cleanup calls it too).
+func (tn *testNet) setStall(from, to string) (release func()) {
+	ch := make(chan struct{})
+	tn.mu.Lock()
+	tn.stall[[2]string{from, to}] = ch
+	tn.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			tn.mu.Lock()
+			delete(tn.stall, [2]string{from, to})
+			tn.mu.Unlock()
+			close(ch)
+		})
+	}
+	tn.t.Cleanup(release)
+	return release
+}
+
+// sent waits until from's outbox to `to` has sent everything queued.
+func (tn *testNet) sent(from, to string) {
+	tn.t.Helper()
+	b := tn.broker(from)
+	o := b.outbox(to)
+	eventually(tn.t, 2*time.Second, from+"'s outbox to "+to+" to empty", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return !o.running && len(o.q) == 0
+	})
+}
+
 // setLose makes one-way frames from → to vanish (or arrive again) while
 // Send reports success: frames queued on a link that then died.
 func (tn *testNet) setLose(from, to string, lose bool) {
@@ -136,7 +171,7 @@ func (tn *testNet) target(from, to string) (*Broker, bool, error) {
 	defer tn.mu.Unlock()
 	b := tn.brokers[to]
 	if b == nil || tn.cut[[2]string{from, to}] {
-		return nil, false, fmt.Errorf("%w: %s -> %s", transport.ErrPeerUnavailable, from, to)
+		return nil, false, fmt.Errorf("%w: %s -> %s", peer.ErrUnavailable, from, to)
 	}
 	return b, tn.lose[[2]string{from, to}], nil
 }
@@ -161,15 +196,20 @@ type testPeers struct {
 	from string
 }
 
-func (p testPeers) handler(b *Broker, method uint8) func(context.Context, string, []byte) ([]byte, error) {
-	for _, h := range b.Handlers() {
-		if h.Method == method {
-			return h.Fn
-		}
+// handlers is a broker's peer methods, as a peer.Registry collects them.
+type handlers map[uint8]peer.Handler
+
+func (hs handlers) Handle(method uint8, h peer.Handler, _ bool) { hs[method] = h }
+
+func (p testPeers) handler(b *Broker, method uint8) peer.Handler {
+	hs := handlers{}
+	b.Serve(hs)
+	if h := hs[method]; h != nil {
+		return h
 	}
 	p.tn.t.Errorf("no handler for method %d", method)
 	return func(context.Context, string, []byte) ([]byte, error) {
-		return nil, fmt.Errorf("unknown method %d", method)
+		return nil, fmt.Errorf("%w: %d", peer.ErrUnknownMethod, method)
 	}
 }
 
@@ -182,6 +222,12 @@ func (p testPeers) Call(ctx context.Context, node string, method uint8, payload 
 }
 
 func (p testPeers) Send(ctx context.Context, node string, method uint8, payload []byte) error {
+	p.tn.mu.Lock()
+	stall := p.tn.stall[[2]string{p.from, node}]
+	p.tn.mu.Unlock()
+	if stall != nil {
+		<-stall // a link whose peer stopped reading: nothing honours ctx here
+	}
 	b, lose, err := p.tn.target(p.from, node)
 	if err != nil || lose {
 		return err
@@ -218,7 +264,7 @@ type testSink struct {
 	user string
 
 	mu      sync.Mutex
-	welcome transport.Welcome
+	welcome protocol.Welcome
 	seqs    []uint64 // seq of every message frame, in order
 	frames  int      // every frame, welcome included
 	closed  int      // close code, 0 while open
@@ -248,7 +294,8 @@ func (s *testSink) Send(seq uint64, frame []byte) bool {
 	return true
 }
 
-func (s *testSink) Close(code int, _, _ string, _ []string) {
+func (s *testSink) Close(err error, _ []string) {
+	code := int(protocol.CloseOf(err))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed == 0 {
@@ -267,7 +314,7 @@ func (s *testSink) state() (last uint64, closed int) {
 }
 
 // hello connects a new sink for user at node, resuming after seq.
-func (tn *testNet) hello(node, user string, resume *transport.Resume) (*testSink, error) {
+func (tn *testNet) hello(node, user string, resume *protocol.Resume) (*testSink, error) {
 	tn.t.Helper()
 	s := newTestSink(user)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -279,7 +326,7 @@ func (tn *testNet) hello(node, user string, resume *transport.Resume) (*testSink
 func (tn *testNet) publish(node, user, id string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r := tn.broker(node).Publish(ctx, []PublishRequest{{User: user, ID: id, Data: []byte(`{}`)}})[0]
+	r := tn.broker(node).Publish(ctx, []PublishRequest{{Key: session.UserKey(user), ID: id, Data: []byte(`{}`)}})[0]
 	return r.Seq, r.Err
 }
 

@@ -3,6 +3,9 @@ package broker
 import (
 	"context"
 	"sync"
+
+	"github.com/switchboard/switchboard/protocol"
+	"github.com/switchboard/switchboard/session"
 )
 
 // promoteParallel bounds concurrent takeovers after a node failure; the
@@ -26,12 +29,11 @@ func (b *Broker) NodeDown(node string) {
 			gone = append(gone, a)
 		}
 	}
-	helds := b.heldStreamsLocked()
 	b.mu.Unlock()
 	for _, a := range gone {
-		a.evict("owner node is down")
+		a.evict(b.ownerDown(a.key, node))
 	}
-	for _, h := range helds {
+	for _, h := range b.heldStreams() {
 		h.detachRemote(node)
 	}
 	b.Rebackup(node)
@@ -42,20 +44,20 @@ func (b *Broker) NodeDown(node string) {
 // backup is this node.
 func (b *Broker) promote(node string) {
 	b.reps.mu.Lock()
-	var users []string
-	for u, r := range b.reps.m {
+	var keys []session.Key
+	for k, r := range b.reps.m {
 		r.mu.Lock()
 		if r.owner == node {
-			users = append(users, u)
+			keys = append(keys, k)
 		}
 		r.mu.Unlock()
 	}
 	b.reps.mu.Unlock()
-	var mine []string
-	for _, u := range users {
+	var mine []session.Key
+	for _, k := range keys {
 		// The leader's node-failed may already have cleared the owner.
-		if e, ok := b.reg.Get(u); ok && (e.Owner == node || e.Owner == "") && e.Backup == b.cfg.NodeID {
-			mine = append(mine, u)
+		if e, ok := b.reg.Get(k.String()); ok && (e.Owner == node || e.Owner == "") && e.Backup == b.cfg.NodeID {
+			mine = append(mine, k)
 		}
 	}
 	if len(mine) == 0 {
@@ -65,7 +67,7 @@ func (b *Broker) promote(node string) {
 	b.goSafe(func() {
 		sem := make(chan struct{}, promoteParallel)
 		var wg sync.WaitGroup
-		for _, u := range mine {
+		for _, k := range mine {
 			select {
 			case sem <- struct{}{}:
 			case <-b.ctx.Done():
@@ -77,11 +79,27 @@ func (b *Broker) promote(node string) {
 				defer func() { <-sem; wg.Done() }()
 				ctx, cancel := context.WithTimeout(b.ctx, 4*b.cfg.CallTimeout)
 				defer cancel()
-				if _, err := b.takeover(ctx, u, map[string]bool{node: true}, false); err != nil {
-					b.log.Debug("promotion failed", "user", u, "err", err)
+				if _, err := b.takeover(ctx, k, map[string]bool{node: true}, false); err != nil {
+					b.log.Debug("promotion failed", "stream", k, "err", err)
 				}
 			}()
 		}
 		wg.Wait()
 	})
+}
+
+// ownerDown is why the connections attached to key's stream at owner end
+// when owner is gone: to resume, if the stream survives at its backup, or
+// to resync when the registry names no other live node that holds it (the
+// owner and the backup both failed: continuity is lost).
+func (b *Broker) ownerDown(key session.Key, owner string) error {
+	e, ok := b.reg.Get(key.String())
+	switch {
+	case !ok:
+		return protocol.Errorf(protocol.ErrContinuityLost, "stream gone with its node: continuity lost, resync")
+	case e.Backup != "" && e.Backup != owner && (e.Backup == b.cfg.NodeID || b.cluster.Alive(e.Backup)),
+		e.Owner != "" && e.Owner != owner && (e.Owner == b.cfg.NodeID || b.cluster.Alive(e.Owner)):
+		return protocol.Errorf(protocol.ErrMoved, "owner node is down: reconnect to resume")
+	}
+	return protocol.Errorf(protocol.ErrContinuityLost, "owner and backup nodes are down: continuity lost, resync")
 }

@@ -4,15 +4,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
 )
 
 // ownedAtN1 connects user at n1, which takes the stream over, publishes
 // one message, and returns the backup the registry names.
 func ownedAtN1(t *testing.T, tn *testNet, user string) string {
 	t.Helper()
-	if _, err := tn.hello("n1", user, &transport.Resume{}); err != nil {
+	if _, err := tn.hello("n1", user, &protocol.Resume{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tn.publish("n1", user, "m1"); err != nil {
@@ -38,7 +38,7 @@ func TestBackupPromotesStreamNodeFailedOrphaned(t *testing.T) {
 	}
 	tn.broker(backup).NodeDown("n1")
 	eventually(t, 2*time.Second, "the backup to own the stream", func() bool {
-		seq, ok := tn.broker(backup).Seq("u")
+		seq, ok := tn.broker(backup).Seq(session.UserKey("u"))
 		return ok && seq == 1 && tn.entry("u").Owner == backup
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 )
 
@@ -25,11 +27,11 @@ type replica struct {
 // replicas is the set of streams this node backs up.
 type replicas struct {
 	mu sync.Mutex
-	m  map[string]*replica
+	m  map[session.Key]*replica
 	// fences outlive dropped replicas: once this node took a stream over
 	// (or saw it sealed) at an epoch, an old owner's full copy at an older
 	// epoch must not recreate the replica and let it acknowledge again.
-	fences map[string]fence
+	fences map[session.Key]fence
 }
 
 type fence struct {
@@ -37,28 +39,28 @@ type fence struct {
 	at    time.Time
 }
 
-func (b *Broker) replicaFor(user string) *replica {
+func (b *Broker) replicaFor(key session.Key) *replica {
 	b.reps.mu.Lock()
 	defer b.reps.mu.Unlock()
-	return b.reps.m[user]
+	return b.reps.m[key]
 }
 
 // serveReplicate stores messages the owner appended. A full replication
 // replaces the replica (a new backup, or one that fell behind); otherwise
 // messages must continue the replica's seq, or it answers ErrGap and the
 // owner sends everything.
-func (b *Broker) serveReplicate(from string, req replicateRequest) error {
+func (b *Broker) serveReplicate(from string, req session.Replication) error {
 	now := b.now()
 	b.reps.mu.Lock()
-	if f, ok := b.reps.fences[req.User]; ok && req.Epoch < f.epoch {
+	if f, ok := b.reps.fences[req.Key]; ok && req.Epoch < f.epoch {
 		b.reps.mu.Unlock()
-		return fmt.Errorf("%w: %s was taken over at epoch %d, replication at %d", session.ErrStaleEpoch, req.User, f.epoch, req.Epoch)
+		return fmt.Errorf("%w: %s was taken over at epoch %d, replication at %d", session.ErrStaleEpoch, req.Key, f.epoch, req.Epoch)
 	}
-	if e, ok := b.reg.Get(req.User); ok && req.Epoch < e.Epoch {
+	if e, ok := b.reg.Get(req.Key.String()); ok && req.Epoch < e.Epoch {
 		b.reps.mu.Unlock()
 		return fmt.Errorf("%w: registry is at epoch %d, replication at %d", session.ErrStaleEpoch, e.Epoch, req.Epoch)
 	}
-	r := b.reps.m[req.User]
+	r := b.reps.m[req.Key]
 	if r == nil || req.Full {
 		if r != nil {
 			r.mu.Lock()
@@ -71,14 +73,14 @@ func (b *Broker) serveReplicate(from string, req replicateRequest) error {
 		}
 		if !req.Full {
 			b.reps.mu.Unlock()
-			return fmt.Errorf("%w: no replica of %s here", session.ErrGap, req.User)
+			return fmt.Errorf("%w: no replica of %s here", session.ErrGap, req.Key)
 		}
-		s := session.NewStream(req.User, req.Session, req.Epoch, b.cfg.Stream)
+		s := session.NewStream(req.Key.String(), req.Session, req.Epoch, b.cfg.Stream)
 		if err := s.Load(req.Last, req.Msgs); err != nil {
 			b.reps.mu.Unlock()
 			return err
 		}
-		b.reps.m[req.User] = &replica{owner: from, stream: s, updated: b.cfg.Now()}
+		b.reps.m[req.Key] = &replica{owner: from, stream: s, updated: b.cfg.Now()}
 		b.reps.mu.Unlock()
 		return nil
 	}
@@ -106,18 +108,18 @@ func (b *Broker) serveReplicate(from string, req replicateRequest) error {
 // new owner at req.Epoch: it holds exactly what is returned, so the new
 // owner need not send it back in full before serving. Appends under an
 // older epoch stay refused (the fence); the new owner's go on from here.
-func (b *Broker) serveSeal(from string, req handoffRequest) (handoffReply, error) {
-	r := b.replicaFor(req.User)
+func (b *Broker) serveSeal(from string, req peerapi.HandoffRequest) (session.Tail, error) {
+	r := b.replicaFor(req.Key)
 	if r == nil {
 		return b.serveHandoff(req)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if req.Epoch < r.stream.Fence() {
-		return handoffReply{}, fmt.Errorf("%w: replica sealed at %d, asked at %d", session.ErrStaleEpoch, r.stream.Fence(), req.Epoch)
+		return session.Tail{}, fmt.Errorf("%w: replica sealed at %d, asked at %d", session.ErrStaleEpoch, r.stream.Fence(), req.Epoch)
 	}
 	r.stream.Seal(req.Epoch)
-	rep := tailOf(r.stream)
+	rep := session.TailOf(r.stream)
 	if req.Keep && from != "" && from != b.cfg.NodeID {
 		r.stream.Adopt(req.Epoch)
 		r.owner, r.updated = from, b.cfg.Now()
@@ -126,19 +128,13 @@ func (b *Broker) serveSeal(from string, req handoffRequest) (handoffReply, error
 	return rep, nil
 }
 
-// tailOf returns everything a stream holds, for a new owner.
-func tailOf(s *session.Stream) handoffReply {
-	msgs, _ := s.Since(s.Last() - uint64(s.Len()))
-	return handoffReply{Session: s.Session, Last: s.Last(), Msgs: msgs}
-}
-
 // dropReplica forgets a replica because this node took the stream over at
 // epoch, and remembers the epoch as a fence for the resume window.
-func (b *Broker) dropReplica(user string, epoch uint64) {
+func (b *Broker) dropReplica(key session.Key, epoch uint64) {
 	b.reps.mu.Lock()
-	delete(b.reps.m, user)
-	if epoch > b.reps.fences[user].epoch {
-		b.reps.fences[user] = fence{epoch: epoch, at: b.cfg.Now()}
+	delete(b.reps.m, key)
+	if epoch > b.reps.fences[key].epoch {
+		b.reps.fences[key] = fence{epoch: epoch, at: b.cfg.Now()}
 	}
 	b.reps.mu.Unlock()
 }
@@ -170,7 +166,7 @@ func (b *Broker) expireReplicas(now time.Time) {
 		// A quiet stream still exists while the registry names this node
 		// as its backup: dropping the replica would turn its owner's crash
 		// into a needless loss of continuity.
-		if e, ok := b.reg.Get(u); stale && ok && e.Backup == b.cfg.NodeID {
+		if e, ok := b.reg.Get(u.String()); stale && ok && e.Backup == b.cfg.NodeID {
 			continue
 		}
 		if stale {
@@ -186,4 +182,4 @@ var errNoBackup = errors.New("no backup node available")
 // errBackupsDown means other nodes exist but none can take a replica now:
 // appends wait (and publishes fail with ErrUnavailable) rather than being
 // acknowledged with a single copy.
-var errBackupsDown = fmt.Errorf("%w: no reachable backup node", ErrUnavailable)
+var errBackupsDown = fmt.Errorf("%w: no reachable backup node", protocol.ErrUnavailable)

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
 )
 
 // TestQuietReplicaKeptWhileNamedBackup: a user stays connected and
@@ -18,7 +18,7 @@ func TestQuietReplicaKeptWhileNamedBackup(t *testing.T) {
 	b := tn.broker(backup)
 	later := time.Now().Add(2 * time.Duration(b.cfg.Stream.Window) * time.Millisecond)
 	b.expireReplicas(later)
-	r := b.replicaFor("u")
+	r := b.replicaFor(session.UserKey("u"))
 	if r == nil {
 		t.Fatal("replica dropped while the registry names this node the backup")
 	}
@@ -31,7 +31,7 @@ func TestQuietReplicaKeptWhileNamedBackup(t *testing.T) {
 	sess := tn.entry("u").Session
 	tn.stop("n1")
 	tn.propose(session.Command{Kind: session.KindNodeFailed, Node: "n1"})
-	s, err := tn.hello(backup, "u", &transport.Resume{Session: sess, Seq: 1})
+	s, err := tn.hello(backup, "u", &protocol.Resume{Session: sess, Seq: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 )
 
@@ -14,49 +16,19 @@ import (
 type ownedElsewhere struct{ entry session.Entry }
 
 func (o *ownedElsewhere) Error() string {
-	return fmt.Sprintf("user %s is owned by %s at epoch %d", o.entry.User, o.entry.Owner, o.entry.Epoch)
+	return fmt.Sprintf("stream %q is owned by %s at epoch %d", o.entry.User, o.entry.Owner, o.entry.Epoch)
 }
 
-// route finds where user's stream lives: a stream held here (h != nil) or
-// the owner to forward to. Where nobody reachable holds it, this node
-// takes it over. avoid lists owners found unreachable during this request.
-func (b *Broker) route(ctx context.Context, user string, hint *session.Entry, avoid map[string]bool, attach bool) (*held, string, error) {
-	if h := b.local(user); h != nil {
-		return h, "", nil
-	}
-	e, ok := b.entry(user, hint)
-	if ok && b.usable(e.Owner, avoid) {
-		return nil, e.Owner, nil
-	}
-	if b.draining.Load() {
-		// A draining node takes nothing over: another node will.
-		t, err := b.forwardTarget(user, avoid)
-		return nil, t, err
-	}
-	h, err := b.takeover(ctx, user, avoid, attach)
-	return h, "", err
-}
-
-// entry prefers a hint learned from a failed claim over the local replica,
-// which may not have applied that claim yet.
-func (b *Broker) entry(user string, hint *session.Entry) (session.Entry, bool) {
-	e, ok := b.reg.Get(user)
-	if hint != nil && hint.User == user && (!ok || hint.Epoch > e.Epoch) {
-		return *hint, hint.Epoch > 0
-	}
-	return e, ok
-}
-
-// takeover makes this node the owner of user's stream: claim in Raft
+// takeover makes this node the owner of key's stream: claim in Raft
 // (epoch+1), then seal the stream at the old owner and fetch it, and only
-// then serve. Concurrent takeovers of one user on this node share one
+// then serve. Concurrent takeovers of one stream on this node share one
 // attempt.
-func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
-	v, err, _ := b.flight.Do(user, func() (any, error) {
-		if h := b.local(user); h != nil {
+func (b *Broker) takeover(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (*held, error) {
+	v, err, _ := b.flight.Do(key.String(), func() (any, error) {
+		if h := b.local(key); h != nil {
 			return h, nil
 		}
-		return b.claim(ctx, user, avoid, attach)
+		return b.claim(ctx, key, avoid, attach)
 	})
 	if err != nil {
 		return nil, err
@@ -64,16 +36,17 @@ func (b *Broker) takeover(ctx context.Context, user string, avoid map[string]boo
 	return v.(*held), nil
 }
 
-func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, attach bool) (*held, error) {
+func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (*held, error) {
 	b.mu.Lock()
-	b.claiming[user] = true
+	b.claiming[key] = true
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
-		delete(b.claiming, user)
+		delete(b.claiming, key)
 		b.mu.Unlock()
 	}()
-	e, ok := b.reg.Get(user)
+	name := key.String()
+	e, ok := b.reg.Get(name)
 	sess := e.Session
 	switch {
 	case !ok || b.lost(ctx, e):
@@ -83,7 +56,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 	case !b.reachable(e, avoid):
 		// The stream exists but nobody holding it can be reached now: a
 		// claim would only churn epochs. The caller retries later.
-		return nil, fmt.Errorf("%w: neither the owner %s nor the backup %s of %s is reachable", ErrUnavailable, e.Owner, e.Backup, user)
+		return nil, fmt.Errorf("%w: neither the owner %s nor the backup %s of %s is reachable", protocol.ErrUnavailable, e.Owner, e.Backup, key)
 	}
 	// The claim keeps the backup: it holds every acknowledged message, so
 	// the registry must go on naming it until the new owner has copied the
@@ -98,26 +71,26 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		// user, or the leader cleared a dead owner): the claim names the
 		// new backup itself, which saves the set-backup commit. Should this
 		// node die before copying there, the stream is lost either way.
-		if p, err := b.pickBackup(user, avoid); err == nil {
+		if p, err := b.pickBackup(key, avoid); err == nil {
 			keep = p
 		}
 	}
 	res, err := b.reg.Propose(ctx, session.Command{
-		Kind: session.KindClaim, User: user, Node: b.cfg.NodeID,
+		Kind: session.KindClaim, User: name, Node: b.cfg.NodeID,
 		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: keep,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: claim %s: %v", ErrUnavailable, user, err)
+		return nil, fmt.Errorf("%w: claim %s: %v", protocol.ErrUnavailable, key, err)
 	}
 	if res.Err != nil {
 		if errors.Is(res.Err, session.ErrStaleEpoch) {
 			return nil, &ownedElsewhere{entry: res.Entry}
 		}
-		return nil, fmt.Errorf("claim %s: %w", user, res.Err)
+		return nil, fmt.Errorf("claim %s: %w", key, res.Err)
 	}
-	b.log.Debug("claimed", "user", user, "epoch", res.Entry.Epoch, "session", sess, "new_session", sess != e.Session,
+	b.log.Debug("claimed", "stream", key, "epoch", res.Entry.Epoch, "session", sess, "new_session", sess != e.Session,
 		"was_owner", e.Owner, "was_backup", e.Backup, "backup", res.Entry.Backup)
-	stream := session.NewStream(user, sess, res.Entry.Epoch, b.cfg.Stream)
+	stream := session.NewStream(name, sess, res.Entry.Epoch, b.cfg.Stream)
 	replicated := false
 	if ok && sess == e.Session {
 		// The backup the registry keeps naming, if it is to stay the
@@ -126,7 +99,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 		if res.Entry.Backup == e.Backup && b.usable(e.Backup, avoid) && b.isPeer(e.Backup) {
 			keepAt = e.Backup
 		}
-		tail, from, empty, err := b.fetchTail(ctx, e, res.Entry.Epoch, avoid, keepAt)
+		tail, from, empty, err := b.fetchTail(ctx, key, e, res.Entry.Epoch, avoid, keepAt)
 		if err == nil {
 			err = stream.Load(tail.Last, tail.Msgs)
 		}
@@ -136,7 +109,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 			// old holders, and the backup stays named), and the next
 			// attempt fetches again.
 			b.nameOldOwner(e, res.Entry, empty)
-			return nil, fmt.Errorf("%w: recovering the stream of %s: %v", ErrUnavailable, user, err)
+			return nil, fmt.Errorf("%w: recovering stream %s: %v", protocol.ErrUnavailable, key, err)
 		}
 		replicated = tail.Kept && from == keepAt
 	}
@@ -144,12 +117,7 @@ func (b *Broker) claim(ctx context.Context, user string, avoid map[string]bool, 
 	if !b.usable(backup, avoid) || !b.isPeer(backup) {
 		backup = "" // the first flush chooses (and records) another one
 	}
-	return b.serve(ctx, stream, backup, replicated && backup != "", attach)
-}
-
-// usable says whether node can be asked for a stream during this request.
-func (b *Broker) usable(node string, avoid map[string]bool) bool {
-	return node != "" && node != b.cfg.NodeID && !avoid[node] && !b.isDown(node) && b.cluster.Alive(node)
+	return b.serve(ctx, key, stream, backup, replicated && backup != "", attach)
 }
 
 // reachable says whether some holder of e's stream can be asked for it now.
@@ -158,17 +126,8 @@ func (b *Broker) reachable(e session.Entry, avoid map[string]bool) bool {
 }
 
 func (b *Broker) holdsLocally(e session.Entry) bool {
-	return (e.Owner == b.cfg.NodeID || e.Backup == b.cfg.NodeID) && (b.holder(e.User) != nil || b.replicaFor(e.User) != nil)
-}
-
-// isPeer says whether node may take replicas: alive and not draining.
-func (b *Broker) isPeer(node string) bool {
-	for _, p := range b.cluster.Peers() {
-		if p.ID == node {
-			return true
-		}
-	}
-	return false
+	key, err := session.ParseKey(e.User)
+	return err == nil && (e.Owner == b.cfg.NodeID || e.Backup == b.cfg.NodeID) && (b.holder(key) != nil || b.replicaFor(key) != nil)
 }
 
 // lost says whether nobody can hand over the stream of e any more: this
@@ -196,16 +155,17 @@ func (b *Broker) lost(ctx context.Context, e session.Entry) bool {
 	return true
 }
 
-// probe asks node whether it holds user's stream or replica; known is
+// probe asks node whether it holds the stream named name, or its replica; known is
 // false when it could not be asked.
-func (b *Broker) probe(ctx context.Context, node, user string) (held, known bool) {
-	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	p, err := b.call(cctx, node, methodProbe, []byte(user))
+func (b *Broker) probe(ctx context.Context, node, name string) (held, known bool) {
+	key, err := session.ParseKey(name)
 	if err != nil {
 		return false, false
 	}
-	return len(p) == 1 && p[0] == 1, true
+	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	held, err = peerapi.Probe.Call(cctx, b.peers, node, key)
+	return held, err == nil
 }
 
 // probeTimeout bounds the direct check behind lost().
@@ -218,15 +178,15 @@ const probeTimeout = 500 * time.Millisecond
 // acknowledged. A backup named keepAt is asked to keep its sealed replica
 // as the new owner's copy (handoffReply.Kept). On failure, empty lists the
 // nodes that answered that they hold nothing.
-func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, avoid map[string]bool, keepAt string) (_ handoffReply, from string, empty map[string]bool, _ error) {
+func (b *Broker) fetchTail(ctx context.Context, key session.Key, e session.Entry, epoch uint64, avoid map[string]bool, keepAt string) (_ session.Tail, from string, empty map[string]bool, _ error) {
 	var errs []error
 	empty = map[string]bool{}
-	check := func(rep handoffReply, err error, node, what string) (handoffReply, bool) {
+	check := func(rep session.Tail, err error, node, what string) (session.Tail, bool) {
 		if err == nil && rep.Session != e.Session {
 			err = fmt.Errorf("%s holds session %q, registry says %q", what, rep.Session, e.Session)
 		}
 		if err != nil {
-			empty[node] = errors.Is(err, ErrNotHere)
+			empty[node] = errors.Is(err, peerapi.ErrNotHere)
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 			return rep, false
 		}
@@ -234,38 +194,30 @@ func (b *Broker) fetchTail(ctx context.Context, e session.Entry, epoch uint64, a
 	}
 	if b.usable(e.Owner, avoid) {
 		cctx, cancel := b.callCtx(ctx)
-		p, err := b.call(cctx, e.Owner, methodHandoff, encodeHandoff(handoffRequest{User: e.User, Epoch: epoch}))
+		rep, err := peerapi.Handoff.Call(cctx, b.peers, e.Owner, peerapi.HandoffRequest{Key: key, Epoch: epoch})
 		cancel()
-		var rep handoffReply
-		if err == nil {
-			rep, err = decodeHandoffReply(p)
-		}
 		if rep, ok := check(rep, err, e.Owner, "old owner "+e.Owner); ok {
 			return rep, e.Owner, nil, nil
 		}
 	}
 	if e.Backup == b.cfg.NodeID {
-		rep, err := b.serveSeal(b.cfg.NodeID, handoffRequest{User: e.User, Epoch: epoch})
+		rep, err := b.serveSeal(b.cfg.NodeID, peerapi.HandoffRequest{Key: key, Epoch: epoch})
 		if rep, ok := check(rep, err, b.cfg.NodeID, "local replica"); ok {
 			return rep, b.cfg.NodeID, nil, nil
 		}
 	} else if b.usable(e.Backup, avoid) {
-		req := handoffRequest{User: e.User, Epoch: epoch, Keep: e.Backup == keepAt}
+		req := peerapi.HandoffRequest{Key: key, Epoch: epoch, Keep: e.Backup == keepAt}
 		cctx, cancel := b.callCtx(ctx)
-		p, err := b.call(cctx, e.Backup, methodSeal, encodeHandoff(req))
+		rep, err := peerapi.Seal.Call(cctx, b.peers, e.Backup, req)
 		cancel()
-		var rep handoffReply
-		if err == nil {
-			rep, err = decodeHandoffReply(p)
-		}
 		if rep, ok := check(rep, err, e.Backup, "backup "+e.Backup); ok {
 			return rep, e.Backup, nil, nil
 		}
 	}
 	if len(errs) == 0 {
-		return handoffReply{}, "", empty, errors.New("neither the old owner nor the backup is reachable")
+		return session.Tail{}, "", empty, errors.New("neither the old owner nor the backup is reachable")
 	}
-	return handoffReply{}, "", empty, errors.Join(errs...)
+	return session.Tail{}, "", empty, errors.Join(errs...)
 }
 
 // nameOldOwner keeps a failed takeover from hiding the stream. The claim
@@ -293,10 +245,10 @@ func (b *Broker) nameOldOwner(e, claimed session.Entry, empty map[string]bool) {
 		err = res.Err
 	}
 	if err != nil {
-		b.log.Warn("could not name the old owner after a failed fetch", "user", e.User, "old_owner", old, "err", err)
+		b.log.Warn("could not name the old owner after a failed fetch", "stream", e.User, "old_owner", old, "err", err)
 		return
 	}
-	b.log.Info("backup holds nothing; old owner named instead", "user", e.User, "old_owner", old, "epoch", res.Entry.Epoch)
+	b.log.Info("backup holds nothing; old owner named instead", "stream", e.User, "old_owner", old, "epoch", res.Entry.Epoch)
 }
 
 // serve installs a freshly claimed stream as the one this node holds and
@@ -305,17 +257,17 @@ func (b *Broker) nameOldOwner(e, claimed session.Entry, empty map[string]bool) {
 // already holds exactly this content under the stream's epoch (it kept its
 // sealed replica for this node), so there is nothing to copy. attached says
 // the claim recorded a live connection, so attaching it proposes nothing.
-func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string, replicated, attached bool) (*held, error) {
+func (b *Broker) serve(ctx context.Context, key session.Key, s *session.Stream, backup string, replicated, attached bool) (*held, error) {
 	epoch := s.Epoch // read before the stream is shared: the owner adopts newer epochs under h.mu
-	h := b.newHeld(s.User, s, backup, replicated, attached)
+	h := b.newHeld(key, s, backup, replicated, attached)
 	b.mu.Lock()
-	prev := b.held[s.User]
-	b.held[s.User] = h
+	prev := b.held[key]
+	b.held[key] = h
 	b.mu.Unlock()
 	if prev != nil {
-		prev.seal(epoch, "session reclaimed")
+		prev.seal(epoch, false, "session reclaimed")
 	}
-	b.dropReplica(s.User, epoch) // this node is the owner now, not the backup
+	b.dropReplica(key, epoch) // this node is the owner now, not the backup
 	h.mu.Lock()
 	err := h.syncLocked(ctx)
 	h.mu.Unlock()
@@ -325,5 +277,3 @@ func (b *Broker) serve(ctx context.Context, s *session.Stream, backup string, re
 	}
 	return h, nil
 }
-
-func (h *held) isSealed() bool { return h.gone.Load() }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // TestFailedFetchKeepsTheOldOwnerFindable: a node takes a stream over, but
@@ -15,7 +15,7 @@ import (
 // later attempt must recover them from it, not start a new session.
 func TestFailedFetchKeepsTheOldOwnerFindable(t *testing.T) {
 	tn := newTestNet(t, 3)
-	if _, err := tn.hello("n1", "u", &transport.Resume{}); err != nil {
+	if _, err := tn.hello("n1", "u", &protocol.Resume{}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 2; i++ {
@@ -33,8 +33,8 @@ func TestFailedFetchKeepsTheOldOwnerFindable(t *testing.T) {
 
 	// The taker cannot reach n1: its attach fails, and so does the fetch.
 	tn.setCut(taker, "n1", true)
-	resume := &transport.Resume{Session: before.Session, Seq: 0}
-	if _, err := tn.hello(taker, "u", resume); !errors.Is(err, ErrUnavailable) {
+	resume := &protocol.Resume{Session: before.Session, Seq: 0}
+	if _, err := tn.hello(taker, "u", resume); !errors.Is(err, protocol.ErrUnavailable) {
 		t.Fatalf("hello at %s with n1 unreachable and %s empty: err = %v, want ErrUnavailable", taker, backup, err)
 	}
 	tn.setCut(taker, "n1", false)
@@ -45,7 +45,7 @@ func TestFailedFetchKeepsTheOldOwnerFindable(t *testing.T) {
 	eventually(t, 3*downFor, "a hello to succeed", func() bool {
 		var err error
 		s, err = tn.hello(taker, "u", resume)
-		if err != nil && !errors.Is(err, ErrUnavailable) {
+		if err != nil && !errors.Is(err, protocol.ErrUnavailable) {
 			t.Fatalf("hello: %v", err)
 		}
 		return err == nil

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // stableConnection is how long a welcomed connection must have lasted for
@@ -251,14 +251,14 @@ func (c *Client) afterConnection(ep string, out outcome, fails int) int {
 		c.log.Warn("connect failed", "endpoint", ep, "err", out.err)
 	}
 
-	switch out.closeCode {
-	case transport.CloseDraining, transport.CloseGoingAway:
+	switch protocol.CloseCode(out.closeCode) {
+	case protocol.CloseMoved, protocol.CloseGoingAway:
 		// The node is leaving: go elsewhere now, where it told us if it did.
 		c.eps.prefer(out.drainTo, ep)
 		if out.welcomed {
 			fails = 0
 		}
-	case transport.CloseExpired:
+	case protocol.CloseContinuityLost:
 		// Resume is impossible: start over from the start of the stream.
 		c.mu.Lock()
 		c.session = ""
@@ -271,8 +271,8 @@ func (c *Client) afterConnection(ep string, out outcome, fails int) int {
 		if out.resumeSent {
 			fails = 0 // the next hello differs, so retrying at once cannot loop
 		}
-	case transport.CloseRateLimited, transport.CloseTryAgainLater, transport.CloseProtocol,
-		transport.CloseHelloTimeout, transport.CloseInvalidUTF8, transport.CloseTooLarge:
+	case protocol.CloseRateLimited, protocol.CloseTryAgainLater, protocol.CloseProtocol,
+		protocol.CloseHelloTimeout, protocol.CloseInvalidUTF8, protocol.CloseTooLarge:
 		fails = max(fails, 1)
 	}
 	if errors.Is(out.err, ErrUnauthorized) {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 func testConfig(eps ...string) Config {
@@ -82,7 +82,7 @@ func seqs(from, to uint64) []uint64 {
 	return s
 }
 
-func wantResume(t *testing.T, h transport.ClientFrame, want *transport.Resume) {
+func wantResume(t *testing.T, h protocol.ClientFrame, want *protocol.Resume) {
 	t.Helper()
 	if !reflect.DeepEqual(h.Resume, want) {
 		t.Fatalf("hello resume = %+v, want %+v", h.Resume, want)
@@ -95,18 +95,18 @@ func TestHelloFrame(t *testing.T) {
 		session        string
 		lastSeq        uint64
 		offline, fresh bool
-		want           *transport.Resume
+		want           *protocol.Resume
 	}{
-		{"first connect asks for offline messages", "", 0, true, false, &transport.Resume{Seq: 0}},
+		{"first connect asks for offline messages", "", 0, true, false, &protocol.Resume{Seq: 0}},
 		{"first connect without offline resume", "", 0, false, false, nil},
-		{"preset seq without session", "", 7, false, false, &transport.Resume{Seq: 7}},
-		{"resume session", "s1", 42, true, false, &transport.Resume{Session: "s1", Seq: 42}},
-		{"after 4011 starts over", "", 0, false, true, &transport.Resume{Seq: 0}},
+		{"preset seq without session", "", 7, false, false, &protocol.Resume{Seq: 7}},
+		{"resume session", "s1", 42, true, false, &protocol.Resume{Session: "s1", Seq: 42}},
+		{"after 4011 starts over", "", 0, false, true, &protocol.Resume{Seq: 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := helloFrame("T", tt.session, tt.lastSeq, tt.offline, tt.fresh)
-			if f.Type != transport.TypeHello || f.Token != "T" {
+			if f.Type != protocol.TypeHello || f.Token != "T" {
 				t.Fatalf("frame = %+v", f)
 			}
 			wantResume(t, f, tt.want)
@@ -116,22 +116,22 @@ func TestHelloFrame(t *testing.T) {
 
 func TestReconnectsToOtherEndpointAndResumesWhenNodeDies(t *testing.T) {
 	a := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Node: "a", Resumed: true})
+		fc.welcome(protocol.Welcome{Session: "s1", Node: "a", Resumed: true})
 		fc.send(1, 2)
 		// Returning drops the TCP connection without a close frame: a crash.
 	})
 	b := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Node: "b", Resumed: true, Seq: 3})
+		fc.welcome(protocol.Welcome{Session: "s1", Node: "b", Resumed: true, Seq: 3})
 		fc.send(3)
 		fc.hold()
 	})
 	c := dial(t, testConfig(a.url, b.url))
 
-	wantResume(t, a.nextHello(t), &transport.Resume{Seq: 0})
+	wantResume(t, a.nextHello(t), &protocol.Resume{Seq: 0})
 	if got := recv(t, c, 3); !reflect.DeepEqual(got, seqs(1, 3)) {
 		t.Fatalf("got %v", got)
 	}
-	wantResume(t, b.nextHello(t), &transport.Resume{Session: "s1", Seq: 2})
+	wantResume(t, b.nextHello(t), &protocol.Resume{Session: "s1", Seq: 2})
 	if n := a.conns.Load(); n != 1 {
 		t.Fatalf("first endpoint got %d connections; the retry should go to the other one", n)
 	}
@@ -143,12 +143,12 @@ func TestReconnectsToOtherEndpointAndResumesWhenNodeDies(t *testing.T) {
 func TestReplayedSeqsAreDeliveredOnce(t *testing.T) {
 	fs := newFake(t,
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 			fc.send(1, 2, 2, 1, 3)
 		},
 		func(fc *fakeConn) {
 			// A resume from 3 that replays too much.
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true, Seq: 5})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, Seq: 5})
 			fc.send(2, 3, 4, 5, 6)
 			fc.hold()
 		})
@@ -157,18 +157,18 @@ func TestReplayedSeqsAreDeliveredOnce(t *testing.T) {
 	if got := recv(t, c, 6); !reflect.DeepEqual(got, seqs(1, 6)) {
 		t.Fatalf("got %v, want 1..6 once each", got)
 	}
-	wantResume(t, fs.nextHello(t), &transport.Resume{Session: "s1", Seq: 3})
+	wantResume(t, fs.nextHello(t), &protocol.Resume{Session: "s1", Seq: 3})
 }
 
 func TestHeartbeatWatchdogReconnectsOnSilence(t *testing.T) {
 	fs := newFake(t,
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true, HeartbeatMS: 50})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, HeartbeatMS: 50})
 			fc.send(1)
 			fc.hold() // silent but open: a hung node
 		},
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true, Seq: 1, HeartbeatMS: 50})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, Seq: 1, HeartbeatMS: 50})
 			fc.heartbeat(10*time.Millisecond, 5*time.Second, 1)
 		})
 	c := dial(t, testConfig(fs.url))
@@ -178,12 +178,12 @@ func TestHeartbeatWatchdogReconnectsOnSilence(t *testing.T) {
 	if !errors.Is(ev.Err, ErrHeartbeatTimeout) {
 		t.Fatalf("disconnect error = %v, want ErrHeartbeatTimeout", ev.Err)
 	}
-	wantResume(t, fs.nextHello(t), &transport.Resume{Session: "s1", Seq: 1})
+	wantResume(t, fs.nextHello(t), &protocol.Resume{Session: "s1", Seq: 1})
 }
 
 func TestHeartbeatsKeepConnectionOpen(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true, HeartbeatMS: 100})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, HeartbeatMS: 100})
 		// Four watchdog periods (250 ms) of heartbeats, each well inside one.
 		fc.heartbeat(20*time.Millisecond, time.Second, 0)
 		fc.send(1)
@@ -198,7 +198,7 @@ func TestHeartbeatsKeepConnectionOpen(t *testing.T) {
 
 func TestServerPingExtendsReadDeadline(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true, HeartbeatMS: 100})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, HeartbeatMS: 100})
 		for end := time.Now().Add(750 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 			_ = fc.ws.WriteControl(websocket.PingMessage, []byte("x"), time.Now().Add(time.Second))
 		}
@@ -214,42 +214,41 @@ func TestServerPingExtendsReadDeadline(t *testing.T) {
 
 func TestLeavingNodeSendsClientElsewhereAtOnce(t *testing.T) {
 	tests := []struct {
-		name    string
-		code    int
-		errCode string
-		offer   bool // the error frame names the third server
+		name  string
+		code  protocol.CloseCode
+		offer bool // the error frame names the third server
 	}{
-		{"draining with endpoints", transport.CloseDraining, transport.CodeDraining, true},
-		{"draining without endpoints", transport.CloseDraining, transport.CodeDraining, false},
-		{"going away", transport.CloseGoingAway, transport.CodeShutdown, false},
+		{"draining with endpoints", protocol.CloseMoved, true},
+		{"draining without endpoints", protocol.CloseMoved, false},
+		{"going away", protocol.CloseGoingAway, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resumeThere := func(fc *fakeConn) {
-				fc.welcome(transport.Welcome{Session: "s1", Resumed: true, Seq: 1})
+				fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, Seq: 1})
 				fc.hold()
 			}
 			b, offered := newFake(t, resumeThere), newFake(t, resumeThere)
 			a := newFake(t, func(fc *fakeConn) {
-				fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+				fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 				fc.send(1)
 				var eps []string
 				if tt.offer {
 					eps = []string{offered.url}
 				}
-				fc.closeWith(tt.code, tt.errCode, eps...)
+				fc.closeWith(tt.code, eps...)
 			})
 			c := dial(t, testConfig(a.url, b.url))
 			recv(t, c, 1)
 			ev := waitEvent(t, c, EventDisconnected)
-			if ev.Code != tt.code {
+			if ev.Code != int(tt.code) {
 				t.Fatalf("disconnect code %d, want %d", ev.Code, tt.code)
 			}
 			want, other := b, offered
 			if tt.offer {
 				want, other = offered, b
 			}
-			wantResume(t, want.nextHello(t), &transport.Resume{Session: "s1", Seq: 1})
+			wantResume(t, want.nextHello(t), &protocol.Resume{Session: "s1", Seq: 1})
 			waitEvent(t, c, EventResumed)
 			if a.conns.Load() != 1 || other.conns.Load() != 0 {
 				t.Fatalf("connections: leaving %d, other %d", a.conns.Load(), other.conns.Load())
@@ -260,11 +259,11 @@ func TestLeavingNodeSendsClientElsewhereAtOnce(t *testing.T) {
 
 func TestWelcomeEndpointsAreUsedForFailover(t *testing.T) {
 	b := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 		fc.hold()
 	})
 	a := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true, Endpoints: []string{b.url, "not a url"}})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, Endpoints: []string{b.url, "not a url"}})
 	})
 	c := dial(t, testConfig(a.url))
 	b.nextHello(t)
@@ -274,12 +273,12 @@ func TestWelcomeEndpointsAreUsedForFailover(t *testing.T) {
 func TestExpiredSessionReportsContinuityLostAndStartsOver(t *testing.T) {
 	fs := newFake(t,
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 			fc.send(1, 2)
-			fc.closeWith(transport.CloseExpired, transport.CodeExpired)
+			fc.closeWith(protocol.CloseContinuityLost)
 		},
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s2", Resumed: true})
+			fc.welcome(protocol.Welcome{Session: "s2", Resumed: true})
 			fc.send(1) // a new stream
 			fc.hold()
 		})
@@ -287,10 +286,10 @@ func TestExpiredSessionReportsContinuityLostAndStartsOver(t *testing.T) {
 	fs.nextHello(t)
 	recv(t, c, 2)
 	ev := waitEvent(t, c, EventContinuityLost)
-	if !errors.Is(ev.Err, ErrContinuityLost) || ev.Code != transport.CloseExpired {
+	if !errors.Is(ev.Err, ErrContinuityLost) || ev.Code != int(protocol.CloseContinuityLost) {
 		t.Fatalf("event %+v", ev)
 	}
-	wantResume(t, fs.nextHello(t), &transport.Resume{Seq: 0})
+	wantResume(t, fs.nextHello(t), &protocol.Resume{Seq: 0})
 	if got := recv(t, c, 1); got[0] != 1 {
 		t.Fatalf("got %v after starting over", got)
 	}
@@ -301,14 +300,14 @@ func TestExpiredSessionReportsContinuityLostAndStartsOver(t *testing.T) {
 
 func TestRefusedResumeReportsContinuityLost(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s2", Resumed: false, Seq: 9})
+		fc.welcome(protocol.Welcome{Session: "s2", Resumed: false, Seq: 9})
 		fc.send(10)
 		fc.hold()
 	})
 	cfg := testConfig(fs.url)
 	cfg.Session, cfg.LastSeq = "s1", 5
 	c := dial(t, cfg)
-	wantResume(t, fs.nextHello(t), &transport.Resume{Session: "s1", Seq: 5})
+	wantResume(t, fs.nextHello(t), &protocol.Resume{Session: "s1", Seq: 5})
 	ev := waitEvent(t, c, EventContinuityLost)
 	if !errors.Is(ev.Err, ErrContinuityLost) || ev.Seq != 9 {
 		t.Fatalf("event %+v", ev)
@@ -320,7 +319,7 @@ func TestRefusedResumeReportsContinuityLost(t *testing.T) {
 
 func TestFirstConnectFromSeqZeroIsNotContinuityLoss(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: false, Seq: 4})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: false, Seq: 4})
 		fc.send(5)
 		fc.hold()
 	})
@@ -337,7 +336,7 @@ func TestFirstConnectFromSeqZeroIsNotContinuityLoss(t *testing.T) {
 
 func TestSequenceGapIsReportedAndDelivered(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 		fc.send(1, 3)
 		fc.hold()
 	})
@@ -352,9 +351,9 @@ func TestSequenceGapIsReportedAndDelivered(t *testing.T) {
 
 func TestUnauthorizedRetriesWithFreshToken(t *testing.T) {
 	fs := newFake(t,
-		func(fc *fakeConn) { fc.closeWith(transport.CloseUnauthorized, transport.CodeUnauthorized) },
+		func(fc *fakeConn) { fc.closeWith(protocol.CloseUnauthorized) },
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 			fc.hold()
 		})
 	var n atomic.Int32
@@ -373,7 +372,7 @@ func TestUnauthorizedRetriesWithFreshToken(t *testing.T) {
 }
 
 func TestDialReturnsLastErrorWhenContextEnds(t *testing.T) {
-	fs := newFake(t, func(fc *fakeConn) { fc.closeWith(transport.CloseUnauthorized, transport.CodeUnauthorized) })
+	fs := newFake(t, func(fc *fakeConn) { fc.closeWith(protocol.CloseUnauthorized) })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := Dial(ctx, testConfig(fs.url))
@@ -384,7 +383,7 @@ func TestDialReturnsLastErrorWhenContextEnds(t *testing.T) {
 
 func TestPingMeasuresRoundTrip(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 		fc.hold()
 	})
 	c := dial(t, testConfig(fs.url))
@@ -403,7 +402,7 @@ func TestPingMeasuresRoundTrip(t *testing.T) {
 
 func TestCloseSaysGoodbyeAndClosesChannels(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 		fc.send(1)
 		fc.hold()
 	})
@@ -432,7 +431,7 @@ func TestCloseSaysGoodbyeAndClosesChannels(t *testing.T) {
 
 func TestFullBufferAppliesBackpressureWithoutLoss(t *testing.T) {
 	fs := newFake(t, func(fc *fakeConn) {
-		fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+		fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 		fc.send(seqs(1, 200)...)
 		fc.hold()
 	})
@@ -447,13 +446,13 @@ func TestFullBufferAppliesBackpressureWithoutLoss(t *testing.T) {
 func TestMalformedFrameCausesReconnect(t *testing.T) {
 	fs := newFake(t,
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true})
 			fc.send(1)
 			_ = fc.write([]byte(`{"type":"message","seq":`))
 			fc.drain()
 		},
 		func(fc *fakeConn) {
-			fc.welcome(transport.Welcome{Session: "s1", Resumed: true, Seq: 2})
+			fc.welcome(protocol.Welcome{Session: "s1", Resumed: true, Seq: 2})
 			fc.send(2)
 			fc.hold()
 		})
@@ -465,5 +464,5 @@ func TestMalformedFrameCausesReconnect(t *testing.T) {
 	if ev := waitEvent(t, c, EventDisconnected); !errors.Is(ev.Err, ErrProtocol) {
 		t.Fatalf("event %+v", ev)
 	}
-	wantResume(t, fs.nextHello(t), &transport.Resume{Session: "s1", Seq: 1})
+	wantResume(t, fs.nextHello(t), &protocol.Resume{Session: "s1", Seq: 1})
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // Config configures a Client. Start from DefaultConfig; zero durations and
@@ -54,7 +54,7 @@ type Config struct {
 	Logger *slog.Logger
 	// OnWelcome, if set, is called with every welcome, on the client's read
 	// goroutine: it must not block.
-	OnWelcome func(transport.Welcome)
+	OnWelcome func(protocol.Welcome)
 }
 
 // DefaultConfig returns a production-ready Config; set Endpoints and Token.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 const (
@@ -67,35 +67,17 @@ func (cn *conn) pong(id uint64) {
 	}
 }
 
-// inFrame is the union of the server frames of §3, decoded in one pass.
-type inFrame struct {
-	Type        string          `json:"type"`
-	Seq         uint64          `json:"seq"`
-	ID          json.RawMessage `json:"id"` // string on messages, number on pongs
-	TS          int64           `json:"ts"`
-	Data        json.RawMessage `json:"data"`
-	Session     string          `json:"session"`
-	Node        string          `json:"node"`
-	Region      string          `json:"region"`
-	Zone        string          `json:"zone"`
-	Resumed     bool            `json:"resumed"`
-	HeartbeatMS int64           `json:"heartbeat_ms"`
-	Endpoints   []string        `json:"endpoints"`
-	Code        string          `json:"code"`
-	Message     string          `json:"message"`
-}
-
 // helloFrame builds the hello for the current resume state. With a session
 // it resumes it; without one it asks for the stream from lastSeq when
 // offline messages are wanted, a position was preset, or a 4011 reset the
 // state (fresh).
-func helloFrame(token, session string, lastSeq uint64, resumeOffline, fresh bool) transport.ClientFrame {
-	f := transport.ClientFrame{Type: transport.TypeHello, Token: token}
+func helloFrame(token, session string, lastSeq uint64, resumeOffline, fresh bool) protocol.ClientFrame {
+	f := protocol.ClientFrame{Type: protocol.TypeHello, Token: token}
 	switch {
 	case session != "":
-		f.Resume = &transport.Resume{Session: session, Seq: lastSeq}
+		f.Resume = &protocol.Resume{Session: session, Seq: lastSeq}
 	case resumeOffline || fresh || lastSeq > 0:
-		f.Resume = &transport.Resume{Seq: lastSeq}
+		f.Resume = &protocol.Resume{Seq: lastSeq}
 	}
 	return f
 }
@@ -162,13 +144,13 @@ func (c *Client) connect(ep string) (out outcome) {
 }
 
 // readLoop reads frames until the connection fails, filling out.
-func (c *Client) readLoop(ep string, cn *conn, sent *transport.Resume, out *outcome) {
+func (c *Client) readLoop(ep string, cn *conn, sent *protocol.Resume, out *outcome) {
 	ws := cn.ws
 	ws.SetReadLimit(c.cfg.MaxFrameBytes)
 	var (
 		idle       time.Duration // read deadline once welcomed: 2.5 heartbeats
 		welcomedAt time.Time
-		errFrame   *inFrame
+		errFrame   *protocol.ErrorFrame
 	)
 	handshakeDeadline := time.Now().Add(c.cfg.DialTimeout)
 	ws.SetPingHandler(func(data string) error {
@@ -208,58 +190,74 @@ func (c *Client) readLoop(ep string, cn *conn, sent *transport.Resume, out *outc
 			out.err = fmt.Errorf("%w: binary frame", ErrProtocol)
 			return
 		}
-		if seq, id, ts, payload, ok := decodeMessage(data); ok {
+		if m, ok := protocol.ParseMessage(data); ok {
 			if !out.welcomed {
 				out.err = fmt.Errorf("%w: message before welcome", ErrProtocol)
 				return
 			}
-			if err := c.deliverMessage(seq, id, ts, payload); err != nil {
+			if err := c.deliverMessage(m); err != nil {
 				out.err = err
 				return
 			}
 			continue
 		}
-		var f inFrame
-		if err := json.Unmarshal(data, &f); err != nil {
+		frameType, err := protocol.FrameType(data)
+		if err != nil {
 			out.err = fmt.Errorf("%w: undecodable frame: %w", ErrProtocol, err)
 			return
 		}
-		switch f.Type {
-		case transport.TypeWelcome:
+		switch frameType {
+		case protocol.TypeWelcome:
 			if out.welcomed {
 				out.err = fmt.Errorf("%w: second welcome", ErrProtocol)
 				return
 			}
-			idle = c.onWelcome(ep, cn, &f, sent)
+			var w protocol.Welcome
+			if err := json.Unmarshal(data, &w); err != nil {
+				out.err = fmt.Errorf("%w: undecodable welcome: %w", ErrProtocol, err)
+				return
+			}
+			idle = c.onWelcome(ep, cn, w, sent)
 			out.welcomed, welcomedAt = true, time.Now()
-		case transport.TypeMessage:
+		case protocol.TypeMessage:
 			if !out.welcomed {
 				out.err = fmt.Errorf("%w: message before welcome", ErrProtocol)
 				return
 			}
-			if err := c.deliver(&f); err != nil {
+			var m protocol.Message
+			if err := json.Unmarshal(data, &m); err != nil {
+				out.err = fmt.Errorf("%w: undecodable message: %w", ErrProtocol, err)
+				return
+			}
+			if err := c.deliverMessage(m); err != nil {
 				out.err = err
 				return
 			}
-		case transport.TypeHeartbeat:
+		case protocol.TypeHeartbeat:
 			// Its arrival has already moved the read deadline.
-		case transport.TypePong:
+		case protocol.TypePong:
+			var p protocol.Pong
 			var id uint64
-			if json.Unmarshal(f.ID, &id) == nil {
+			if json.Unmarshal(data, &p) == nil && json.Unmarshal(p.ID, &id) == nil {
 				cn.pong(id)
 			}
-		case transport.TypeError:
+		case protocol.TypeError:
+			var f protocol.ErrorFrame
+			if err := json.Unmarshal(data, &f); err != nil {
+				out.err = fmt.Errorf("%w: undecodable error frame: %w", ErrProtocol, err)
+				return
+			}
 			errFrame = &f
 			c.log.Warn("server error frame", "endpoint", ep, "code", f.Code, "message", f.Message)
 		default:
 			// Unknown types are skipped so that servers can add frames.
-			c.log.Debug("ignoring unknown frame", "endpoint", ep, "type", f.Type)
+			c.log.Debug("ignoring unknown frame", "endpoint", ep, "type", frameType)
 		}
 	}
 }
 
 // readError records in out why a read failed.
-func (c *Client) readError(err error, idle time.Duration, errFrame *inFrame, out *outcome) {
+func (c *Client) readError(err error, idle time.Duration, errFrame *protocol.ErrorFrame, out *outcome) {
 	var ce *websocket.CloseError
 	var ne net.Error
 	switch {
@@ -284,11 +282,7 @@ func (c *Client) readError(err error, idle time.Duration, errFrame *inFrame, out
 
 // onWelcome records the session and resume position and returns the read
 // idle timeout for the connection.
-func (c *Client) onWelcome(ep string, cn *conn, f *inFrame, sent *transport.Resume) time.Duration {
-	w := transport.Welcome{
-		Type: f.Type, Session: f.Session, Node: f.Node, Region: f.Region, Zone: f.Zone,
-		Resumed: f.Resumed, Seq: f.Seq, HeartbeatMS: f.HeartbeatMS, Endpoints: f.Endpoints,
-	}
+func (c *Client) onWelcome(ep string, cn *conn, w protocol.Welcome, sent *protocol.Resume) time.Duration {
 	resumeAsked := sent != nil && (sent.Session != "" || sent.Seq > 0)
 	prev := c.lastSeq.Load()
 
@@ -340,20 +334,11 @@ func (c *Client) onWelcome(ep string, cn *conn, f *inFrame, sent *transport.Resu
 	return time.Duration(w.HeartbeatMS) * time.Millisecond * 5 / 2
 }
 
-// deliver hands a message to the application unless it is a duplicate. It
-// blocks while Messages is full, which stops reading: that is the
-// backpressure. It returns an error only for a malformed frame or Close.
-func (c *Client) deliver(f *inFrame) error {
-	var id string
-	if len(f.ID) > 0 {
-		if err := json.Unmarshal(f.ID, &id); err != nil {
-			return fmt.Errorf("%w: message id is not a string", ErrProtocol)
-		}
-	}
-	return c.deliverMessage(f.Seq, id, f.TS, f.Data)
-}
-
-func (c *Client) deliverMessage(seq uint64, id string, ts int64, data json.RawMessage) error {
+// deliverMessage hands a message to the application unless it is a
+// duplicate. It blocks while Messages is full, which stops reading: that
+// is the backpressure. It returns an error only for Close.
+func (c *Client) deliverMessage(f protocol.Message) error {
+	seq := f.Seq
 	last := c.lastSeq.Load()
 	if seq <= last {
 		c.log.Debug("dropping duplicate", "seq", seq, "last_seq", last)
@@ -367,7 +352,7 @@ func (c *Client) deliverMessage(seq uint64, id string, ts int64, data json.RawMe
 		c.log.Error("server bug", "node", node, "err", err)
 		c.emit(Event{Kind: EventSequenceAnomaly, Node: node, Session: session, Seq: last, Err: err})
 	}
-	m := Message{Seq: seq, ID: id, TS: time.UnixMilli(ts), Data: data}
+	m := Message{Seq: seq, ID: f.ID, TS: time.UnixMilli(f.TS), Data: f.Data}
 	// Advance first so that an application that has the message never sees
 	// an older LastSeq; undo it if Close stops the delivery.
 	c.lastSeq.Store(seq)

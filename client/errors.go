@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // Sentinel errors. Errors returned or carried in events wrap one of these.
@@ -46,9 +46,9 @@ var (
 // CloseError is a close frame received from the server, with the error frame
 // that preceded it, if any.
 type CloseError struct {
-	Code      int    // WebSocket close code, see transport.Close*
+	Code      int    // WebSocket close code, see protocol.CloseCode
 	Reason    string // close frame reason text
-	ErrorCode string // code of the preceding error frame, see transport.Code*
+	ErrorCode string // code of the preceding error frame, protocol.CloseCode.Slug
 	Message   string // message of the preceding error frame
 }
 
@@ -63,12 +63,12 @@ func (e *CloseError) Error() string {
 // Unwrap maps the close codes that have a sentinel onto it, so callers can
 // use errors.Is(err, ErrUnauthorized) and the like.
 func (e *CloseError) Unwrap() error {
-	switch e.Code {
-	case transport.CloseUnauthorized:
+	switch protocol.CloseCode(e.Code) {
+	case protocol.CloseUnauthorized:
 		return ErrUnauthorized
-	case transport.CloseExpired:
+	case protocol.CloseContinuityLost:
 		return ErrContinuityLost
-	case transport.CloseProtocol:
+	case protocol.CloseProtocol:
 		return ErrProtocol
 	}
 	return nil

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // fakeServer is a scripted node: each accepted connection reads the hello,
@@ -24,7 +24,7 @@ type fakeServer struct {
 	srv     *httptest.Server
 	url     string
 	scripts []func(*fakeConn)
-	hellos  chan transport.ClientFrame
+	hellos  chan protocol.ClientFrame
 	closes  chan int // close codes received from the client
 	conns   atomic.Int32
 
@@ -37,7 +37,7 @@ type fakeServer struct {
 type fakeConn struct {
 	fs    *fakeServer
 	ws    *websocket.Conn
-	hello transport.ClientFrame
+	hello protocol.ClientFrame
 }
 
 func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
@@ -45,7 +45,7 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 	fs := &fakeServer{
 		t:       t,
 		scripts: scripts,
-		hellos:  make(chan transport.ClientFrame, 64),
+		hellos:  make(chan protocol.ClientFrame, 64),
 		closes:  make(chan int, 64),
 		stop:    make(chan struct{}),
 	}
@@ -74,8 +74,8 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 		if err != nil {
 			return
 		}
-		hello, err := transport.DecodeClientFrame(b)
-		if err != nil || hello.Type != transport.TypeHello {
+		hello, err := protocol.DecodeClientFrame(b)
+		if err != nil || hello.Type != protocol.TypeHello {
 			t.Errorf("fake: first frame %s is not a hello: %v", b, err)
 			return
 		}
@@ -100,14 +100,14 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 }
 
 // nextHello waits for the next hello the server received.
-func (fs *fakeServer) nextHello(t *testing.T) transport.ClientFrame {
+func (fs *fakeServer) nextHello(t *testing.T) protocol.ClientFrame {
 	t.Helper()
 	select {
 	case h := <-fs.hellos:
 		return h
 	case <-time.After(5 * time.Second):
 		t.Fatalf("no hello at %s", fs.url)
-		return transport.ClientFrame{}
+		return protocol.ClientFrame{}
 	}
 }
 
@@ -116,28 +116,29 @@ func (fc *fakeConn) write(b []byte) error {
 	return fc.ws.WriteMessage(websocket.TextMessage, b)
 }
 
-func (fc *fakeConn) welcome(w transport.Welcome) {
+func (fc *fakeConn) welcome(w protocol.Welcome) {
 	if w.HeartbeatMS == 0 {
 		w.HeartbeatMS = 10_000
 	}
-	_ = fc.write(transport.EncodeWelcome(w))
+	_ = fc.write(protocol.EncodeWelcome(w))
 }
 
 // send sends message frames whose data is {"n":seq}.
 func (fc *fakeConn) send(seqs ...uint64) {
 	for _, s := range seqs {
 		data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, s))
-		_ = fc.write(transport.AppendMessageFrame(nil, s, fmt.Sprintf("id-%d", s), 1700000000000+int64(s), data))
+		_ = fc.write(protocol.AppendMessage(nil, s, fmt.Sprintf("id-%d", s), 1700000000000+int64(s), data))
 	}
 }
 
 // closeWith sends an optional error frame and a close frame, then waits for
 // the client to answer the close.
-func (fc *fakeConn) closeWith(code int, errCode string, endpoints ...string) {
+func (fc *fakeConn) closeWith(code protocol.CloseCode, endpoints ...string) {
+	errCode := code.Slug()
 	if errCode != "" {
-		_ = fc.write(transport.EncodeError(errCode, "scripted", endpoints))
+		_ = fc.write(protocol.EncodeError(errCode, "scripted", endpoints))
 	}
-	_ = fc.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, errCode), time.Now().Add(time.Second))
+	_ = fc.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), errCode), time.Now().Add(time.Second))
 	fc.drain()
 }
 
@@ -157,8 +158,8 @@ func (fc *fakeConn) hold() {
 			}
 			return
 		}
-		if f, err := transport.DecodeClientFrame(b); err == nil && f.Type == transport.TypePing {
-			pong, _ := json.Marshal(transport.Pong{Type: transport.TypePong, ID: f.ID})
+		if f, err := protocol.DecodeClientFrame(b); err == nil && f.Type == protocol.TypePing {
+			pong, _ := json.Marshal(protocol.Pong{Type: protocol.TypePong, ID: f.ID})
 			_ = fc.write(pong)
 		}
 	}
@@ -178,7 +179,7 @@ func (fc *fakeConn) drain() {
 // until the client is gone.
 func (fc *fakeConn) heartbeat(every, total time.Duration, seq uint64) {
 	for end := time.Now().Add(total); time.Now().Before(end); time.Sleep(every) {
-		if fc.write(transport.AppendHeartbeatFrame(nil, seq)) != nil {
+		if fc.write(protocol.AppendHeartbeat(nil, seq)) != nil {
 			return
 		}
 	}

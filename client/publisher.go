@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // ErrUnavailable means the cluster answered 503 (no quorum or owner
@@ -29,20 +31,26 @@ const maxResponseBytes = 8 << 20
 // with encoding/json; pass a json.RawMessage for pre-encoded JSON. An empty
 // ID is replaced by a random one so that retries stay idempotent (G3).
 type PublishRequest struct {
-	User string `json:"user"`
-	Data any    `json:"data"`
-	ID   string `json:"id,omitempty"`
+	User string
+	Data any
+	ID   string
+}
+
+// body is the publish API's body for r, its id generated if it has none.
+func (r PublishRequest) body() (protocol.Publish, error) {
+	data, err := json.Marshal(r.Data)
+	if err != nil {
+		return protocol.Publish{}, err
+	}
+	if r.ID == "" {
+		r.ID = NewID()
+	}
+	return protocol.NewPublish(r.User, data, r.ID), nil
 }
 
 // PublishResult is the answer to one publish. In a batch, a message that
 // failed has Error set and the other fields empty.
-type PublishResult struct {
-	User  string `json:"user"`
-	Seq   uint64 `json:"seq"`
-	ID    string `json:"id"`
-	Node  string `json:"node"`
-	Error string `json:"error,omitempty"`
-}
+type PublishResult = protocol.PublishResult
 
 // APIError is a non-200 answer of the publish API.
 type APIError struct {
@@ -118,10 +126,11 @@ func (p *Publisher) Publish(ctx context.Context, user string, data any, id strin
 	if user == "" {
 		return PublishResult{}, fmt.Errorf("%w: empty user", ErrConfig)
 	}
-	if id == "" {
-		id = NewID()
+	msg, err := PublishRequest{User: user, Data: data, ID: id}.body()
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("client: encode publish: %w", err)
 	}
-	body, err := json.Marshal(PublishRequest{User: user, Data: data, ID: id})
+	body, err := json.Marshal(msg)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("client: encode publish: %w", err)
 	}
@@ -140,25 +149,22 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []PublishRequest) ([]
 	if len(msgs) == 0 {
 		return nil, nil
 	}
-	batch := struct {
-		Messages []PublishRequest `json:"messages"`
-	}{Messages: make([]PublishRequest, len(msgs))}
+	batch := protocol.PublishBatch{Messages: make([]protocol.Publish, len(msgs))}
 	for i, m := range msgs {
 		if m.User == "" {
 			return nil, fmt.Errorf("%w: message %d: empty user", ErrConfig, i)
 		}
-		if m.ID == "" {
-			m.ID = NewID()
+		msg, err := m.body()
+		if err != nil {
+			return nil, fmt.Errorf("client: encode message %d: %w", i, err)
 		}
-		batch.Messages[i] = m
+		batch.Messages[i] = msg
 	}
 	body, err := json.Marshal(batch)
 	if err != nil {
 		return nil, fmt.Errorf("client: encode batch: %w", err)
 	}
-	var res struct {
-		Results []PublishResult `json:"results"`
-	}
+	var res protocol.PublishBatchResult
 	if err := p.do(ctx, "/v1/publish/batch", body, &res); err != nil {
 		return nil, err
 	}
@@ -273,9 +279,7 @@ func (p *Publisher) post(ctx context.Context, url string, body []byte, out any) 
 		}
 		return 0, nil
 	}
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e protocol.Error
 	msg := http.StatusText(resp.StatusCode)
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
 		msg = e.Error

@@ -17,7 +17,7 @@ import (
 
 	"github.com/switchboard/switchboard/client"
 	"github.com/switchboard/switchboard/internal/clustertest"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // Behaviour tests of the core cluster: routing between nodes, ordering,
@@ -547,7 +547,7 @@ func tryRaw(t *testing.T, c *clustertest.Cluster, id, user string) (r *rawConn, 
 	r = &rawConn{ws: ws}
 	r.welcome = r.next(t)
 	switch {
-	case r.welcome.Type == "error" && r.welcome.Code == transport.CodeUnavailable:
+	case r.welcome.Type == "error" && r.welcome.Code == protocol.CloseTryAgainLater.Slug():
 		_ = ws.Close()
 		return r, false
 	case r.welcome.Type != "welcome":
@@ -625,4 +625,84 @@ func parseMetrics(body []byte) map[string]float64 {
 		out[line[:i]] = v
 	}
 	return out
+}
+
+// TestOwnerStaysPutWhenConnectionsArriveOnTwoNodesAtOnce: a user whose
+// stream is idle at its owner connects to the owner and to another node at
+// the same moment. The owner keeps the stream while it has a connection:
+// one connection is served locally, the other attaches to it (or both
+// attach where the stream moved first); neither is sent away (4010), and
+// both receive what is published next.
+func TestOwnerStaysPutWhenConnectionsArriveOnTwoNodesAtOnce(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	const users = 12
+	name := func(i int) string { return fmt.Sprintf("pair%02d", i) }
+	for i := range users {
+		first := dialRaw(t, c, "n1", name(i))
+		mustPublish(t, c, "n2", name(i), map[string]int{"m": 1}, name(i)+"-1")
+		first.expectMessages(t, []wantMsg{{1, name(i) + "-1"}})
+		_ = first.ws.Close()
+	}
+	for i := range users {
+		c.Eventually(10*time.Second, name(i)+" idle at n1", func() bool {
+			si, st := c.Session("n2", name(i))
+			return st == http.StatusOK && si.Owner == "n1" && si.State == "detached"
+		})
+	}
+
+	type conn struct {
+		ws  *websocket.Conn
+		err error
+	}
+	dial := func(node, user string) conn {
+		d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		ws, _, err := d.Dial(c.ConnectURL(node), nil)
+		if err != nil {
+			return conn{err: err}
+		}
+		hello, _ := json.Marshal(protocol.ClientFrame{Type: protocol.TypeHello, Token: c.Token(user), Resume: &protocol.Resume{Seq: 1}})
+		_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		return conn{ws: ws, err: ws.WriteMessage(websocket.TextMessage, hello)}
+	}
+	conns := make([][2]conn, users)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range users {
+		for k, node := range []string{"n1", "n2"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				conns[i][k] = dial(node, name(i))
+			}()
+		}
+	}
+	close(start)
+	wg.Wait()
+	for i := range users {
+		for k := range 2 {
+			if err := conns[i][k].err; err != nil {
+				t.Fatalf("%s connection %d: %v", name(i), k, err)
+			}
+			ws := conns[i][k].ws
+			t.Cleanup(func() { _ = ws.Close() })
+		}
+	}
+	for i := range users {
+		mustPublish(t, c, "n3", name(i), map[string]int{"m": 2}, name(i)+"-2")
+	}
+	// Each connection gets a welcome and then message 2; an error frame
+	// (the 4010 of a displaced owner) fails the test.
+	for i := range users {
+		for k, node := range []string{"n1", "n2"} {
+			r := &rawConn{ws: conns[i][k].ws}
+			welcome := r.next(t)
+			if welcome.Type != "welcome" {
+				t.Fatalf("%s at %s: first frame %+v, want a welcome", name(i), node, welcome)
+			}
+			if f := r.next(t); f.Type != "message" || f.Seq != 2 {
+				t.Errorf("%s at %s (welcomed by %s): got %+v, want message 2: the connection was displaced", name(i), node, welcome.Node, f)
+			}
+		}
+	}
 }

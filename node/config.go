@@ -11,7 +11,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/clusterport"
 )
 
 // Config is everything a node needs. cmd/switchboard maps flags and
@@ -57,7 +57,7 @@ type Config struct {
 
 	// Dial opens node-to-node connections (Raft and peer links); nil means
 	// a plain TCP dial. Fault tests route links through proxies with it.
-	Dial transport.Dialer
+	Dial clusterport.Dialer
 
 	// RaftNoSync turns fsync off: for tests only.
 	RaftNoSync bool

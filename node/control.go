@@ -6,8 +6,8 @@ import (
 
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/membership"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
 )
 
 // control keeps the node in step with gossip membership: Raft placement on
@@ -64,13 +64,13 @@ func (n *Node) act(p *clusterPolicy, a action) {
 		n.rejoin(a.addrs)
 	case shedClients:
 		n.log.Warn("no raft leader: sending clients to other nodes", "for", a.leaderless.Round(time.Millisecond))
-		n.gateway.CloseAll(transport.CloseDraining, transport.CodeDraining, "node lost contact with the cluster: reconnect to another endpoint", n.endpoints())
+		n.gateway.CloseAll(protocol.Errorf(protocol.ErrMoved, "node lost contact with the cluster: reconnect to another endpoint"), n.endpoints())
 	case reconcile:
 		if err := n.raft.Reconcile(raftMembers(a.members)); err != nil {
 			n.log.Debug("raft reconcile", "err", err)
 		}
 	case nodeUp:
-		n.peers.Reset(a.clusterAddr) // out of the dial backoff from when it was gone
+		n.peers.Reset(a.node) // out of the dial backoff from when it was gone
 		n.broker.NodeUp(a.node)
 	case rebackup:
 		n.broker.Rebackup(a.node)

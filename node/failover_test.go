@@ -12,7 +12,7 @@ import (
 	"github.com/switchboard/switchboard/client"
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/node"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // Failure behaviour of the core cluster: a node or the Raft leader dies,
@@ -83,12 +83,12 @@ func TestClientFailsOverWhenItsNodeDies(t *testing.T) {
 	c := clustertest.Start(t, 3)
 	var (
 		mu       sync.Mutex
-		welcomes []transport.Welcome
+		welcomes []protocol.Welcome
 	)
 	endpoints := []string{c.ConnectURL("n2"), c.ConnectURL("n1"), c.ConnectURL("n3")}
 	cl := subscribe(t, c, "erin", endpoints, func(cfg *client.Config) {
 		// Called after the client has emitted the welcome's events.
-		cfg.OnWelcome = func(w transport.Welcome) {
+		cfg.OnWelcome = func(w protocol.Welcome) {
 			mu.Lock()
 			welcomes = append(welcomes, w)
 			mu.Unlock()
@@ -268,8 +268,8 @@ func TestResumeToldLostWhenANodeNeverReturns(t *testing.T) {
 	cfg.Token = client.StaticToken(c.Token("ivy"))
 	cfg.Session, cfg.LastSeq = w.Session, 1
 	cfg.BackoffBase, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	welcomes := make(chan transport.Welcome, 16)
-	cfg.OnWelcome = func(w transport.Welcome) {
+	welcomes := make(chan protocol.Welcome, 16)
+	cfg.OnWelcome = func(w protocol.Welcome) {
 		select {
 		case welcomes <- w:
 		default:

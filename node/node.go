@@ -17,8 +17,12 @@ import (
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/membership"
+	"github.com/switchboard/switchboard/peerapi"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/clusterport"
+	"github.com/switchboard/switchboard/transport/gateway"
+	"github.com/switchboard/switchboard/transport/peer"
 )
 
 // Node is one running Switchboard node.
@@ -28,13 +32,13 @@ type Node struct {
 
 	publicLn net.Listener
 	adminLn  net.Listener
-	mux      *transport.ClusterMux
-	peers    *transport.Peers
+	mux      *clusterport.Mux
+	peers    *peer.Links
 	machine  *session.Machine
 	raft     *consensus.Raft
 	pool     *membership.Pool
 	broker   *broker.Broker
-	gateway  *transport.Gateway
+	gateway  *gateway.Gateway
 	http     *http.Server
 	admin    *http.Server
 	metrics  *metrics
@@ -88,7 +92,7 @@ func New(cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
-	if n.mux, err = transport.ListenCluster(cfg.ClusterAddr); err != nil {
+	if n.mux, err = clusterport.Listen(cfg.ClusterAddr); err != nil {
 		return nil, fmt.Errorf("cluster listener: %w", err)
 	}
 	publicAddr := cfg.advertised(n.publicLn.Addr().String(), cfg.AdvertisePublic)
@@ -99,28 +103,28 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 
-	n.peers = transport.NewPeers(transport.PeerConfig{
-		NodeID: cfg.NodeID,
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			return transport.DialClusterWith(ctx, n.dialer(), addr, transport.MuxPeer, 2*time.Second)
-		},
-		Logger:    cfg.Logger,
-		ErrorCode: wireCode,
-		CodeError: wireError,
-	})
+	pc := peer.DefaultConfig()
+	pc.NodeID, pc.Logger, pc.Errors = cfg.NodeID, cfg.Logger, peerapi.Errors
+	pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+		return clusterport.DialWith(ctx, n.dialer(), addr, clusterport.Peer, 2*time.Second)
+	}
+	pc.Resolve = n.clusterAddr
+	if n.peers, err = peer.New(pc); err != nil {
+		return nil, fmt.Errorf("peer links: %w", err)
+	}
 
 	n.machine = session.NewMachine()
 	n.machine.OnApply = n.applied
 	rc := consensus.DefaultConfig()
 	rc.NodeID, rc.DataDir, rc.Bootstrap = cfg.NodeID, filepath.Join(cfg.DataDir, "raft"), cfg.Bootstrap
 	rc.AdvertiseAddr = clusterAddr
-	rc.Listener = n.mux.Listener(transport.MuxRaft)
+	rc.Listener = n.mux.Listener(clusterport.Raft)
 	rc.Dial = func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
-		return transport.DialClusterWith(ctx, n.dialer(), addr, transport.MuxRaft, timeout)
+		return clusterport.DialWith(ctx, n.dialer(), addr, clusterport.Raft, timeout)
 	}
 	rc.Forward = func(ctx context.Context, leaderAddr string, payload []byte) ([]byte, error) {
-		out, err := n.peers.Call(ctx, leaderAddr, methodForward, payload)
-		if errors.Is(err, transport.ErrPeerNotSent) {
+		out, err := peerapi.Forward.Call(ctx, n.peers.ByAddress(), leaderAddr, payload)
+		if errors.Is(err, peer.ErrNotSent) {
 			err = fmt.Errorf("%w: %w", consensus.ErrNotSent, err)
 		}
 		return out, err
@@ -156,21 +160,24 @@ func New(cfg Config) (n *Node, err error) {
 	bc.Stream.IDWindow = cfg.IdempotencyWindow.Milliseconds()
 	bc.Logger = cfg.Logger
 	bc.OnDeliver = n.metrics.delivered
-	if n.broker, err = broker.New(bc, registry{n}, peersByID{n}, cluster{n}); err != nil {
+	if n.broker, err = broker.New(bc, registry{n}, n.peers, cluster{n}); err != nil {
 		return nil, err
 	}
 	n.applyTo.Store(n.broker)
 
-	gc := transport.DefaultGatewayConfig()
+	gc := gateway.DefaultConfig()
 	gc.MaxFrameBytes, gc.HelloTimeout, gc.Heartbeat, gc.SendQueue = cfg.MaxFrameBytes, cfg.HelloTimeout, cfg.Heartbeat, cfg.SendQueue
 	gc.PingInterval = cfg.Heartbeat
 	gc.Logger = cfg.Logger
-	n.gateway = transport.NewGateway(gc, n.authenticate, n.broker)
+	if n.gateway, err = gateway.New(gc, n.authenticate, n.broker); err != nil {
+		return nil, err
+	}
 	n.metrics.observe(n)
 
-	n.registerPeerMethods()
+	n.serve(n.peers)
+	n.broker.Serve(n.peers)
 	n.goOwned(func() {
-		if err := n.peers.Serve(n.mux.Listener(transport.MuxPeer)); err != nil {
+		if err := n.peers.Serve(n.mux.Listener(clusterport.Peer)); err != nil {
 			n.log.Error("peer links stopped", "err", err)
 		}
 	})
@@ -186,7 +193,7 @@ func New(cfg Config) (n *Node, err error) {
 	return n, nil
 }
 
-func (n *Node) dialer() transport.Dialer {
+func (n *Node) dialer() clusterport.Dialer {
 	if n.cfg.Dial != nil {
 		return n.cfg.Dial
 	}
@@ -296,11 +303,11 @@ func (n *Node) stop(ctx context.Context, graceful bool) {
 			_ = n.http.Close()
 		}
 		if n.gateway != nil {
-			code, slug := transport.CloseGoingAway, transport.CodeShutdown
+			why := protocol.Errorf(protocol.ErrShuttingDown, "node stopping: reconnect to another endpoint")
 			if graceful {
-				code, slug = transport.CloseDraining, transport.CodeDraining
+				why = protocol.Errorf(protocol.ErrMoved, "node stopping: reconnect to another endpoint")
 			}
-			n.gateway.CloseAll(code, slug, "node stopping: reconnect to another endpoint", n.endpoints())
+			n.gateway.CloseAll(why, n.endpoints())
 			gctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = n.gateway.Shutdown(gctx)
 			cancel()
@@ -365,7 +372,7 @@ func (n *Node) drain(ctx context.Context) error {
 	if err != nil {
 		n.log.Warn("drain incomplete", "err", err)
 	}
-	n.gateway.CloseAll(transport.CloseDraining, transport.CodeDraining, "node draining: reconnect to another endpoint", n.endpoints())
+	n.gateway.CloseAll(protocol.Errorf(protocol.ErrMoved, "node draining: reconnect to another endpoint"), n.endpoints())
 	if n.raft.IsLeader() {
 		if err := n.raft.TransferLeadership(); err != nil {
 			n.log.Warn("leadership transfer failed", "err", err)

@@ -86,7 +86,7 @@ type (
 	// reconcile: the leader places Raft voters after gossip's members.
 	reconcile struct{ members []membership.Member }
 	// nodeUp: a member is alive again; use it at once.
-	nodeUp struct{ node, clusterAddr string }
+	nodeUp struct{ node string }
 	// rebackup: a member is draining; move the replicas it holds.
 	rebackup struct{ node string }
 	// nodeDown: a member became dead or left.
@@ -200,7 +200,7 @@ func (p *clusterPolicy) follow(v clusterView, out []action) ([]string, []action)
 		if m.ID != p.self && m.State == membership.StateAlive && seen && prev != m.State {
 			// Back (restarted or healed): links to it may sit in a dial
 			// backoff from when it was gone.
-			out = append(out, nodeUp{node: m.ID, clusterAddr: m.ClusterAddr})
+			out = append(out, nodeUp{node: m.ID})
 		}
 		if m.ID != p.self && m.State == membership.StateDraining && prev != m.State {
 			out = append(out, rebackup{node: m.ID}) // it is leaving: replicas move before it goes

@@ -169,7 +169,7 @@ func TestPolicyLeaderRepeatsNodeFailedAndSweepsEvery10s(t *testing.T) {
 }
 
 func TestPolicyMemberAliveAgainIsUp(t *testing.T) {
-	up := func(id string) action { return nodeUp{node: id, clusterAddr: id + ":7000"} }
+	up := func(id string) action { return nodeUp{node: id} }
 	playPolicy(t, []action{nodeUp{}}, []policyScenario{
 		{"after dead", []policyStep{
 			{at: sec(1), view: followerView(membersOf("b=alive"))},
@@ -408,7 +408,7 @@ func TestPolicyActionOrder(t *testing.T) {
 		saveSeeds{[]string{"b:7946", "c:7946"}},
 		rejoin{[]string{"d:7946"}},
 		reconcile{m},
-		nodeUp{"b", "b:7000"},
+		nodeUp{"b"},
 		rebackup{"c"},
 		nodeDown{"d", membership.StateDead},
 		nodeFailed{node: "d"},

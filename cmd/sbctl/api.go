@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // maxResponseBytes bounds what sbctl reads from a node: a cluster listing
@@ -114,9 +116,7 @@ func (c *adminClient) callJSON(method, path string, v any) ([]byte, error) {
 // serverMessage extracts {"error": "..."} from an error answer, or a short
 // excerpt of a body that is not JSON (a proxy's HTML page, say).
 func serverMessage(body []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e protocol.Error
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		return e.Error
 	}

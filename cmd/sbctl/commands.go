@@ -13,38 +13,8 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/internal/token"
+	"github.com/switchboard/switchboard/protocol"
 )
-
-// clusterInfo is GET /v1/cluster (DESIGN.md §5).
-type clusterInfo struct {
-	Leader      string        `json:"leader"`
-	Term        uint64        `json:"term"`
-	CommitIndex uint64        `json:"commit_index"`
-	Durability  string        `json:"durability"`
-	Nodes       []clusterNode `json:"nodes"`
-}
-
-type clusterNode struct {
-	ID            string `json:"id"`
-	Region        string `json:"region"`
-	Zone          string `json:"zone"`
-	PublicURL     string `json:"public_url"`
-	State         string `json:"state"`
-	Raft          string `json:"raft"`
-	Connections   int    `json:"connections"`
-	SessionsOwned int    `json:"sessions_owned"`
-}
-
-// sessionInfo is GET /v1/sessions/{user} (DESIGN.md §5).
-type sessionInfo struct {
-	User    string `json:"user"`
-	Session string `json:"session"`
-	Owner   string `json:"owner"`
-	Backup  string `json:"backup"`
-	Epoch   uint64 `json:"epoch"`
-	State   string `json:"state"`
-	Seq     uint64 `json:"seq"`
-}
 
 // commandFlags returns a flag set for a command with the global flags on it.
 func commandFlags(name string, g *globals) *flag.FlagSet {
@@ -78,7 +48,7 @@ func cmdStatus(g *globals, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	var ci clusterInfo
+	var ci protocol.Cluster
 	body, err := c.getJSON("/v1/cluster", &ci)
 	if err != nil {
 		return err
@@ -91,7 +61,7 @@ func cmdStatus(g *globals, args []string, stdout io.Writer) error {
 }
 
 // printStatus renders the cluster as a header and one row per node.
-func printStatus(w io.Writer, ci clusterInfo) error {
+func printStatus(w io.Writer, ci protocol.Cluster) error {
 	leader := ci.Leader
 	if leader == "" {
 		leader = "(none: election in progress or no quorum)"
@@ -107,7 +77,7 @@ func printStatus(w io.Writer, ci clusterInfo) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	nodes := append([]clusterNode(nil), ci.Nodes...)
+	nodes := append([]protocol.ClusterNode(nil), ci.Nodes...)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREGION\tZONE\tSTATE\tRAFT\tCONNECTIONS\tSESSIONS\tPUBLIC URL")
@@ -133,7 +103,7 @@ func cmdSessions(g *globals, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	var si sessionInfo
+	var si protocol.Session
 	// PathEscape: user ids may hold '/', '?' or spaces.
 	body, err := c.getJSON("/v1/sessions/"+url.PathEscape(pos[0]), &si)
 	if err != nil {
@@ -202,10 +172,7 @@ func cmdDrain(g *globals, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	var ans struct {
-		Node  string `json:"node"`
-		State string `json:"state"`
-	}
+	var ans protocol.NodeState
 	if _, err := c.callJSON(http.MethodPost, "/v1/nodes/"+url.PathEscape(pos[0])+"/drain", &ans); err != nil {
 		return err
 	}
@@ -226,10 +193,7 @@ func cmdLeaderTransfer(g *globals, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	var ans struct {
-		Previous string `json:"previous"`
-		Leader   string `json:"leader"`
-	}
+	var ans protocol.LeadershipTransfer
 	if _, err := c.callJSON(http.MethodPost, "/v1/raft/transfer-leadership", &ans); err != nil {
 		return err
 	}
@@ -250,7 +214,7 @@ func cmdLeaderTransfer(g *globals, args []string, stdout io.Writer) error {
 func (c *adminClient) awaitNewLeader(prev string, wait time.Duration) string {
 	deadline := time.Now().Add(wait)
 	for {
-		var ci clusterInfo
+		var ci protocol.Cluster
 		if _, err := c.getJSON("/v1/cluster", &ci); err == nil && ci.Leader != "" && ci.Leader != prev {
 			return ci.Leader
 		}

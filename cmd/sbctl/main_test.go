@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/switchboard/switchboard/internal/testenv"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard/switchboard/internal/testenv"
+	"github.com/switchboard/switchboard/protocol"
 
 	"github.com/gorilla/websocket"
 
@@ -329,7 +331,7 @@ func TestHTTPErrors(t *testing.T) {
 
 func TestPrintStatus(t *testing.T) {
 	var b bytes.Buffer
-	err := printStatus(&b, clusterInfo{Term: 3, CommitIndex: 9, Nodes: []clusterNode{
+	err := printStatus(&b, protocol.Cluster{Term: 3, CommitIndex: 9, Nodes: []protocol.ClusterNode{
 		{ID: "n2", Region: "r1", Zone: "b", State: "suspect", Raft: "voter", Connections: 12, SessionsOwned: 4},
 		{ID: "n1", Region: "r1", Zone: "a", State: "alive", Raft: "nonvoter"},
 	}})

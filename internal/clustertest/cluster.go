@@ -28,6 +28,7 @@ import (
 
 	"github.com/switchboard/switchboard/internal/token"
 	"github.com/switchboard/switchboard/node"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // Secrets used by every test cluster.
@@ -291,21 +292,7 @@ func (c *Cluster) WaitReady(id string) {
 }
 
 // ClusterInfo is GET /v1/cluster.
-type ClusterInfo struct {
-	Leader      string `json:"leader"`
-	Term        uint64 `json:"term"`
-	CommitIndex uint64 `json:"commit_index"`
-	Nodes       []struct {
-		ID            string `json:"id"`
-		Region        string `json:"region"`
-		Zone          string `json:"zone"`
-		PublicURL     string `json:"public_url"`
-		State         string `json:"state"`
-		Raft          string `json:"raft"`
-		Connections   int    `json:"connections"`
-		SessionsOwned int    `json:"sessions_owned"`
-	} `json:"nodes"`
-}
+type ClusterInfo = protocol.Cluster
 
 // Cluster reads GET /v1/cluster from node id.
 func (c *Cluster) Cluster(id string) (ClusterInfo, error) {
@@ -363,15 +350,7 @@ func (c *Cluster) WaitVoters(n int) {
 }
 
 // SessionInfo is GET /v1/sessions/{user}.
-type SessionInfo struct {
-	User    string `json:"user"`
-	Session string `json:"session"`
-	Owner   string `json:"owner"`
-	Backup  string `json:"backup"`
-	Epoch   uint64 `json:"epoch"`
-	State   string `json:"state"`
-	Seq     uint64 `json:"seq"`
-}
+type SessionInfo = protocol.Session
 
 // Session reads GET /v1/sessions/{user} from node id.
 func (c *Cluster) Session(id, user string) (SessionInfo, int) {
@@ -384,20 +363,15 @@ func (c *Cluster) Session(id, user string) (SessionInfo, int) {
 }
 
 // PublishResult is the 200 answer of POST /v1/publish.
-type PublishResult struct {
-	User string `json:"user"`
-	Seq  uint64 `json:"seq"`
-	ID   string `json:"id"`
-	Node string `json:"node"`
-}
+type PublishResult = protocol.PublishResult
 
 // Publish posts one message through node id and returns the status and answer.
 func (c *Cluster) Publish(id, user string, data any, msgID string) (int, PublishResult, []byte) {
-	body := map[string]any{"user": user, "data": data}
-	if msgID != "" {
-		body["id"] = msgID
+	raw, err := json.Marshal(data)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	b, _ := json.Marshal(body)
+	b, _ := json.Marshal(protocol.NewPublish(user, raw, msgID))
 	st, out := c.Do(id, http.MethodPost, "/v1/publish", APIKey, b)
 	var pr PublishResult
 	if st == http.StatusOK {

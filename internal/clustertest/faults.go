@@ -13,7 +13,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
 
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/transport/clusterport"
 )
 
 // ErrLinkCut is what a node's dial returns while fault injection cuts the
@@ -100,7 +100,7 @@ func proxyAddr(p *toxiproxy.Proxy) string {
 
 // dialer returns node from's dial: connections to another node's cluster
 // address go through proxy(from, to), and fail at once while it is cut.
-func (f *faults) dialer(from string) transport.Dialer {
+func (f *faults) dialer(from string) clusterport.Dialer {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		f.mu.Lock()
 		to, ok := f.byAddr[addr]

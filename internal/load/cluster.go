@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // requestTimeout bounds every admin, metrics and health request.
@@ -53,9 +55,7 @@ func (c *cluster) close() { c.hc.CloseIdleConnections() }
 func (c *cluster) resolve(ctx context.Context, bases, admins []string) error {
 	c.nodes = c.nodes[:0]
 	for i, b := range bases {
-		var h struct {
-			Node string `json:"node"`
-		}
+		var h protocol.Health
 		st, body, err := c.do(ctx, http.MethodGet, b+"/healthz", "", nil)
 		if err != nil {
 			return fmt.Errorf("%w: %s/healthz: %w", ErrCluster, b, err)
@@ -183,9 +183,7 @@ func (c *cluster) owner(ctx context.Context, adminBase, user string) (string, er
 	if err != nil {
 		return "", fmt.Errorf("%w: session %s: %w", ErrCluster, user, err)
 	}
-	var s struct {
-		Owner string `json:"owner"`
-	}
+	var s protocol.Session
 	if st != http.StatusOK || json.Unmarshal(body, &s) != nil {
 		return "", fmt.Errorf("%w: session %s answered %d %s", ErrCluster, user, st, bytes.TrimSpace(body))
 	}

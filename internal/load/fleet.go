@@ -11,7 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/switchboard/switchboard/client"
 	"github.com/switchboard/switchboard/internal/token"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // dialWait bounds how long one user may take to get its first welcome.
@@ -143,7 +143,7 @@ func (f *fleet) dial(ctx context.Context, u *user, endpoints []string, ttl time.
 	cc.Buffer = f.cfg.ClientBuffer
 	cc.EventBuffer = 16
 	cc.Dialer = f.dialer
-	cc.OnWelcome = func(w transport.Welcome) { f.welcomed(u, w) }
+	cc.OnWelcome = func(w protocol.Welcome) { f.welcomed(u, w) }
 	dctx, cancel := context.WithTimeout(ctx, dialWait)
 	defer cancel()
 	c, err := client.Dial(dctx, cc)
@@ -159,7 +159,7 @@ func (f *fleet) dial(ctx context.Context, u *user, endpoints []string, ttl time.
 
 // welcomed runs on the SDK's read goroutine for every welcome: it must
 // not block.
-func (f *fleet) welcomed(u *user, w transport.Welcome) {
+func (f *fleet) welcomed(u *user, w protocol.Welcome) {
 	n := u.welcomes.Add(1)
 	node := w.Node
 	if n == 1 {

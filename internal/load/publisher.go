@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // pubMsg is one message to publish.
@@ -187,14 +189,6 @@ func (p *publisher) submit(ctx context.Context, msgs []pubMsg) {
 	}
 }
 
-// batchAnswer is the answer of POST /v1/publish/batch.
-type batchAnswer struct {
-	Results []struct {
-		Seq   uint64 `json:"seq"`
-		Error string `json:"error"`
-	} `json:"results"`
-}
-
 // send posts a batch, rotating over its nodes and retrying the messages
 // not yet acknowledged (same ids) until RetryFor has passed.
 func (p *publisher) send(ctx context.Context, j *batchJob) {
@@ -237,7 +231,7 @@ func (p *publisher) send(ctx context.Context, j *batchJob) {
 			p.cfg.Logger.Warn("publish refused; giving the batch up", "component", "sbload", "status", st, "answer", string(bytes.TrimSpace(answer)))
 			return // a 4xx will not change on retry
 		}
-		var a batchAnswer
+		var a protocol.PublishBatchResult
 		if err := json.Unmarshal(answer, &a); err != nil || len(a.Results) != len(remaining) {
 			p.other.Add(1)
 			continue

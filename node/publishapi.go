@@ -1,0 +1,197 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/switchboard/switchboard/broker"
+	"github.com/switchboard/switchboard/protocol"
+	"github.com/switchboard/switchboard/session"
+)
+
+// publishRoutes serves the publish API (DESIGN.md §4), for publishers
+// holding the API key.
+func (n *Node) publishRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("/v1/publish", n.handlePublish)
+	mux.HandleFunc("/v1/publish/batch", n.handlePublishBatch)
+}
+
+// maxIDLen bounds idempotency keys, which streams remember for the window.
+const maxIDLen = 256
+
+// parsePublish decodes and validates one message.
+func (n *Node) parsePublish(raw []byte) (broker.PublishRequest, error) {
+	var p protocol.Publish
+	if err := json.Unmarshal(raw, &p); err != nil {
+		// Unmarshal also refuses trailing data after the object.
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "body is not a JSON object: %v", err)
+	}
+	return n.checkPublish(p)
+}
+
+// checkPublish validates one decoded message.
+func (n *Node) checkPublish(p protocol.Publish) (broker.PublishRequest, error) {
+	switch {
+	case p.User == nil:
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "user is required")
+	case len(p.Data) == 0:
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "data is required")
+	case len(p.Data) > n.cfg.MaxFrameBytes:
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrTooLarge, "data is %d bytes, over the %d-byte frame limit", len(p.Data), n.cfg.MaxFrameBytes)
+	}
+	if err := validUser(*p.User); err != nil {
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "%v", err)
+	}
+	id := ""
+	if p.ID != nil {
+		id = *p.ID
+		if id == "" || len(id) > maxIDLen || !utf8.ValidString(id) {
+			return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "id must be 1..%d bytes of UTF-8", maxIDLen)
+		}
+	} else {
+		id = newPublishID()
+	}
+	data := make([]byte, 0, len(p.Data))
+	data = appendCompact(data, p.Data)
+	return broker.PublishRequest{Key: session.UserKey(*p.User), ID: id, Data: data}, nil
+}
+
+// appendCompact strips insignificant white space so frames stay small; the
+// input is already valid JSON. Most publishers send compact JSON: without
+// any white space byte there is nothing to strip.
+func appendCompact(dst, src []byte) []byte {
+	if !bytes.ContainsAny(src, " \t\r\n") {
+		return append(dst, src...)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, src); err != nil {
+		return append(dst, src...)
+	}
+	return append(dst, buf.Bytes()...)
+}
+
+// newPublishID names a publish that came without an id, so the answer
+// carries one the caller can retry with.
+func newPublishID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// publishAuth runs the checks every publish request shares.
+func (n *Node) publishAuth(w http.ResponseWriter, r *http.Request) bool {
+	if !only(http.MethodPost, w, r) {
+		return false
+	}
+	if !bearer(r, n.cfg.APIKey) {
+		writeError(w, protocol.Errorf(protocol.ErrUnauthorized, "missing or bad API key"))
+		return false
+	}
+	return true
+}
+
+func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
+	if !n.publishAuth(w, r) {
+		return
+	}
+	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req, err := n.parsePublish(body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
+	defer cancel()
+	res := n.broker.Publish(ctx, []broker.PublishRequest{req})[0]
+	n.metrics.publishedN(1, res.Err)
+	if res.Err != nil {
+		writeError(w, publishError(res.Err))
+		return
+	}
+	writeJSON(w, http.StatusOK, protocol.PublishResult{User: req.Key.Name, Seq: res.Seq, ID: req.ID, Node: res.Node})
+}
+
+// publishError is what a publish the broker could not store answers: a
+// deadline that ended it is a 503 like any other failure a retry (with
+// the same id) may fix.
+func publishError(err error) error {
+	if protocol.StatusOf(err) == http.StatusInternalServerError && errors.Is(err, context.DeadlineExceeded) {
+		return protocol.Errorf(protocol.ErrUnavailable, "%v", err)
+	}
+	return err
+}
+
+func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
+	if !n.publishAuth(w, r) {
+		return
+	}
+	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// One pass when every message decodes; otherwise message by message,
+	// so that each bad one gets its own error and the rest are published.
+	var whole protocol.PublishBatch
+	var raw protocol.RawPublishBatch
+	fast := json.Unmarshal(body, &whole) == nil
+	if !fast {
+		if err := json.Unmarshal(body, &raw); err != nil {
+			writeError(w, protocol.Errorf(protocol.ErrBadRequest, `body is not {"messages":[...]}: %v`, err))
+			return
+		}
+	}
+	count := len(raw.Messages)
+	if fast {
+		count = len(whole.Messages)
+	}
+	switch {
+	case fast && whole.Messages == nil, !fast && raw.Messages == nil:
+		writeError(w, protocol.Errorf(protocol.ErrBadRequest, "messages is required"))
+		return
+	case count > n.cfg.MaxBatch:
+		writeError(w, protocol.Errorf(protocol.ErrTooLarge, "%d messages, over the batch limit of %d", count, n.cfg.MaxBatch))
+		return
+	}
+	answers := make([]protocol.PublishResult, count)
+	reqs := make([]broker.PublishRequest, 0, count)
+	slots := make([]int, 0, count)
+	for i := range count {
+		var req broker.PublishRequest
+		var err error
+		if fast {
+			req, err = n.checkPublish(whole.Messages[i])
+		} else {
+			req, err = n.parsePublish(raw.Messages[i])
+		}
+		if err != nil {
+			answers[i].Error = err.Error()
+			continue
+		}
+		reqs = append(reqs, req)
+		slots = append(slots, i)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
+	defer cancel()
+	results := n.broker.Publish(ctx, reqs)
+	for k, res := range results {
+		i, req := slots[k], reqs[k]
+		n.metrics.publishedN(1, res.Err)
+		if res.Err != nil {
+			answers[i].Error = res.Err.Error()
+			continue
+		}
+		answers[i] = protocol.PublishResult{User: req.Key.Name, Seq: res.Seq, ID: req.ID, Node: res.Node}
+	}
+	writeJSON(w, http.StatusOK, protocol.PublishBatchResult{Results: answers})
+}

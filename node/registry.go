@@ -1,0 +1,57 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/switchboard/switchboard/consensus"
+	"github.com/switchboard/switchboard/session"
+)
+
+// registry is the broker's view of the Raft-replicated session registry:
+// reads from the local replica, proposals through the batching proposer.
+type registry struct{ n *Node }
+
+func (r registry) Get(name string) (e session.Entry, ok bool) {
+	r.n.raft.Read(func() { e, ok = r.n.machine.Registry.Get(name) })
+	return e, ok
+}
+
+// Propose stamps the command with the proposer's clock (apply reads none)
+// and commits it through the batching proposer. A command whose outcome is
+// unknown (the leader died mid-commit) is sent again, unchanged, until ctx
+// ends: every registry command is a compare-and-set that recognises its
+// own retry, so this cannot apply anything twice, and a leader election
+// costs a request a short wait instead of an error.
+func (r registry) Propose(ctx context.Context, c session.Command) (session.Result, error) {
+	c.Now = time.Now().UnixMilli()
+	cmd := c.Encode(nil)
+	start := time.Now()
+	wait := 20 * time.Millisecond
+	for {
+		res, err := r.proposeOnce(ctx, cmd, c.Kind, start)
+		if err == nil {
+			return res, nil
+		}
+		if !errors.Is(err, consensus.ErrNotCommitted) && !errors.Is(err, consensus.ErrNoLeader) || errors.Is(err, consensus.ErrClosed) {
+			return session.Result{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return session.Result{}, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// proposeOnce commits an encoded command once, recording its latency.
+func (r registry) proposeOnce(ctx context.Context, cmd []byte, kind session.Kind, start time.Time) (session.Result, error) {
+	out, err := r.n.raft.Propose(ctx, cmd)
+	r.n.metrics.proposed(ctx, kind, time.Since(start), err)
+	if err != nil {
+		return session.Result{}, err
+	}
+	return session.DecodeResult(out)
+}

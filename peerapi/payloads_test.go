@@ -1,0 +1,131 @@
+package peerapi
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/switchboard/switchboard/internal/wire"
+	"github.com/switchboard/switchboard/session"
+)
+
+func TestHandoffRequestRoundTrip(t *testing.T) {
+	for _, want := range []HandoffRequest{
+		{Key: session.UserKey("u1"), Epoch: 7},
+		{Key: session.UserKey("u2"), Epoch: 1 << 40, Keep: true},
+	} {
+		got, err := handoffRequestCodec.Decode(handoffRequestCodec.Append(nil, want))
+		if err != nil || got != want {
+			t.Fatalf("decodeHandoff(handoffRequestCodec.Append(nil, %+v)) = %+v, %v", want, got, err)
+		}
+	}
+	// Without Keep the request is byte for byte what nodes that predate it
+	// send, and they ignore the trailing byte a new node adds.
+	old := wire.AppendUvarint(wire.AppendString(nil, "u"), 3)
+	if got := handoffRequestCodec.Append(nil, HandoffRequest{Key: session.UserKey("u"), Epoch: 3}); string(got) != string(old) {
+		t.Fatalf("request without Keep = %x, want the old encoding %x", got, old)
+	}
+}
+
+func TestHandoffReplyRoundTrip(t *testing.T) {
+	msgs := []session.Message{{Seq: 4, ID: "a", TS: 9, Data: []byte(`{"x":1}`)}, {Seq: 5, Data: []byte("2")}}
+	for _, want := range []session.Tail{
+		{Session: "s", Last: 0},
+		{Session: "s", Last: 5, Msgs: msgs},
+		{Session: "s", Last: 5, Msgs: msgs, Kept: true},
+		{Session: "s", Last: 9, Kept: true},
+	} {
+		got, err := tailCodec.Decode(tailCodec.Append(nil, want))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Session != want.Session || got.Last != want.Last || got.Kept != want.Kept || len(got.Msgs) != len(want.Msgs) {
+			t.Fatalf("round trip of %+v = %+v", want, got)
+		}
+		for i := range got.Msgs {
+			if got.Msgs[i].Seq != want.Msgs[i].Seq || string(got.Msgs[i].Data) != string(want.Msgs[i].Data) {
+				t.Fatalf("message %d = %+v, want %+v", i, got.Msgs[i], want.Msgs[i])
+			}
+		}
+	}
+	// A reply from a node that predates Kept (no trailing byte) means the
+	// replica was not kept: the new owner copies the stream in full.
+	old := session.AppendMessages(wire.AppendUvarint(wire.AppendString(nil, "s"), 5), msgs)
+	if got, err := tailCodec.Decode(old); err != nil || got.Kept || len(got.Msgs) != 2 {
+		t.Fatalf("old-format reply = %+v, %v", got, err)
+	}
+	if _, err := tailCodec.Decode(append(tailCodec.Append(nil, session.Tail{Session: "s", Kept: true}), 0)); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("reply with trailing bytes: err = %v, want ErrBadPayload", err)
+	}
+	if _, err := tailCodec.Decode(old[:len(old)-1]); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("truncated reply: err = %v, want ErrBadPayload", err)
+	}
+}
+
+func TestReplicateBatchRoundTrip(t *testing.T) {
+	msgs := []session.Message{{Seq: 4, ID: "a", TS: 9, Data: []byte(`{"x":1}`)}, {Seq: 5, Data: []byte("2")}}
+	want := []session.Replication{
+		{Key: session.UserKey("u1"), Session: "s1", Epoch: 3, Last: 5, Msgs: msgs},
+		{Key: session.UserKey("u2"), Session: "s2", Epoch: 1, Last: 0, Full: true},
+	}
+	got, err := replicationsCodec.Decode(replicationsCodec.Append(nil, want))
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("decodeReplicateBatch = %+v, %v", got, err)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Key != w.Key || g.Session != w.Session || g.Epoch != w.Epoch || g.Last != w.Last || g.Full != w.Full || len(g.Msgs) != len(w.Msgs) {
+			t.Fatalf("request %d = %+v, want %+v", i, g, w)
+		}
+	}
+	enc := replicationsCodec.Append(nil, want)
+	for _, bad := range [][]byte{enc[:len(enc)-1], append(enc, 0), wire.AppendUvarint(nil, 1<<40)} {
+		if _, err := replicationsCodec.Decode(bad); !errors.Is(err, ErrBadPayload) {
+			t.Fatalf("replicationsCodec.Decode(%x): err = %v, want ErrBadPayload", bad, err)
+		}
+	}
+}
+
+func TestReplicateResultsRoundTrip(t *testing.T) {
+	in := []error{nil, session.ErrStaleEpoch, errors.New("disk full"), session.ErrGap, nil}
+	got, err := replicationResultsCodec.Decode(replicationResultsCodec.Append(nil, in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range in {
+		switch {
+		case e == nil && got[i] != nil, e != nil && got[i] == nil:
+			t.Fatalf("result %d = %v, want %v", i, got[i], e)
+		case errors.Is(e, session.ErrStaleEpoch) != errors.Is(got[i], session.ErrStaleEpoch),
+			errors.Is(e, session.ErrGap) != errors.Is(got[i], session.ErrGap):
+			t.Fatalf("result %d = %v, want it to match %v", i, got[i], e)
+		}
+	}
+}
+
+func FuzzDecodeReplicateBatch(f *testing.F) {
+	f.Add(replicationsCodec.Append(nil, []session.Replication{{Key: session.UserKey("u"), Session: "s", Epoch: 1, Last: 1, Msgs: []session.Message{{Seq: 1, Data: []byte("1")}}}}))
+	f.Add(replicationResultsCodec.Append(nil, []error{nil, session.ErrGap}))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		reqs, err := replicationsCodec.Decode(p)
+		if err == nil {
+			if _, err := replicationsCodec.Decode(replicationsCodec.Append(nil, reqs)); err != nil {
+				t.Fatalf("re-encoding a decoded batch fails: %v", err)
+			}
+		}
+		_, _ = replicationResultsCodec.Decode(p)
+	})
+}
+
+func TestTipsRoundTrip(t *testing.T) {
+	want := []Tip{{Key: session.UserKey("u1"), Last: 0}, {Key: session.UserKey("u2"), Last: 1 << 40}}
+	got, err := tipsCodec.Decode(tipsCodec.Append(nil, want))
+	if err != nil || len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("tipsCodec.Decode(tipsCodec.Append(nil, %+v)) = %+v, %v", want, got, err)
+	}
+	enc := tipsCodec.Append(nil, want)
+	for _, bad := range [][]byte{enc[:len(enc)-1], wire.AppendUvarint(nil, 1<<40)} {
+		if _, err := tipsCodec.Decode(bad); !errors.Is(err, ErrBadPayload) {
+			t.Fatalf("tipsCodec.Decode(%x): err = %v, want ErrBadPayload", bad, err)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package protocol
+
+import "encoding/json"
+
+// Publish is the body of POST /v1/publish and one message of a batch
+// (DESIGN.md §4). User and ID are pointers so that a node can tell a
+// missing field from an empty one: a missing id is generated, an empty
+// one is refused.
+type Publish struct {
+	User *string         `json:"user,omitempty"`
+	Data json.RawMessage `json:"data"`
+	ID   *string         `json:"id,omitempty"`
+}
+
+// NewPublish returns the body that publishes data to user; id "" leaves
+// the id for the node to choose.
+func NewPublish(user string, data json.RawMessage, id string) Publish {
+	p := Publish{User: &user, Data: data}
+	if id != "" {
+		p.ID = &id
+	}
+	return p
+}
+
+// PublishResult answers one publish: the stored message's seq, its id
+// and the owner node that stored it; or, within a batch, Error alone.
+type PublishResult struct {
+	User  string `json:"user,omitempty"`
+	Seq   uint64 `json:"seq,omitempty"`
+	ID    string `json:"id,omitempty"`
+	Node  string `json:"node,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// PublishBatch is the body of POST /v1/publish/batch.
+type PublishBatch struct {
+	Messages []Publish `json:"messages"`
+}
+
+// RawPublishBatch is PublishBatch with each message left undecoded: a node
+// falls back to it when some message does not decode, so that each bad
+// message gets its own error and the others are still published.
+type RawPublishBatch struct {
+	Messages []json.RawMessage `json:"messages"`
+}
+
+// PublishBatchResult answers a batch: one result per message, in order.
+type PublishBatchResult struct {
+	Results []PublishResult `json:"results"`
+}
+
+// Error is the body of every error answer of the HTTP APIs.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Health answers GET /healthz and GET /readyz; Reason says why a node is
+// not ready.
+type Health struct {
+	Status string `json:"status"`
+	Node   string `json:"node"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Cluster answers GET /v1/cluster.
+type Cluster struct {
+	Leader      string        `json:"leader"`
+	Term        uint64        `json:"term"`
+	CommitIndex uint64        `json:"commit_index"`
+	Nodes       []ClusterNode `json:"nodes"`
+	// Durability is "replicated" when acknowledged messages are on two
+	// live nodes, "local" when this node sees no other live node.
+	Durability string `json:"durability"`
+}
+
+// ClusterNode is one node of a Cluster answer.
+type ClusterNode struct {
+	ID            string `json:"id"`
+	Region        string `json:"region"`
+	Zone          string `json:"zone"`
+	PublicURL     string `json:"public_url"`
+	State         string `json:"state"` // alive, suspect, dead, left or draining
+	Raft          string `json:"raft"`  // leader, voter, nonvoter or none
+	Connections   int    `json:"connections"`
+	SessionsOwned int    `json:"sessions_owned"`
+}
+
+// Session answers GET /v1/sessions/{user}.
+type Session struct {
+	User    string `json:"user"`
+	Session string `json:"session"`
+	Owner   string `json:"owner"`
+	Backup  string `json:"backup"`
+	Epoch   uint64 `json:"epoch"`
+	State   string `json:"state"` // attached or detached
+	Seq     uint64 `json:"seq"`
+}
+
+// NodeState answers POST /v1/nodes/{id}/drain.
+type NodeState struct {
+	Node  string `json:"node"`
+	State string `json:"state"`
+}
+
+// LeadershipTransfer answers POST /v1/raft/transfer-leadership.
+type LeadershipTransfer struct {
+	Previous string `json:"previous"`
+	Leader   string `json:"leader"`
+}

@@ -1,0 +1,794 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/switchboard/switchboard/protocol"
+)
+
+// item is one queued outgoing message frame.
+type item struct {
+	seq   uint64
+	frame []byte
+}
+
+// maxPooledBuf keeps oversized write buffers out of the pool.
+const maxPooledBuf = 256 << 10
+
+// writeBatch bounds the message bytes one write takes. Each write has
+// WriteTimeout to complete, so a backlog (a resume replay) reaches a client
+// that reads steadily but slowly in pieces instead of timing out as one
+// write, and the writer copies at most this much of the queue at a time.
+const writeBatch = 64 << 10
+
+// writeBufPool holds write buffers between flushes, so an idle
+// connection holds none.
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// conn is one client connection. It implements Sink.
+//
+// An idle connection has no goroutine of its own: the gateway's poller
+// calls onReadable when the socket has bytes (poller_linux.go), the
+// gateway's sweeper drives its timers (hello timeout, pings, heartbeats,
+// the read deadline), and a writer goroutine exists only while there is
+// something to write. What an idle connection costs is this struct, the
+// socket and, between frames, nothing else.
+//
+// Three kinds of goroutine touch a connection, each at most one at a time:
+// the reader (the poller, a hello goroutine continuing the reads, or the
+// fallback reader goroutine) owns rd; the writer owns the socket's write
+// side; the sweeper only sets flags. The connection is finished (Hub.Gone,
+// the gateway's WaitGroup) once it is dead and neither reader nor writer is
+// running.
+type conn struct {
+	g           *Gateway
+	id          uint64
+	nc          net.Conn
+	headerToken string // from the upgrade request, kept until the hello
+
+	// user is written by the reader before the sink is handed to Hub.Hello
+	// and never again, so the hub's reads need no lock.
+	user string
+
+	born      int64        // monoNow() at accept: the hello deadline counts from it
+	lastRead  atomic.Int64 // monoNow() when bytes last arrived
+	helloSeen atomic.Bool  // first frame arrived: the hello timer is moot
+	welcomed  atomic.Bool  // Hub.Hello accepted: heartbeats may flow
+
+	rd    wsReader        // owned by the running reader
+	poll  *poller         // the poller watching this socket; nil for a fallback reader
+	rc    syscall.RawConn // the socket's descriptor, for the poller
+	armCh chan struct{}   // fallback reader only: one more read (reader.go)
+
+	mu          sync.Mutex
+	q           []item // message frames not yet taken by the writer
+	pending     int    // frames queued or being written; bounded by SendQueue
+	ctl         []byte // the encoded pong answering the latest ping, for the writer
+	pingDue     bool
+	beatDue     bool
+	lastPing    int64 // monoNow() of the last ping
+	lastData    int64 // monoNow() of the last text frame written: heartbeats fill silences
+	highest     uint64
+	closing     bool // close requested: no more frames accepted
+	req         closeReq
+	closeBy     int64 // monoNow() deadline for writes once closing
+	abandon     bool  // drop queued frames (slow consumer, client closed)
+	peerClosed  bool  // the client sent its close frame
+	closeSent   bool
+	writing     bool          // a writer goroutine runs
+	wake        chan struct{} // the running writer lingers on it; nil otherwise
+	reading     bool          // a reader (poller callback or hello goroutine) runs
+	accepted    bool          // Hub.Hello accepted the sink: Gone is owed
+	dead        bool          // the socket is closed or closing
+	finished    bool
+	helloCancel context.CancelFunc
+	deadCh      chan struct{} // made on demand; closed when dead
+}
+
+// closeReq is the close a connection was asked for; the first one wins.
+type closeReq struct {
+	code      protocol.CloseCode
+	slug, msg string // slug "": no error frame (an echo of the client's close)
+	endpoints []string
+}
+
+// closeReqFor is the close that err calls for: the code and slug the
+// contract maps err to, err's text as the message.
+func closeReqFor(err error, endpoints []string) closeReq {
+	code := protocol.CloseOf(err)
+	return closeReq{code: code, slug: code.Slug(), msg: err.Error(), endpoints: endpoints}
+}
+
+// errSlowConsumer closes a connection whose send queue overflowed.
+var errSlowConsumer = protocol.Errorf(protocol.ErrSlowConsumer, "send queue overflow")
+
+// monoEpoch anchors monoNow, so connection times fit an int64 and stay
+// monotonic.
+var monoEpoch = time.Now()
+
+// monoNow is the monotonic time since monoEpoch in nanoseconds.
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+func newConn(g *Gateway, nc net.Conn, headerToken string) *conn {
+	now := monoNow()
+	c := &conn{
+		g:           g,
+		id:          g.nextID.Add(1),
+		nc:          nc,
+		headerToken: headerToken,
+		born:        now,
+		lastPing:    now,
+		lastData:    now,
+	}
+	c.lastRead.Store(now)
+	c.rd.limit = g.cfg.MaxFrameBytes
+	return c
+}
+
+// ID implements Sink.
+func (c *conn) ID() uint64 { return c.id }
+
+// User implements Sink.
+func (c *conn) User() string { return c.user }
+
+// Send implements Sink.
+func (c *conn) Send(seq uint64, frame []byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if c.pending >= c.g.cfg.SendQueue {
+		c.beginCloseLocked(closeReqFor(errSlowConsumer, nil))
+		// The client is the problem: what it has not taken is dropped (it
+		// resumes from its last seq) and only the error and close follow.
+		c.dropQueueLocked()
+		c.kickLocked()
+		c.mu.Unlock()
+		c.g.log.Info("slow consumer", "conn", c.id, "queue", c.g.cfg.SendQueue)
+		return false
+	}
+	c.q = append(c.q, item{seq: seq, frame: frame})
+	c.pending++
+	c.kickLocked()
+	c.mu.Unlock()
+	return true
+}
+
+// Close implements Sink.
+func (c *conn) Close(err error, endpoints []string) {
+	c.mu.Lock()
+	if c.beginCloseLocked(closeReqFor(err, endpoints)) {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+}
+
+// beginCloseLocked records the close request unless one exists already,
+// and stops a hello in progress.
+func (c *conn) beginCloseLocked(r closeReq) bool {
+	if c.closing {
+		return false
+	}
+	c.closing = true
+	c.req = r
+	c.closeBy = monoNow() + int64(c.g.cfg.WriteTimeout)
+	if c.helloCancel != nil {
+		c.helloCancel()
+	}
+	return true
+}
+
+func (c *conn) dropQueueLocked() {
+	c.abandon = true
+	c.pending -= len(c.q)
+	clear(c.q)
+	c.q = nil
+}
+
+// kickLocked starts the writer if there is something to write and none
+// runs. The writer is counted by the reading/writing flags, not the
+// gateway's WaitGroup: the connection's own count outlives it.
+func (c *conn) kickLocked() {
+	if c.dead {
+		return // teardown woke a lingering writer itself
+	}
+	if len(c.q) == 0 && len(c.ctl) == 0 && !c.pingDue && !c.beatDue && !(c.closing && !c.closeSent) {
+		// Nothing to write (the sweeper kicks on every visit): a
+		// lingering writer is not woken, or it would never return.
+		return
+	}
+	if c.writing {
+		if c.wake != nil {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	c.writing = true
+	go c.writeLoop()
+}
+
+// tick runs the connection's timers; the sweeper calls it periodically.
+func (c *conn) tick(now int64) {
+	cfg := &c.g.cfg
+	var expired string
+	c.mu.Lock()
+	helloSeen := c.helloSeen.Load()
+	switch {
+	case c.dead:
+	case !helloSeen && now-c.born > int64(cfg.HelloTimeout+closeWait+cfg.WriteTimeout):
+		expired = "no hello, and the hello timeout's close was not taken" // backstop
+	case !helloSeen && now-c.born > int64(cfg.HelloTimeout):
+		if c.beginCloseLocked(closeReqFor(protocol.Errorf(protocol.ErrHelloTimeout, "no hello within %v", cfg.HelloTimeout), nil)) {
+			c.kickLocked()
+		}
+	case helloSeen && c.helloCancel == nil && now-c.lastRead.Load() > int64(cfg.PingInterval)*5/2:
+		// Before the first frame the hello timeout decides instead, and
+		// while a hello runs the socket is not read (its ctx bounds it).
+		expired = "read timeout: no frame or pong within 2.5 ping intervals"
+	case c.closing:
+		if now > c.closeBy+int64(closeWait) {
+			expired = "close not completed in time"
+		}
+	default:
+		if now-c.lastPing >= int64(cfg.PingInterval) {
+			c.pingDue = true
+		}
+		if c.welcomed.Load() && now-c.lastData >= int64(cfg.Heartbeat) {
+			c.beatDue = true
+		}
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	if expired != "" {
+		c.g.log.Debug("connection expired", "conn", c.id, "why", expired)
+		c.teardown()
+	}
+}
+
+// onReadable reads what the socket has and acts on every complete frame.
+// read returns errWouldBlock once the socket is drained. The reader stops
+// (without re-arming) while a hello is being served: the hello goroutine
+// continues from there.
+func (c *conn) onReadable(buf []byte, read func([]byte) (int, error)) {
+	c.mu.Lock()
+	if c.dead || c.reading {
+		c.mu.Unlock()
+		return
+	}
+	c.reading = true
+	c.mu.Unlock()
+
+	paused, failed := false, error(nil)
+	func() {
+		defer c.recoverReader()
+		for i := 0; i < readsPerWake; i++ {
+			n, err := read(buf)
+			if n > 0 {
+				c.lastRead.Store(monoNow())
+				c.rd.feed(buf[:n])
+				if paused = c.process(); paused {
+					return // the hello goroutine owns rd now
+				}
+				c.rd.keep()
+			}
+			if err != nil {
+				if !errors.Is(err, errWouldBlock) {
+					failed = err
+				}
+				return
+			}
+		}
+	}()
+	if failed != nil {
+		c.logReadEnd(failed)
+		c.teardown()
+	}
+	if !paused {
+		c.doneReading()
+	}
+}
+
+// readsPerWake bounds the reads per readiness event, so one busy client
+// cannot hold a poller.
+const readsPerWake = 4
+
+// doneReading ends a reader's turn: the socket is watched again, or, if
+// the connection died meanwhile, it may finish now.
+func (c *conn) doneReading() {
+	c.mu.Lock()
+	c.reading = false
+	if !c.dead {
+		c.armLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.finishLocked()
+}
+
+// armLocked asks for the next readiness event.
+func (c *conn) armLocked() {
+	if c.poll != nil {
+		if err := c.poll.arm(c); err != nil {
+			c.g.log.Debug("poller arm failed", "conn", c.id, "err", err)
+			go c.teardown()
+		}
+		return
+	}
+	select {
+	case c.armCh <- struct{}{}:
+	default:
+	}
+}
+
+// recoverReader turns a panic while reading into a 1011 close.
+func (c *conn) recoverReader() {
+	if r := recover(); r != nil {
+		c.g.log.Error("panic in connection reader", "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+		c.Close(errInternal, nil)
+	}
+}
+
+// process acts on every complete event in rd. It returns true when it
+// handed the reader's turn to a hello goroutine.
+func (c *conn) process() (paused bool) {
+	for {
+		ev, ok, err := c.rd.next()
+		if err != nil {
+			c.Close(err, nil)
+			continue // rd skips or discards what follows
+		}
+		if !ok {
+			return false
+		}
+		switch ev.kind {
+		case wsPing:
+			c.queueControl(wsOpPong, ev.payload)
+		case wsPong:
+			// lastRead is all a pong is for.
+		case wsClose:
+			c.peerClose(protocol.CloseCode(ev.code))
+			return false
+		case wsMessage:
+			c.helloSeen.Store(true) // pongs do not count: a client must say hello
+			if c.handleMessage(ev.payload) {
+				return true
+			}
+		}
+	}
+}
+
+// handleMessage acts on one client text message; true means a hello
+// goroutine now holds the reader's turn.
+func (c *conn) handleMessage(payload []byte) (paused bool) {
+	c.mu.Lock()
+	closing, accepted := c.closing, c.accepted
+	c.mu.Unlock()
+	if closing {
+		return false // waiting for the client's close
+	}
+	f, err := protocol.DecodeClientFrame(payload)
+	if err != nil {
+		c.Close(err, nil)
+		return false
+	}
+	switch {
+	case !accepted && c.user == "" && f.Type == protocol.TypeHello:
+		c.startHello(f)
+		return true
+	case !accepted:
+		c.Close(protocol.Errorf(protocol.ErrBadRequest, "first frame must be hello"), nil)
+	case f.Type == protocol.TypeHello:
+		c.Close(protocol.Errorf(protocol.ErrBadRequest, "duplicate hello"), nil)
+	case f.Type == protocol.TypePing:
+		c.Send(0, protocol.AppendPong(nil, f.ID))
+	case f.Type == protocol.TypeAck:
+		c.guard("Hub.Ack", func() { c.g.hub.Ack(c, f.Seq) })
+	}
+	return false
+}
+
+// queueControl queues a control frame (a pong) ahead of message frames.
+// It replaces a pong not yet written: RFC 6455 §5.5.3 allows answering
+// only the latest ping, and a client that pings without reading would
+// otherwise grow ctl without bound while the writer waits on its socket.
+func (c *conn) queueControl(op byte, payload []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.ctl = wsAppendFrame(c.ctl[:0], op, payload)
+	c.kickLocked()
+}
+
+// peerClose handles the client's close frame: it completes our close
+// handshake, or starts one that echoes the client's code.
+func (c *conn) peerClose(code protocol.CloseCode) {
+	c.g.log.Debug("client closed", "conn", c.id, "code", code)
+	c.mu.Lock()
+	c.peerClosed = true
+	if c.closeSent {
+		c.mu.Unlock()
+		c.teardown()
+		return
+	}
+	if code == wsCloseNoStatus {
+		code = protocol.CloseNormal
+	}
+	if !c.closing {
+		c.beginCloseLocked(closeReq{code: code})
+	}
+	// Nobody reads what was queued any more; the echo goes out at once.
+	c.dropQueueLocked()
+	c.req.code = code
+	c.req.slug, c.req.msg = "", ""
+	c.kickLocked()
+	c.mu.Unlock()
+}
+
+// startHello serves the hello on its own goroutine: authentication and
+// Hub.Hello may take a Raft commit or a takeover, which must not hold the
+// poller. Reading resumes when it is done.
+func (c *conn) startHello(f protocol.ClientFrame) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.g.cfg.HelloTimeout)
+	c.mu.Lock()
+	c.helloCancel = cancel
+	if c.closing {
+		cancel()
+	}
+	c.mu.Unlock()
+	c.rd.keep() // the frames after the hello wait in memory the reader owns
+	go func() {
+		defer cancel()
+		paused := false
+		func() {
+			defer c.recoverReader()
+			accepted := c.hello(ctx, f)
+			// The client's pongs waited in the socket meanwhile: the read
+			// deadline counts from now.
+			c.lastRead.Store(monoNow())
+			c.mu.Lock()
+			c.helloCancel = nil
+			c.accepted = accepted
+			c.headerToken = ""
+			c.mu.Unlock()
+			if accepted {
+				c.welcomed.Store(true)
+			}
+			// Frames that came with the hello: after a refusal only the
+			// client's close matters among them.
+			if paused = c.process(); !paused {
+				c.rd.keep()
+			}
+		}()
+		if !paused {
+			c.doneReading()
+		}
+	}()
+}
+
+// hello authenticates the hello frame f and hands the connection to the hub.
+func (c *conn) hello(ctx context.Context, f protocol.ClientFrame) bool {
+	token := f.Token
+	if token == "" {
+		token = c.headerToken
+	}
+	if token == "" {
+		c.Close(protocol.Errorf(protocol.ErrUnauthorized, "missing token"), nil)
+		return false
+	}
+	user, err := c.g.auth(token)
+	if err == nil && user == "" {
+		err = errors.New("token names no user")
+	}
+	if err != nil {
+		c.g.log.Debug("hello unauthorized", "conn", c.id, "err", err)
+		c.Close(protocol.Errorf(protocol.ErrUnauthorized, "invalid or expired token"), nil)
+		return false
+	}
+	if ctx.Err() != nil {
+		// Usually CloseAll or the hello timeout won the race and this
+		// Close changes nothing.
+		c.Close(protocol.Errorf(protocol.ErrUnavailable, "hello took too long; try again"), nil)
+		return false
+	}
+	c.user = user
+	err = c.g.hub.Hello(ctx, c, user, f.Resume)
+	if err != nil {
+		c.g.log.Debug("hello failed", "conn", c.id, "user", user, "err", err)
+		c.Close(err, nil)
+		return false
+	}
+	c.g.log.Debug("welcomed", "conn", c.id, "user", user)
+	return true
+}
+
+func (c *conn) logReadEnd(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		c.g.log.Debug("client went away", "conn", c.id)
+		return
+	}
+	c.g.log.Debug("read ended", "conn", c.id, "err", err)
+}
+
+// writeLoop writes everything queued, one syscall of about writeBatch
+// at most per round, and returns once nothing is left. It tears the
+// connection down after a failed write and after the close handshake.
+func (c *conn) writeLoop() {
+	// The write buffer is held only while writing, not while lingering.
+	var bp *[]byte
+	release := func() {
+		if bp != nil && cap(*bp) <= maxPooledBuf {
+			*bp = (*bp)[:0]
+			writeBufPool.Put(bp)
+		}
+		bp = nil
+	}
+	defer release()
+	var (
+		batch    []item
+		linger   *time.Timer
+		lingered bool // lingered once with nothing to do: return next time
+		// carried: the last write held messages. Only then is more likely
+		// soon; a writer that wrote a heartbeat, ping or pong returns at
+		// once, so idle connections hold no goroutine between beats.
+		carried bool
+	)
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		if c.dead {
+			c.writing, c.wake = false, nil
+			c.finishLocked()
+			return
+		}
+		n, size := 0, 0
+		for n < len(c.q) && (n == 0 || size+len(c.q[n].frame) <= writeBatch) {
+			size += len(c.q[n].frame)
+			n++
+		}
+		batch = append(batch[:0], c.q[:n]...)
+		clear(c.q[:n])
+		if n < len(c.q) {
+			c.q = c.q[n:] // the rest goes in the next rounds, each with its own deadline
+		} else {
+			c.q = c.q[:0]
+			if cap(c.q) > 64 {
+				c.q = nil // a burst's backing array is not kept by an idle connection
+			}
+		}
+		if bp == nil {
+			bp = writeBufPool.Get().(*[]byte)
+		}
+		buf := append((*bp)[:0], c.ctl...)
+		c.ctl = nil
+		if c.pingDue {
+			buf = wsAppendHeader(buf, wsOpPing, 0)
+			c.pingDue, c.lastPing = false, monoNow()
+		}
+		abandon := c.abandon
+		highest := c.highest
+		data := false // text frames in this write: the silence heartbeats fill ends
+		for _, it := range batch {
+			if abandon {
+				break
+			}
+			buf = wsAppendHeader(buf, wsOpText, len(it.frame))
+			buf = append(buf, it.frame...)
+			highest = max(highest, it.seq)
+			data = true
+		}
+		if c.beatDue {
+			if !data {
+				var scratch [48]byte
+				buf = wsAppendFrame(buf, wsOpText, protocol.AppendHeartbeat(scratch[:0], highest))
+				data = true
+			}
+			c.beatDue = false
+		}
+		sendClose := c.closing && !c.closeSent && len(c.q) == 0
+		var deadline int64
+		if sendClose {
+			if r := c.req; r.code != protocol.CloseNormal && r.slug != "" {
+				buf = wsAppendFrame(buf, wsOpText, protocol.EncodeError(r.slug, r.msg, r.endpoints))
+				data = true
+			}
+			buf = wsAppendClose(buf, int(c.req.code), c.req.slug)
+			c.closeSent = true
+		}
+		deadline = monoNow() + int64(c.g.cfg.WriteTimeout)
+		if c.closing && c.closeBy < deadline {
+			deadline = c.closeBy
+		}
+		peerClosed := c.peerClosed
+		if len(buf) == 0 {
+			if lingered || !carried {
+				c.writing, c.wake = false, nil
+				c.q = nil // an idle connection keeps no queue array
+				c.mu.Unlock()
+				return
+			}
+			// Linger a moment before returning: a connection that gets
+			// a stream of messages keeps one writer (and its grown
+			// stack) instead of starting one per message.
+			if c.wake == nil {
+				c.wake = make(chan struct{}, 1)
+			}
+			wake := c.wake
+			c.mu.Unlock()
+			release()
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-wake:
+				linger.Stop()
+			case <-linger.C:
+				lingered = true
+			}
+			continue
+		}
+		lingered = false
+		c.mu.Unlock()
+
+		*bp = buf
+		err := c.nc.SetWriteDeadline(monoEpoch.Add(time.Duration(deadline)))
+		if err == nil {
+			_, err = c.nc.Write(buf)
+		}
+		clear(batch) // drop frame references while idle
+
+		c.mu.Lock()
+		c.pending -= len(batch)
+		if err != nil {
+			// Still marked writing until the socket is closed: a Send
+			// meanwhile must not start a writer whose bytes would land
+			// inside the frame this write broke off.
+			c.mu.Unlock()
+			c.g.log.Debug("write ended", "conn", c.id, "err", err)
+			c.teardown()
+			c.mu.Lock()
+			c.writing, c.wake = false, nil
+			c.finishLocked()
+			return
+		}
+		c.highest = highest
+		if data {
+			c.lastData = monoNow()
+		}
+		carried = len(batch) > 0
+		c.mu.Unlock()
+
+		if sendClose {
+			c.g.log.Debug("closing", "conn", c.id, "code", c.req.code, "slug", c.req.slug)
+			if !peerClosed {
+				c.awaitPeerClose()
+			}
+			c.teardown()
+			c.mu.Lock()
+			c.writing, c.wake = false, nil
+			c.finishLocked()
+			return
+		}
+	}
+}
+
+// writerLinger is how long a writer that wrote messages and has nothing
+// more to write waits for more before it returns. Short, so that quiet
+// connections hold no goroutine; writers of heartbeats and pings do not
+// linger at all.
+const writerLinger = 250 * time.Millisecond
+
+// awaitPeerClose waits briefly for the client's close frame after ours:
+// cutting TCP earlier risks a reset that discards the error frame still in
+// flight.
+func (c *conn) awaitPeerClose() {
+	c.mu.Lock()
+	if c.deadCh == nil {
+		c.deadCh = make(chan struct{})
+		if c.dead {
+			close(c.deadCh)
+		}
+	}
+	ch := c.deadCh
+	c.mu.Unlock()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// teardown closes the socket; the connection finishes once its reader and
+// writer have noticed. It is idempotent.
+func (c *conn) teardown() {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.dead = true
+	c.closing = true // Send fails from now on
+	c.dropQueueLocked()
+	c.ctl = nil
+	if c.helloCancel != nil {
+		c.helloCancel()
+	}
+	if c.deadCh != nil {
+		close(c.deadCh)
+	}
+	if c.armCh != nil {
+		close(c.armCh) // the fallback reader returns
+	}
+	if c.wake != nil {
+		select {
+		case c.wake <- struct{}{}: // a lingering writer returns
+		default:
+		}
+	}
+	if c.poll != nil {
+		c.poll.remove(c) // before the close, so the descriptor cannot be reused under it
+	}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	c.mu.Lock()
+	c.finishLocked()
+}
+
+// finishLocked completes a dead connection once nobody uses it any more:
+// it leaves the gateway and Hub.Gone is called if Hub.Hello accepted it.
+// It unlocks mu.
+func (c *conn) finishLocked() {
+	if !c.dead || c.reading || c.writing || c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished = true
+	accepted := c.accepted
+	c.mu.Unlock()
+	c.g.log.Debug("disconnected", "conn", c.id)
+	if !accepted {
+		c.g.unregister(c)
+		c.g.wg.Done()
+		return
+	}
+	// Not on the caller's goroutine, which may be the poller: Gone takes
+	// the stream's lock, and no hub call may stall every connection's
+	// reads. The connection counts until Gone has returned.
+	go func() {
+		defer c.g.wg.Done()
+		c.guard("Hub.Gone", func() { c.g.hub.Gone(c) })
+		c.g.unregister(c)
+	}()
+}
+
+// guard runs a hub callback and turns its panic into a log line and a
+// 1011 close.
+func (c *conn) guard(what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.g.log.Error("panic in "+what, "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+			c.Close(errInternal, nil)
+		}
+	}()
+	f()
+}

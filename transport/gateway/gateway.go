@@ -1,0 +1,374 @@
+// Package gateway serves the client WebSocket protocol (DESIGN.md §3) on
+// GET /v1/connect: the upgrade, the hello handshake, per-connection send
+// queues with write deadlines, pings and heartbeats, close codes, and a
+// drain that tells clients where to go. It speaks RFC 6455 framing on the
+// raw socket itself, so that an idle connection costs no goroutine.
+//
+// The session layer behind it is a Hub; the gateway knows nothing of
+// streams, owners or Raft.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/switchboard/switchboard/protocol"
+)
+
+// Config configures the client WebSocket gateway (DESIGN.md §3). Start
+// from DefaultConfig.
+type Config struct {
+	// MaxFrameBytes is the largest client text frame accepted; a larger one
+	// is answered with frame_too_large and close 1009.
+	MaxFrameBytes int
+	// HelloTimeout bounds the wait for the first frame (hello) and the
+	// Hub.Hello call that answers it.
+	HelloTimeout time.Duration
+	// Heartbeat is the idle time after which an application heartbeat frame
+	// is written; the hub reports it to clients as welcome.heartbeat_ms.
+	Heartbeat time.Duration
+	// PingInterval is the WebSocket ping period. The read deadline is
+	// 2.5*PingInterval, refreshed by any frame or pong.
+	PingInterval time.Duration
+	// WriteTimeout bounds every write to the socket.
+	WriteTimeout time.Duration
+	// SendQueue bounds the frames waiting to be written to one connection;
+	// overflow closes it with slow_consumer and 4008.
+	SendQueue int
+	// CheckOrigin vets the upgrade request's Origin; nil allows all.
+	CheckOrigin func(*http.Request) bool
+	// Logger receives the gateway's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a configuration safe for production.
+func DefaultConfig() Config {
+	return Config{
+		MaxFrameBytes: 64 << 10,
+		HelloTimeout:  5 * time.Second,
+		Heartbeat:     5 * time.Second,
+		PingInterval:  5 * time.Second,
+		WriteTimeout:  10 * time.Second,
+		SendQueue:     4096,
+	}
+}
+
+// ErrConfig is returned by Config.Validate.
+var ErrConfig = errors.New("gateway: invalid config")
+
+// The gateway's own reasons to close a connection.
+var (
+	errShutdown = protocol.Errorf(protocol.ErrShuttingDown, "node shutting down")
+	errDraining = protocol.Errorf(protocol.ErrMoved, "node draining; reconnect to another endpoint")
+	errInternal = protocol.Errorf(protocol.ErrInternal, "internal error")
+)
+
+// ErrShutdownForced is wrapped in Shutdown's error when its context ended
+// before every connection had finished and connections were cut.
+var ErrShutdownForced = errors.New("gateway: shutdown forced")
+
+// Validate reports the first field that cannot be used.
+func (c Config) Validate() error {
+	pos := func(ok bool, field string, v any) error {
+		if ok {
+			return nil
+		}
+		return fmt.Errorf("%w: %s must be positive, is %v", ErrConfig, field, v)
+	}
+	return errors.Join(
+		pos(c.MaxFrameBytes > 0, "MaxFrameBytes", c.MaxFrameBytes),
+		pos(c.HelloTimeout > 0, "HelloTimeout", c.HelloTimeout),
+		pos(c.Heartbeat > 0, "Heartbeat", c.Heartbeat),
+		pos(c.PingInterval > 0, "PingInterval", c.PingInterval),
+		pos(c.WriteTimeout > 0, "WriteTimeout", c.WriteTimeout),
+		pos(c.SendQueue > 0, "SendQueue", c.SendQueue),
+	)
+}
+
+// Authenticator verifies a token and returns the user id.
+type Authenticator func(token string) (user string, err error)
+
+// Sink is the gateway's handle on one connection, given to the Hub. All
+// methods are safe for concurrent use and never block.
+type Sink interface {
+	// ID identifies the connection within this gateway.
+	ID() uint64
+	// User is the authenticated user id.
+	User() string
+	// Send enqueues a pre-encoded text frame that carries stream position
+	// seq (0 if none). Heartbeats report the highest seq written so far.
+	// It returns false if the connection is closed or its queue overflowed
+	// (the gateway then closes it with 4008 itself).
+	Send(seq uint64, frame []byte) bool
+	// Close ends the connection because of err: an error frame with the
+	// slug of protocol.CloseOf(err), err's text and endpoints (where to
+	// reconnect, if any), then the close frame, then the TCP close. Frames
+	// queued before Close are written first; the whole close is bounded by
+	// WriteTimeout plus one second. Only the first Close counts.
+	Close(err error, endpoints []string)
+}
+
+// Hub is the session layer the gateway calls.
+type Hub interface {
+	// Hello is called once after a valid hello. It must enqueue the welcome
+	// (and any replay) on sink itself, in order, or return an error, which
+	// closes the connection as Sink.Close does. ctx ends when the
+	// connection closes or HelloTimeout passes. The hub keeps sink
+	// registered until Gone.
+	Hello(ctx context.Context, sink Sink, user string, resume *protocol.Resume) error
+	// Ack delivers a client's cumulative acknowledgement. It runs on the
+	// connection's reader, so it must not block.
+	Ack(sink Sink, seq uint64)
+	// Gone is called exactly once per sink that Hello accepted, after the
+	// connection closed for any reason. It must not block: Shutdown waits
+	// for it.
+	Gone(sink Sink)
+}
+
+// closeWait is how long a connection waits for the client's close frame
+// after sending its own before cutting TCP; closing earlier risks a reset
+// that discards the error frame still in flight.
+const closeWait = time.Second
+
+// Gateway serves GET /v1/connect: it upgrades clients to WebSocket, runs the
+// hello handshake and moves frames between each connection and the Hub.
+//
+// gorilla/websocket does the upgrade handshake; after it the gateway speaks
+// RFC 6455 framing on the raw socket itself (wsframe.go), so that an idle
+// connection needs no goroutine: one poller reads every socket that has
+// bytes (poller_linux.go), one sweeper runs every connection's timers
+// (sweep.go), and a connection's writer goroutine exists only while it has
+// something to write, writing all of it in one syscall.
+type Gateway struct {
+	cfg      Config
+	auth     Authenticator
+	hub      Hub
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	nextID   atomic.Uint64
+	noPoller bool // tests: every connection gets a reader goroutine
+
+	// wg counts open connections (each until it finished, including its
+	// reader and writer); Add happens under mu while !closed, so Shutdown's
+	// Wait never races an Add from zero.
+	wg sync.WaitGroup
+
+	mu             sync.Mutex
+	conns          map[*conn]struct{}
+	closed         bool
+	draining       bool
+	drainEndpoints []string
+	started        bool
+	poll           *poller // nil: reader goroutines (not Linux, or epoll failed)
+	sweepStop      chan struct{}
+	sweepDone      chan struct{}
+}
+
+// New returns a gateway that authenticates with auth and hands accepted
+// connections to hub, or the first problem with cfg. Its goroutines start
+// with the first connection and end with Shutdown.
+func New(cfg Config, auth Authenticator, hub Hub) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if auth == nil || hub == nil {
+		return nil, fmt.Errorf("%w: an Authenticator and a Hub are required", ErrConfig)
+	}
+	if cfg.CheckOrigin == nil {
+		cfg.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gateway{
+		cfg:   cfg,
+		auth:  auth,
+		hub:   hub,
+		log:   cfg.Logger.With("component", "gateway"),
+		conns: make(map[*conn]struct{}),
+	}
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.WriteTimeout,
+		// The upgrader's connection is dropped after the handshake; only a
+		// refusal (refuse) writes through it.
+		WriteBufferPool:   &sync.Pool{},
+		CheckOrigin:       cfg.CheckOrigin,
+		EnableCompression: false,
+	}
+	return g, nil
+}
+
+// ServeHTTP upgrades the request and hands the connection to the poller;
+// the handler goroutine returns at once.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	headerToken := bearerToken(r.Header.Get("Authorization"))
+	ws, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has already answered with an HTTP error.
+		g.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		refuse(ws, errShutdown, g.cfg.WriteTimeout)
+		return
+	}
+	g.startLocked()
+	c := newConn(g, ws.NetConn(), headerToken)
+	g.conns[c] = struct{}{}
+	g.wg.Add(1)
+	draining, endpoints, p := g.draining, g.drainEndpoints, g.poll
+	g.mu.Unlock()
+
+	g.log.Debug("connected", "conn", c.id, "remote", r.RemoteAddr)
+	if draining {
+		c.Close(errDraining, endpoints)
+	}
+	g.watch(c, p)
+}
+
+// startLocked starts the poller and the sweeper with the first connection.
+func (g *Gateway) startLocked() {
+	if g.started {
+		return
+	}
+	g.started = true
+	p, err := newPoller(g)
+	if err != nil {
+		g.log.Warn("no epoll poller; every connection gets a reader goroutine", "err", err)
+	}
+	g.poll = p
+	g.sweepStop, g.sweepDone = make(chan struct{}), make(chan struct{})
+	go g.sweep(g.sweepStop, g.sweepDone)
+}
+
+// Connections returns the number of open connections.
+func (g *Gateway) Connections() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// SetDraining makes the gateway accept each new upgrade only to close it at
+// once with 4010 and endpoints, so clients learn where to reconnect.
+// Existing connections are untouched; CloseAll moves them.
+func (g *Gateway) SetDraining(endpoints []string) {
+	eps := append([]string(nil), endpoints...)
+	g.mu.Lock()
+	g.draining = true
+	g.drainEndpoints = eps
+	g.mu.Unlock()
+}
+
+// CloseAll closes every open connection as Sink.Close does, e.g. drain:
+// a protocol.ErrMoved with endpoints; shutdown: protocol.ErrShuttingDown.
+// It does not wait.
+func (g *Gateway) CloseAll(err error, endpoints []string) {
+	for _, c := range g.snapshot() {
+		c.Close(err, endpoints)
+	}
+}
+
+// Shutdown closes every connection with 1001, refuses new ones the same way,
+// and waits until all connections have finished. If ctx ends first it cuts
+// the remaining sockets, still waits for the connections (which then finish
+// promptly), and returns an error wrapping ErrShutdownForced and
+// ctx.Err(). It is idempotent.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.CloseAll(errShutdown, nil)
+
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range g.snapshot() {
+			c.teardown()
+		}
+		<-done
+		err = fmt.Errorf("%w: %w", ErrShutdownForced, ctx.Err())
+	}
+	g.stop()
+	return err
+}
+
+// stop ends the poller and the sweeper once no connection is left.
+func (g *Gateway) stop() {
+	g.mu.Lock()
+	started, p, stopCh, doneCh := g.started, g.poll, g.sweepStop, g.sweepDone
+	g.started, g.poll, g.sweepStop = false, nil, nil
+	g.mu.Unlock()
+	if !started || stopCh == nil {
+		return
+	}
+	close(stopCh)
+	<-doneCh
+	if p != nil {
+		p.close()
+	}
+}
+
+func (g *Gateway) snapshot() []*conn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cs := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func (g *Gateway) unregister(c *conn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+}
+
+// bearerToken extracts the token of an "Authorization: Bearer" header.
+func bearerToken(h string) string {
+	const prefix = "bearer "
+	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return ""
+	}
+	return strings.TrimSpace(h[len(prefix):])
+}
+
+// refuse closes a just-upgraded connection that the gateway will not
+// serve, synchronously on the handler goroutine: error frame, close frame,
+// a brief wait for the client's close, then TCP close.
+func refuse(ws *websocket.Conn, why error, writeTimeout time.Duration) {
+	defer ws.Close()
+	code := protocol.CloseOf(why)
+	deadline := time.Now().Add(writeTimeout)
+	_ = ws.SetWriteDeadline(deadline)
+	if err := ws.WriteMessage(websocket.TextMessage, protocol.EncodeError(code.Slug(), why.Error(), nil)); err != nil {
+		return
+	}
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.Slug()), deadline); err != nil {
+		return
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(closeWait))
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			return
+		}
+	}
+}
