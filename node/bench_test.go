@@ -33,7 +33,7 @@ var benchRun atomic.Int64
 // follower (batches forwarded over the peer link). The baseline is
 // consensus's BenchmarkRaftApplyPlain: one raft.Apply per command.
 func BenchmarkRegistryClaims3Nodes(b *testing.B) {
-	// clustertest keeps node.DefaultConfig's RaftNoSync=false: fsync on.
+	// clustertest keeps consensus.DefaultConfig's NoSync=false: fsync on.
 	c := clustertest.Start(b, 3)
 	for _, bc := range []struct {
 		name     string

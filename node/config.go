@@ -11,10 +11,19 @@ import (
 	"net"
 	"time"
 
+	"github.com/switchboard/switchboard/broker"
+	"github.com/switchboard/switchboard/consensus"
+	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/transport/clusterport"
+	"github.com/switchboard/switchboard/transport/gateway"
+	"github.com/switchboard/switchboard/transport/peer"
 )
 
-// Config is everything a node needs. cmd/switchboard maps flags and
+// Config is everything a node needs: who it is, where it listens, its
+// secrets, and each component's own Config, each from that component's
+// DefaultConfig. New fills in what the node decides for its components —
+// identity, addresses, data directory, logger, and the hooks between them
+// — so a caller sets only what it tunes. cmd/switchboard maps flags and
 // environment onto it; tests build it directly.
 type Config struct {
 	NodeID, Region, Zone string
@@ -25,7 +34,8 @@ type Config struct {
 	ClusterAddr string // Raft and peer links
 	GossipAddr  string // memberlist
 	// Advertised addresses, when the bind address is not reachable as is
-	// (0.0.0.0, NAT). Empty means the bind address.
+	// (0.0.0.0, NAT). Empty means the bind address; a wildcard public or
+	// cluster address needs one.
 	AdvertisePublic, AdvertiseCluster, AdvertiseGossip string
 
 	Bootstrap bool     // bootstrap a new cluster (ignored once Raft state exists)
@@ -35,32 +45,20 @@ type Config struct {
 	APIKey      string // publish API key
 	AdminKey    string // admin API key
 
-	Profile string // "lan" (default) or "wan" timing for gossip and Raft; "local" for tests
+	// Profile is the network timing of gossip and Raft: "lan", "wan", or
+	// "local" for tests on loopback.
+	Profile string
 
-	Heartbeat         time.Duration // client heartbeat interval (welcome.heartbeat_ms)
-	HelloTimeout      time.Duration
-	MaxFrameBytes     int   // client frame limit
-	MaxBodyBytes      int64 // publish body limit
-	ResumeWindow      time.Duration
-	IdempotencyWindow time.Duration
-	StreamMessages    int // per-user stream bound by count
-	SendQueue         int // per-connection send queue (frames)
-	MaxVoters         int
-	MaxBatch          int // messages in one batch publish
-	// PublishTimeout bounds a publish request: past it the answer is 503
-	// (retry with the same id) rather than a hung request.
-	PublishTimeout time.Duration
-	// DeadServerGrace is how long a server gossip lists as dead, or does
-	// not know at all, stays in the Raft configuration; once removed, the
-	// registry stops naming it as an owner or backup. 0: 30 s.
-	DeadServerGrace time.Duration
+	API     APIConfig         // the publish API
+	Gateway gateway.Config    // client connections; its Heartbeat is the node's
+	Broker  broker.Config     // streams: windows, bounds, peer call timeout
+	Raft    consensus.Config  // the registry: voters, grace, batching, timing
+	Gossip  membership.Config // memberlist
+	Peer    peer.Config       // node-to-node links
 
 	// Dial opens node-to-node connections (Raft and peer links); nil means
 	// a plain TCP dial. Fault tests route links through proxies with it.
 	Dial clusterport.Dialer
-
-	// RaftNoSync turns fsync off: for tests only.
-	RaftNoSync bool
 	// GlobalMetrics installs this node's meter provider as the process
 	// global, so library instruments (Raft) are exported too. One node per
 	// process sets it; in-process test clusters leave it off.
@@ -68,28 +66,38 @@ type Config struct {
 	Logger        *slog.Logger
 }
 
+// APIConfig bounds the publish API.
+type APIConfig struct {
+	MaxBodyBytes int64 // largest request body
+	MaxBatch     int   // messages in one batch publish
+	// PublishTimeout bounds a publish request: past it the answer is 503
+	// (retry with the same id) rather than a hung request.
+	PublishTimeout time.Duration
+}
+
+// DefaultAPIConfig returns the contract's limits (DESIGN.md §4).
+func DefaultAPIConfig() APIConfig {
+	return APIConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10000, PublishTimeout: 10 * time.Second}
+}
+
 // DefaultConfig returns production defaults; identity, addresses and
 // secrets must still be set.
 func DefaultConfig() Config {
 	return Config{
-		Region:            "default",
-		Zone:              "default",
-		Profile:           "lan",
-		Heartbeat:         5 * time.Second,
-		HelloTimeout:      5 * time.Second,
-		MaxFrameBytes:     64 << 10,
-		MaxBodyBytes:      1 << 20,
-		ResumeWindow:      120 * time.Second,
-		IdempotencyWindow: 120 * time.Second,
-		StreamMessages:    4096,
-		SendQueue:         4096,
-		MaxVoters:         3,
-		MaxBatch:          10000,
-		PublishTimeout:    10 * time.Second,
+		Region:  "default",
+		Zone:    "default",
+		Profile: membership.ProfileLAN,
+		API:     DefaultAPIConfig(),
+		Gateway: gateway.DefaultConfig(),
+		Broker:  broker.DefaultConfig(),
+		Raft:    consensus.DefaultConfig(),
+		Gossip:  membership.DefaultConfig(),
+		Peer:    peer.DefaultConfig(),
 	}
 }
 
-// Validate reports the first bad field, by its flag-facing name.
+// Validate reports every bad field of the node's own, by its flag-facing
+// name; the components validate their configs when New starts them.
 func (c Config) Validate() error {
 	var errs []error
 	req := func(v, name string) {
@@ -101,11 +109,26 @@ func (c Config) Validate() error {
 	req(c.DataDir, "data-dir")
 	req(c.Region, "region")
 	req(c.Zone, "zone")
-	for _, a := range []struct{ v, name string }{{c.PublicAddr, "public-addr"}, {c.ClusterAddr, "cluster-addr"}, {c.GossipAddr, "gossip-addr"}} {
-		if a.v == "" {
+	for _, a := range []struct{ v, adv, name, advName string }{
+		{c.PublicAddr, c.AdvertisePublic, "public-addr", "advertise-public"},
+		{c.ClusterAddr, c.AdvertiseCluster, "cluster-addr", "advertise-cluster"},
+		{c.GossipAddr, c.AdvertiseGossip, "gossip-addr", "advertise-gossip"},
+	} {
+		host, _, err := net.SplitHostPort(a.v)
+		switch {
+		case a.v == "":
 			errs = append(errs, fmt.Errorf("%s is required", a.name))
-		} else if _, _, err := net.SplitHostPort(a.v); err != nil {
+		case err != nil:
 			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.v, err))
+		case wildcard(host) && a.adv == "" && a.name != "gossip-addr":
+			// Other nodes and clients would be told to reach "[::]".
+			// Gossip picks a private IP to advertise by itself.
+			errs = append(errs, fmt.Errorf("%s %q listens on every interface: set --%s to the host:port others reach it at", a.name, a.v, a.advName))
+		}
+		if a.adv != "" {
+			if host, _, err := net.SplitHostPort(a.adv); err != nil || host == "" || wildcard(host) {
+				errs = append(errs, fmt.Errorf("%s %q: want a reachable host:port", a.advName, a.adv))
+			}
 		}
 	}
 	if len(c.TokenSecret) == 0 {
@@ -114,7 +137,7 @@ func (c Config) Validate() error {
 	req(c.APIKey, "api key (api-key-file)")
 	req(c.AdminKey, "admin key (admin-key-file)")
 	switch c.Profile {
-	case "lan", "wan", "local":
+	case membership.ProfileLAN, membership.ProfileWAN, membership.ProfileLocal:
 	default:
 		errs = append(errs, fmt.Errorf("profile %q: want lan, wan or local", c.Profile))
 	}
@@ -123,21 +146,22 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
 	}
-	pos(c.Heartbeat > 0, "heartbeat")
-	pos(c.HelloTimeout > 0, "hello-timeout")
-	pos(c.MaxFrameBytes > 0, "max-frame-bytes")
-	pos(c.MaxBodyBytes > 0, "max-body-bytes")
-	pos(c.ResumeWindow > 0, "resume-window")
-	pos(c.IdempotencyWindow > 0, "idempotency-window")
-	pos(c.StreamMessages > 0, "stream-messages")
-	pos(c.SendQueue > 0, "send-queue")
-	pos(c.MaxVoters > 0, "max-voters")
-	pos(c.MaxBatch > 0, "max-batch")
-	pos(c.PublishTimeout > 0, "publish-timeout")
+	pos(c.API.MaxBodyBytes > 0, "max-body-bytes")
+	pos(c.API.MaxBatch > 0, "max-batch")
+	pos(c.API.PublishTimeout > 0, "publish-timeout")
 	return errors.Join(errs...)
 }
 
-func (c Config) advertised(bind, adv string) string {
+// wildcard says whether host is an address that means every interface.
+func wildcard(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+func advertised(bind, adv string) string {
 	if adv != "" {
 		return adv
 	}

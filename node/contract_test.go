@@ -265,9 +265,9 @@ func protocolCluster(t *testing.T) *clustertest.Cluster {
 		Configure: func(cfg *node.Config) {
 			switch cfg.NodeID {
 			case "n1":
-				cfg.HelloTimeout, cfg.Heartbeat = shortHello, shortHeartbeat
+				cfg.Gateway.HelloTimeout, cfg.Gateway.Heartbeat = shortHello, shortHeartbeat
 			case "n3":
-				cfg.SendQueue = tinySendQueue
+				cfg.Gateway.SendQueue = tinySendQueue
 			}
 		},
 	})

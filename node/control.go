@@ -113,7 +113,7 @@ func (n *Node) nodeFailed(id string) {
 func (n *Node) sweep(dead []string) {
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
-	if _, err := (registry{n}).Propose(ctx, session.Command{Kind: session.KindExpire, Nodes: dead, Window: n.cfg.ResumeWindow.Milliseconds()}); err != nil {
+	if _, err := (registry{n}).Propose(ctx, session.Command{Kind: session.KindExpire, Nodes: dead, Window: n.cfg.Broker.Stream.Window}); err != nil {
 		n.log.Debug("expire sweep", "err", err)
 	}
 }

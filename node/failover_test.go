@@ -237,7 +237,7 @@ func nodeState(c *clustertest.Cluster, from, id string) string {
 // registry still names a node nobody knows any more.
 func TestResumeToldLostWhenANodeNeverReturns(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{Configure: func(cfg *node.Config) {
-		cfg.DeadServerGrace = 2 * time.Second
+		cfg.Raft.DeadServerGrace = 2 * time.Second
 	}})
 	ws, w := connect(t, c, "n2", "ivy")
 	defer ws.Close()

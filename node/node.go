@@ -95,15 +95,15 @@ func New(cfg Config) (n *Node, err error) {
 	if n.mux, err = clusterport.Listen(cfg.ClusterAddr); err != nil {
 		return nil, fmt.Errorf("cluster listener: %w", err)
 	}
-	publicAddr := cfg.advertised(n.publicLn.Addr().String(), cfg.AdvertisePublic)
-	clusterAddr := cfg.advertised(n.mux.Addr().String(), cfg.AdvertiseCluster)
+	publicAddr := advertised(n.publicLn.Addr().String(), cfg.AdvertisePublic)
+	clusterAddr := advertised(n.mux.Addr().String(), cfg.AdvertiseCluster)
 	n.publicURL = "http://" + publicAddr
 
 	if n.metrics, err = newMetrics(cfg.GlobalMetrics); err != nil {
 		return nil, err
 	}
 
-	pc := peer.DefaultConfig()
+	pc := cfg.Peer
 	pc.NodeID, pc.Logger, pc.Errors = cfg.NodeID, cfg.Logger, peerapi.Errors
 	pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
 		return clusterport.DialWith(ctx, n.dialer(), addr, clusterport.Peer, 2*time.Second)
@@ -115,7 +115,7 @@ func New(cfg Config) (n *Node, err error) {
 
 	n.machine = session.NewMachine()
 	n.machine.OnApply = n.applied
-	rc := consensus.DefaultConfig()
+	rc := cfg.Raft
 	rc.NodeID, rc.DataDir, rc.Bootstrap = cfg.NodeID, filepath.Join(cfg.DataDir, "raft"), cfg.Bootstrap
 	rc.AdvertiseAddr = clusterAddr
 	rc.Listener = n.mux.Listener(clusterport.Raft)
@@ -129,20 +129,15 @@ func New(cfg Config) (n *Node, err error) {
 		}
 		return out, err
 	}
-	rc.MaxVoters = cfg.MaxVoters
-	if cfg.DeadServerGrace > 0 {
-		rc.DeadServerGrace = cfg.DeadServerGrace
-	}
-	rc.NoSync = cfg.RaftNoSync
 	rc.Logger = cfg.Logger
-	if cfg.Profile == "wan" {
+	if cfg.Profile == membership.ProfileWAN {
 		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
 	}
 	if n.raft, err = consensus.New(rc, n.machine); err != nil {
 		return nil, fmt.Errorf("raft: %w", err)
 	}
 
-	mc := membership.DefaultConfig()
+	mc := cfg.Gossip
 	mc.NodeID, mc.Region, mc.Zone = cfg.NodeID, cfg.Region, cfg.Zone
 	mc.BindAddr, mc.AdvertiseAddr = cfg.GossipAddr, cfg.AdvertiseGossip
 	mc.PublicURL, mc.ClusterAddr = n.publicURL, clusterAddr
@@ -152,12 +147,9 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
 
-	bc := broker.DefaultConfig()
+	bc := cfg.Broker
 	bc.NodeID, bc.Region, bc.Zone = cfg.NodeID, cfg.Region, cfg.Zone
-	bc.Heartbeat = cfg.Heartbeat
-	bc.Stream.MaxMessages = cfg.StreamMessages
-	bc.Stream.Window = cfg.ResumeWindow.Milliseconds()
-	bc.Stream.IDWindow = cfg.IdempotencyWindow.Milliseconds()
+	bc.Heartbeat = cfg.Gateway.Heartbeat // the welcome's heartbeat_ms, and the tips' pace
 	bc.Logger = cfg.Logger
 	bc.OnDeliver = n.metrics.delivered
 	if n.broker, err = broker.New(bc, registry{n}, n.peers, cluster{n}); err != nil {
@@ -165,9 +157,8 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.applyTo.Store(n.broker)
 
-	gc := gateway.DefaultConfig()
-	gc.MaxFrameBytes, gc.HelloTimeout, gc.Heartbeat, gc.SendQueue = cfg.MaxFrameBytes, cfg.HelloTimeout, cfg.Heartbeat, cfg.SendQueue
-	gc.PingInterval = cfg.Heartbeat
+	gc := cfg.Gateway
+	gc.PingInterval = gc.Heartbeat // one liveness pace for both directions
 	gc.Logger = cfg.Logger
 	if n.gateway, err = gateway.New(gc, n.authenticate, n.broker); err != nil {
 		return nil, err

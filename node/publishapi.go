@@ -42,8 +42,8 @@ func (n *Node) checkPublish(p protocol.Publish) (broker.PublishRequest, error) {
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "user is required")
 	case len(p.Data) == 0:
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "data is required")
-	case len(p.Data) > n.cfg.MaxFrameBytes:
-		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrTooLarge, "data is %d bytes, over the %d-byte frame limit", len(p.Data), n.cfg.MaxFrameBytes)
+	case len(p.Data) > n.cfg.Gateway.MaxFrameBytes:
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrTooLarge, "data is %d bytes, over the %d-byte frame limit", len(p.Data), n.cfg.Gateway.MaxFrameBytes)
 	}
 	if err := validUser(*p.User); err != nil {
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "%v", err)
@@ -100,7 +100,7 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if !n.publishAuth(w, r) {
 		return
 	}
-	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	body, err := readBody(w, r, n.cfg.API.MaxBodyBytes)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -110,7 +110,7 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)
 	defer cancel()
 	res := n.broker.Publish(ctx, []broker.PublishRequest{req})[0]
 	n.metrics.publishedN(1, res.Err)
@@ -135,7 +135,7 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 	if !n.publishAuth(w, r) {
 		return
 	}
-	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	body, err := readBody(w, r, n.cfg.API.MaxBodyBytes)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -159,8 +159,8 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 	case fast && whole.Messages == nil, !fast && raw.Messages == nil:
 		writeError(w, protocol.Errorf(protocol.ErrBadRequest, "messages is required"))
 		return
-	case count > n.cfg.MaxBatch:
-		writeError(w, protocol.Errorf(protocol.ErrTooLarge, "%d messages, over the batch limit of %d", count, n.cfg.MaxBatch))
+	case count > n.cfg.API.MaxBatch:
+		writeError(w, protocol.Errorf(protocol.ErrTooLarge, "%d messages, over the batch limit of %d", count, n.cfg.API.MaxBatch))
 		return
 	}
 	answers := make([]protocol.PublishResult, count)
@@ -181,7 +181,7 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		reqs = append(reqs, req)
 		slots = append(slots, i)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)
 	defer cancel()
 	results := n.broker.Publish(ctx, reqs)
 	for k, res := range results {

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/switchboard/switchboard/internal/secret"
 	"github.com/switchboard/switchboard/internal/token"
 	"github.com/switchboard/switchboard/protocol"
 )
@@ -146,11 +147,11 @@ func cmdToken(g *globals, args []string, stdout io.Writer) error {
 	if *secretFile == "" {
 		return usagef("token: --token-secret-file (or SWITCHBOARD_TOKEN_SECRET_FILE) is required")
 	}
-	secret, err := readSecret(*secretFile, "token secret file")
+	tokenSecret, err := secret.ReadFile(*secretFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("token secret file: %w", err)
 	}
-	tok, err := token.Mint([]byte(secret), *user, *ttl)
+	tok, err := token.Mint([]byte(tokenSecret), *user, *ttl)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/switchboard/switchboard/internal/secret"
 )
 
 func main() {
@@ -174,22 +176,13 @@ func (g *globals) resolveKey() (string, error) {
 	case key != "":
 		return strings.TrimSpace(key), nil
 	case file != "":
-		return readSecret(file, "admin key file")
+		key, err := secret.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("admin key file: %w", err)
+		}
+		return key, nil
 	}
 	return "", usagef("an admin key is required: --admin-key, --admin-key-file, SWITCHBOARD_ADMIN_KEY or SWITCHBOARD_ADMIN_KEY_FILE")
-}
-
-// readSecret reads a secret file; its contents are trimmed (DESIGN.md §3).
-func readSecret(path, what string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		return "", fmt.Errorf("%s %s is empty", what, path)
-	}
-	return v, nil
 }
 
 // baseURL accepts "host:port" or an http(s) URL and returns it without a

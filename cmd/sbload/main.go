@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/internal/load"
+	"github.com/switchboard/switchboard/internal/secret"
 )
 
 // Exit codes: 0 success, 1 the run failed, 2 bad usage, 3 a drill found
@@ -154,13 +155,13 @@ func (o *options) finish() error {
 		}
 	}
 	var err error
-	if c.APIKey, err = secret(o.apiKey, o.apiKeyFile, "api-key"); err != nil {
+	if c.APIKey, err = secretOf(o.apiKey, o.apiKeyFile, "api-key"); err != nil {
 		return err
 	}
-	if c.AdminKey, err = secret(o.adminKey, o.adminKeyFile, "admin-key"); err != nil {
+	if c.AdminKey, err = secretOf(o.adminKey, o.adminKeyFile, "admin-key"); err != nil {
 		return err
 	}
-	ts, err := secret(o.tokenSecret, o.tokenSecretFile, "token-secret")
+	ts, err := secretOf(o.tokenSecret, o.tokenSecretFile, "token-secret")
 	if err != nil {
 		return err
 	}
@@ -208,19 +209,19 @@ func (o *options) finish() error {
 	return nil
 }
 
-// secret returns the value given directly or read from a file, trimmed.
-func secret(value, file, name string) (string, error) {
+// secretOf returns the value given directly or read from a file, trimmed.
+func secretOf(value, file, name string) (string, error) {
 	if value != "" && file != "" {
 		return "", usagef("give --%s or --%s-file, not both", name, name)
 	}
 	if file == "" {
 		return strings.TrimSpace(value), nil
 	}
-	b, err := os.ReadFile(file)
+	v, err := secret.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("--%s-file: %w", name, err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return v, nil
 }
 
 // raiseFileLimit lifts the soft open-files limit toward the hard one so

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard/switchboard/internal/secret"
 	"github.com/switchboard/switchboard/internal/token"
 	"github.com/switchboard/switchboard/node"
 )
@@ -60,14 +61,14 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the publish API key")
 	fs.StringVar(&o.adminKeyFile, "admin-key-file", "", "file holding the admin API key")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "network timing profile: lan or wan")
-	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "client heartbeat interval")
-	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a detached session can be resumed")
-	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", c.IdempotencyWindow, "how long publish ids are remembered")
-	fs.IntVar(&c.MaxFrameBytes, "max-frame-bytes", c.MaxFrameBytes, "largest client frame")
-	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest publish request body")
-	fs.IntVar(&c.StreamMessages, "stream-messages", c.StreamMessages, "messages kept per user stream")
-	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "frames queued per connection before it is closed as a slow consumer")
-	fs.IntVar(&c.MaxVoters, "max-voters", c.MaxVoters, "Raft voters (others are non-voters)")
+	fs.DurationVar(&c.Gateway.Heartbeat, "heartbeat", c.Gateway.Heartbeat, "client heartbeat interval")
+	fs.Var((*millis)(&c.Broker.Stream.Window), "resume-window", "how long a detached session can be resumed")
+	fs.Var((*millis)(&c.Broker.Stream.IDWindow), "idempotency-window", "how long publish ids are remembered")
+	fs.IntVar(&c.Gateway.MaxFrameBytes, "max-frame-bytes", c.Gateway.MaxFrameBytes, "largest client frame")
+	fs.Int64Var(&c.API.MaxBodyBytes, "max-body-bytes", c.API.MaxBodyBytes, "largest publish request body")
+	fs.IntVar(&c.Broker.Stream.MaxMessages, "stream-messages", c.Broker.Stream.MaxMessages, "messages kept per user stream")
+	fs.IntVar(&c.Gateway.SendQueue, "send-queue", c.Gateway.SendQueue, "frames queued per connection before it is closed as a slow consumer")
+	fs.IntVar(&c.Raft.MaxVoters, "max-voters", c.Raft.MaxVoters, "Raft voters (others are non-voters)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long SIGTERM may take to drain")
@@ -81,6 +82,24 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	return o, nil
+}
+
+// millis is a flag holding a duration in whole milliseconds, as the
+// stream windows count time.
+type millis int64
+
+func (m *millis) String() string { return (time.Duration(*m) * time.Millisecond).String() }
+
+func (m *millis) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d%time.Millisecond != 0 {
+		return fmt.Errorf("%v is not a whole number of milliseconds", d)
+	}
+	*m = millis(d.Milliseconds())
+	return nil
 }
 
 // applyEnv lets SWITCHBOARD_<FLAG> set every flag not given on the
@@ -221,21 +240,17 @@ func loadSecrets(o *options) error {
 		if path == "" {
 			return "", fmt.Errorf("--%s is required", flagName)
 		}
-		b, err := os.ReadFile(path)
+		v, err := secret.ReadFile(path)
 		if err != nil {
 			return "", fmt.Errorf("--%s: %w", flagName, err)
 		}
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			return "", fmt.Errorf("--%s: %s is empty", flagName, path)
-		}
 		return v, nil
 	}
-	secret, err := read(o.tokenSecretFile, "token-secret-file")
+	tokenSecret, err := read(o.tokenSecretFile, "token-secret-file")
 	if err != nil {
 		return err
 	}
-	o.cfg.TokenSecret = []byte(secret)
+	o.cfg.TokenSecret = []byte(tokenSecret)
 	if o.cfg.APIKey, err = read(o.apiKeyFile, "api-key-file"); err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 		cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])
 		cfg.TokenSecret, cfg.APIKey, cfg.AdminKey = []byte(TokenSecret), APIKey, AdminKey
 		cfg.Profile = "local"
-		cfg.Heartbeat = time.Second
+		cfg.Gateway.Heartbeat = time.Second
 		cfg.Logger = o.Logger.With("node", id)
 		if c.faults != nil {
 			cfg.Dial = c.faults.dialer(id)

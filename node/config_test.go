@@ -1,0 +1,48 @@
+package node
+
+import (
+	"strings"
+	"testing"
+)
+
+func validConfig() Config {
+	c := DefaultConfig()
+	c.NodeID, c.DataDir = "n1", "/tmp/n1"
+	c.PublicAddr, c.ClusterAddr, c.GossipAddr = "127.0.0.1:7700", "127.0.0.1:7701", "127.0.0.1:7702"
+	c.TokenSecret, c.APIKey, c.AdminKey = []byte("s"), "a", "b"
+	return c
+}
+
+// A node told to listen on every interface must be told what address to
+// advertise: otherwise clients would be sent to http://[::]:7900 and Raft
+// peers to [::]:7901.
+func TestConfigRefusesWildcardAddressesWithoutAdvertise(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*Config)
+		want string // "" = valid
+	}{
+		{name: "loopback", set: func(*Config) {}},
+		{name: "public 0.0.0.0", set: func(c *Config) { c.PublicAddr = "0.0.0.0:7900" }, want: "--advertise-public"},
+		{name: "public [::]", set: func(c *Config) { c.PublicAddr = "[::]:7900" }, want: "--advertise-public"},
+		{name: "public without host", set: func(c *Config) { c.PublicAddr = ":7900" }, want: "--advertise-public"},
+		{name: "public 0.0.0.0 advertised", set: func(c *Config) { c.PublicAddr, c.AdvertisePublic = "0.0.0.0:7900", "10.0.0.5:7900" }},
+		{name: "cluster 0.0.0.0", set: func(c *Config) { c.ClusterAddr = "0.0.0.0:7901" }, want: "--advertise-cluster"},
+		{name: "cluster advertised", set: func(c *Config) { c.ClusterAddr, c.AdvertiseCluster = "0.0.0.0:7901", "n1.internal:7901" }},
+		{name: "gossip 0.0.0.0 (memberlist advertises a private IP)", set: func(c *Config) { c.GossipAddr = "0.0.0.0:7902" }},
+		{name: "advertising a wildcard", set: func(c *Config) { c.PublicAddr, c.AdvertisePublic = "0.0.0.0:7900", "0.0.0.0:7900" }, want: "advertise-public"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.set(&c)
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate = %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate = %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
