@@ -254,10 +254,24 @@ func (h *held) attach(ctx context.Context, sink gateway.Sink, resume *protocol.R
 	if h.o.Sealed() {
 		return session.ErrSealed
 	}
-	now := h.b.now()
-	if h.o.Released(now) {
-		return errReleased
+	// Promised to another node's takeover: wait for its claim to seal
+	// the stream here (the hello then follows it there), or for the
+	// promise to lapse.
+	for h.o.Released(h.b.now()) && !h.o.Sealed() {
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+		h.mu.Lock()
+		if ctx.Err() != nil {
+			return errReleased
+		}
 	}
+	if h.o.Sealed() {
+		return session.ErrSealed
+	}
+	now := h.b.now()
 	sess, after, asked := resumeArgs(resume)
 	if h.o.CatchingUp(sess, after, asked) {
 		if err := h.waitAckedLocked(ctx, after); err != nil {

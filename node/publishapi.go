@@ -84,25 +84,27 @@ func newPublishID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// publishAuth runs the checks every publish request shares.
-func (n *Node) publishAuth(w http.ResponseWriter, r *http.Request) bool {
+// publishBody runs the checks every publish request shares and reads its
+// body; false means the request was answered.
+func (n *Node) publishBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !only(http.MethodPost, w, r) {
-		return false
+		return nil, false
 	}
 	if !bearer(r, n.cfg.APIKey) {
 		writeError(w, protocol.Errorf(protocol.ErrUnauthorized, "missing or bad API key"))
-		return false
-	}
-	return true
-}
-
-func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
-	if !n.publishAuth(w, r) {
-		return
+		return nil, false
 	}
 	body, err := readBody(w, r, n.cfg.API.MaxBodyBytes)
 	if err != nil {
 		writeError(w, err)
+		return nil, false
+	}
+	return body, true
+}
+
+func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
+	body, ok := n.publishBody(w, r)
+	if !ok {
 		return
 	}
 	req, err := n.parsePublish(body)
@@ -132,12 +134,8 @@ func publishError(err error) error {
 }
 
 func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
-	if !n.publishAuth(w, r) {
-		return
-	}
-	body, err := readBody(w, r, n.cfg.API.MaxBodyBytes)
-	if err != nil {
-		writeError(w, err)
+	body, ok := n.publishBody(w, r)
+	if !ok {
 		return
 	}
 	// One pass when every message decodes; otherwise message by message,

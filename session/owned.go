@@ -121,9 +121,6 @@ func NewOwned(key Key, s *Stream, backup string, replicated, attached bool, now 
 	return o
 }
 
-// Key names the stream.
-func (o *Owned) Key() Key { return o.key }
-
 // Session is the stream's session id.
 func (o *Owned) Session() string { return o.s.Session }
 
@@ -356,11 +353,8 @@ func (o *Owned) RemoveLocal(id uint64, now int64) Effects {
 	return o.touch(now)
 }
 
-// Locals lists the local connections.
-func (o *Owned) Locals() int { return len(o.locals) }
-
 // AddRemote registers node as attached (again: a node whose delivery
-// failed is live once more) and returns what its connection needs.
+// failed is live once more).
 func (o *Owned) AddRemote(node string, now int64) Effects {
 	o.remotes[node] = true
 	o.releasedUntil = 0

@@ -44,6 +44,16 @@ func VerifyNoLeaks(m *testing.M) {
 	os.Exit(code)
 }
 
+// NoLeaks fails t if it leaves goroutines behind. Call it first in a test,
+// so that its cleanup runs after every other cleanup (the Close of what the
+// test started). Goroutines that already ran when it was called are
+// ignored, so other tests of the package cannot make it fail.
+func NoLeaks(t testing.TB) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
 // FindLeaks reports goroutines other than the caller's that are still
 // running, apart from those dependencies are known to leave behind. It
 // polls for a few seconds first: after a node stops, memberlist's prober

@@ -9,15 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/transport/peer"
-	"go.uber.org/goleak"
 )
-
-func noLeaks(t *testing.T) {
-	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
 
 func muxStart(t *testing.T, opts options) *Mux {
 	t.Helper()
@@ -41,7 +35,7 @@ func muxExpectClosed(t *testing.T, c net.Conn) {
 }
 
 func TestMuxRoutesByFirstByte(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{})
 	tests := []struct {
 		name string
@@ -89,7 +83,7 @@ func TestMuxRoutesByFirstByte(t *testing.T) {
 }
 
 func TestMuxClosesUnknownKind(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{})
 	c, err := net.Dial("tcp", m.Addr().String())
 	if err != nil {
@@ -103,7 +97,7 @@ func TestMuxClosesUnknownKind(t *testing.T) {
 }
 
 func TestMuxClosesSilentConnAfterDeadline(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{firstByteTimeout: 100 * time.Millisecond})
 	silent, err := net.Dial("tcp", m.Addr().String())
 	if err != nil {
@@ -126,7 +120,7 @@ func TestMuxClosesSilentConnAfterDeadline(t *testing.T) {
 }
 
 func TestMuxCloseUnblocksAcceptAndIsIdempotent(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{})
 	// A silent connection must not hold Close for the first-byte timeout.
 	silent, err := net.Dial("tcp", m.Addr().String())
@@ -156,7 +150,7 @@ func TestMuxCloseUnblocksAcceptAndIsIdempotent(t *testing.T) {
 }
 
 func TestMuxSubListenerCloseAffectsOnlyItsKind(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{})
 	m.Listener(Raft).Close()
 
@@ -180,7 +174,7 @@ func TestMuxSubListenerCloseAffectsOnlyItsKind(t *testing.T) {
 }
 
 func TestMuxDialClusterErrors(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	if _, err := Dial(context.Background(), "127.0.0.1:1", 'X', time.Second); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("unknown kind: err = %v, want ErrUnknownKind", err)
 	}
@@ -192,7 +186,7 @@ func TestMuxDialClusterErrors(t *testing.T) {
 }
 
 func TestMuxListenerUnknownKindPanics(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{})
 	defer func() {
 		if recover() == nil {
@@ -203,7 +197,7 @@ func TestMuxListenerUnknownKindPanics(t *testing.T) {
 }
 
 func TestPeerLinksOverTheMux(t *testing.T) {
-	noLeaks(t)
+	testenv.NoLeaks(t)
 	m := muxStart(t, options{})
 	log := slog.New(slog.DiscardHandler)
 	scfg := peer.DefaultConfig()

@@ -18,19 +18,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/protocol"
-	"go.uber.org/goleak"
 )
-
-// gwNoLeaks fails the test if it leaves goroutines behind. Registered first,
-// its cleanup runs last, after the gateway and server are shut down. (Per
-// test rather than TestMain so the package's test files need no shared
-// TestMain.)
-func gwNoLeaks(t *testing.T) {
-	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
 
 // gwFakeHub welcomes every hello, echoes each ack back as a message frame
 // with that seq, and records what the gateway told it.
@@ -335,7 +325,7 @@ func gwPadHello(size int) string {
 }
 
 func TestGatewayClosePaths(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	endpoints := []string{"ws://n2.r1/v1/connect", "ws://n3.r2/v1/connect"}
 	tests := []struct {
 		name      string
@@ -454,7 +444,7 @@ func TestGatewayClosePaths(t *testing.T) {
 }
 
 func TestGatewayFrameAtLimitIsAccepted(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{MaxFrameBytes: 1024}, nil)
 	ws := h.dial(nil)
 	gwSend(t, ws, gwPadHello(1024))
@@ -462,7 +452,7 @@ func TestGatewayFrameAtLimitIsAccepted(t *testing.T) {
 }
 
 func TestGatewayPingPongEchoesIDVerbatim(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{}, nil)
 	ws := h.dial(nil)
 	gwHello(t, ws, "alice")
@@ -485,7 +475,7 @@ func TestGatewayPingPongEchoesIDVerbatim(t *testing.T) {
 }
 
 func TestGatewayAckReachesHub(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{}, nil)
 	ws := h.dial(nil)
 	gwHello(t, ws, "alice")
@@ -519,7 +509,7 @@ func TestGatewayTokenSources(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gwNoLeaks(t)
+			testenv.NoLeaks(t)
 			h := startGW(t, Config{}, nil)
 			ws := h.dial(tt.header)
 			gwSend(t, ws, tt.hello)
@@ -544,7 +534,7 @@ func TestGatewayTokenSources(t *testing.T) {
 }
 
 func TestGatewayHeartbeatWhenIdle(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{Heartbeat: 40 * time.Millisecond, PingInterval: time.Second}, nil)
 	ws := h.dial(nil)
 	gwHello(t, ws, "alice")
@@ -567,7 +557,7 @@ func TestGatewayHeartbeatWhenIdle(t *testing.T) {
 // lingering as after messages: between beats an idle connection holds no
 // goroutine, with any number of connections.
 func TestGatewayHeartbeatWriterDoesNotLinger(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{Heartbeat: time.Second, PingInterval: 10 * time.Minute}, nil)
 	ws := h.dial(nil)
 	gwHello(t, ws, "alice")
@@ -594,7 +584,7 @@ func TestGatewayHeartbeatWriterDoesNotLinger(t *testing.T) {
 }
 
 func TestGatewayNoHeartbeatBeforeWelcome(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{Heartbeat: 10 * time.Millisecond, HelloTimeout: 200 * time.Millisecond}, nil)
 	ws := h.dial(nil)
 	// Without a welcome, heartbeats have no stream position to report: the
@@ -607,7 +597,7 @@ func TestGatewayNoHeartbeatBeforeWelcome(t *testing.T) {
 
 func TestGatewayWebSocketPings(t *testing.T) {
 	t.Run("pongs keep the connection", func(t *testing.T) {
-		gwNoLeaks(t)
+		testenv.NoLeaks(t)
 		// Generous interval: the test box may be loaded, and a stall longer
 		// than 2.5 intervals would rightly drop the client.
 		const interval = 300 * time.Millisecond
@@ -634,7 +624,7 @@ func TestGatewayWebSocketPings(t *testing.T) {
 		}
 	})
 	t.Run("silent client is dropped", func(t *testing.T) {
-		gwNoLeaks(t)
+		testenv.NoLeaks(t)
 		h := startGW(t, Config{PingInterval: 50 * time.Millisecond, Heartbeat: time.Hour}, nil)
 		ws := h.dial(nil)
 		gwHello(t, ws, "alice")
@@ -653,7 +643,7 @@ func TestGatewayWebSocketPings(t *testing.T) {
 }
 
 func TestGatewaySlowConsumerIsClosed(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{SendQueue: 4}, nil)
 	ws := h.dial(nil)
 	gwHello(t, ws, "alice")
@@ -694,7 +684,7 @@ func TestGatewaySinkClose(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gwNoLeaks(t)
+			testenv.NoLeaks(t)
 			h := startGW(t, Config{}, nil)
 			ws := h.dial(nil)
 			gwHello(t, ws, "alice")
@@ -720,7 +710,7 @@ func TestGatewaySinkClose(t *testing.T) {
 }
 
 func TestGatewayCloseAllDrainCarriesEndpoints(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{}, nil)
 	a, b := h.dial(nil), h.dial(nil)
 	gwHello(t, a, "alice")
@@ -740,7 +730,7 @@ func TestGatewayCloseAllDrainCarriesEndpoints(t *testing.T) {
 }
 
 func TestGatewayShutdown(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{}, nil)
 	var welcomed []*websocket.Conn
 	for i := range 3 {
@@ -781,7 +771,7 @@ func TestGatewayShutdown(t *testing.T) {
 }
 
 func TestGatewayShutdownCutsWhenContextEnds(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	hub := newGwFakeHub()
 	h := startGW(t, Config{}, hub)
 	ws := h.dial(nil)
@@ -821,7 +811,7 @@ func TestGatewayBlockedHelloIsBounded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gwNoLeaks(t)
+			testenv.NoLeaks(t)
 			hub := newGwFakeHub()
 			hub.helloBlock = make(chan struct{})
 			h := startGW(t, tt.cfg, hub)
@@ -857,7 +847,7 @@ func TestGatewayHubPanicIsContained(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.panicOn, func(t *testing.T) {
-			gwNoLeaks(t)
+			testenv.NoLeaks(t)
 			hub := newGwFakeHub()
 			hub.panicOn = tt.panicOn
 			h := startGW(t, Config{}, hub)
@@ -882,7 +872,7 @@ func TestGatewayHubPanicIsContained(t *testing.T) {
 }
 
 func TestGatewayRejectsNonWebSocketRequests(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	tests := []struct {
 		name   string
 		origin func(*http.Request) bool
@@ -1027,7 +1017,7 @@ func (h *gwHarness) dialSmallBuffers(size int) (*websocket.Conn, *conn) {
 // the latest, and anything else grows without bound while the writer waits
 // on the unread socket.
 func TestGatewayPingFloodHoldsOnePong(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	h := startGW(t, Config{WriteTimeout: 2 * time.Second}, nil)
 	ws, c := h.dialSmallBuffers(4096)
 	gwHello(t, ws, "alice")
@@ -1061,7 +1051,7 @@ func TestGatewayPingFloodHoldsOnePong(t *testing.T) {
 // resume replay on a slow link) must get all of it: WriteTimeout bounds how
 // long one write may stall, not how long the whole backlog may take.
 func TestGatewaySlowReaderGetsItsBacklog(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	const (
 		writeTimeout = 300 * time.Millisecond
 		frames       = 64
@@ -1093,7 +1083,7 @@ func TestGatewaySlowReaderGetsItsBacklog(t *testing.T) {
 // in it: a hello that takes longer than 2.5 ping intervals (a Raft commit,
 // a takeover) must not count as a silent client.
 func TestGatewaySlowHelloIsNotAReadTimeout(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	hub := newGwFakeHub()
 	hub.helloDelay = 400 * time.Millisecond
 	h := startGW(t, Config{PingInterval: 40 * time.Millisecond, Heartbeat: time.Hour, HelloTimeout: 5 * time.Second}, hub)
@@ -1157,7 +1147,7 @@ func (h gwHookHandler) WithGroup(name string) slog.Handler {
 // written to the socket: the bytes would land inside the broken frame.
 // Until the connection is torn down, a Send must not start another writer.
 func TestGatewayFailedWriteIsTheLastWrite(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	fc := &gwFailConn{}
 	var c *conn
 	var once sync.Once
@@ -1204,7 +1194,7 @@ func TestGatewayFailedWriteIsTheLastWrite(t *testing.T) {
 // visits it more often than a writer lingers: a visit with nothing due
 // must not keep the writer waiting.
 func TestGatewayIdleConnectionHasNoWriter(t *testing.T) {
-	gwNoLeaks(t)
+	testenv.NoLeaks(t)
 	// The sweeper visits every 50 ms; nothing is due for ten minutes.
 	h := startGW(t, Config{HelloTimeout: 200 * time.Millisecond, PingInterval: 10 * time.Minute, Heartbeat: 10 * time.Minute}, nil)
 	ws := h.dial(nil)

@@ -17,17 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/switchboard/switchboard/internal/testenv"
 )
-
-// peerNoLeaks fails the test if it leaves goroutines behind. Call it first so
-// its cleanup runs after every other cleanup (Close) of the test. It ignores
-// goroutines that already existed, so other tests in the package cannot make it fail.
-func peerNoLeaks(t *testing.T) {
-	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
 
 var peerTestLog = slog.New(slog.DiscardHandler)
 
@@ -153,7 +144,7 @@ func peerEcho(_ context.Context, from string, payload []byte) ([]byte, error) {
 }
 
 func TestPeerCallRoundTrip(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	srv := peerStartServer(t, "127.0.0.1:0", Config{}, func(p *Links) { p.Handle(1, peerEcho, false) })
 	cli := peerStartClient(t, Config{NodeID: "n7"})
 	tests := []struct {
@@ -178,7 +169,7 @@ func TestPeerCallRoundTrip(t *testing.T) {
 }
 
 func TestPeerManyPipelinedCallsShareOneLink(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	srv := peerStartServer(t, "127.0.0.1:0", Config{}, func(p *Links) {
 		p.Handle(2, func(_ context.Context, _ string, b []byte) ([]byte, error) {
 			return binary.BigEndian.AppendUint64(nil, 2*binary.BigEndian.Uint64(b)), nil
@@ -211,7 +202,7 @@ func TestPeerManyPipelinedCallsShareOneLink(t *testing.T) {
 }
 
 func TestPeerSendDeliversInOrder(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	const n = 5000
 	var mu sync.Mutex
 	var got []uint32
@@ -257,7 +248,7 @@ var (
 )
 
 func TestPeerErrorsKeepTheirIdentity(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	table := []error{errPeerTestNotFound, errPeerTestStale}
 	handlerErr := map[uint8]error{
 		10: fmt.Errorf("user u1: %w", errPeerTestNotFound),
@@ -315,7 +306,7 @@ func TestPeerErrorsKeepTheirIdentity(t *testing.T) {
 }
 
 func TestPeerCallFailsPromptlyWhenPeerDies(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	started := make(chan struct{})
 	srv := peerStartServer(t, "127.0.0.1:0", Config{}, func(p *Links) {
 		p.Handle(1, func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
@@ -378,7 +369,7 @@ func peerFakeServer(t *testing.T, afterHello func(net.Conn)) string {
 }
 
 func TestPeerHungPeerDetectedByMissingPings(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	addr := peerFakeServer(t, func(net.Conn) {})
 	cli := peerStartClient(t, Config{PingInterval: 20 * time.Millisecond, CallTimeout: time.Minute})
 	_, err := cli.Call(context.Background(), addr, 1, []byte("x"))
@@ -388,7 +379,7 @@ func TestPeerHungPeerDetectedByMissingPings(t *testing.T) {
 }
 
 func TestPeerReconnectsAfterServerRestart(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	version := func(v string) func(*Links) {
 		return func(p *Links) {
 			p.Handle(1, func(context.Context, string, []byte) ([]byte, error) { return []byte(v), nil }, false)
@@ -422,7 +413,7 @@ func TestPeerReconnectsAfterServerRestart(t *testing.T) {
 }
 
 func TestPeerConcurrentCallersShareOneDial(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	var dials atomic.Int64
 	cli := peerStartClient(t, Config{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 		dials.Add(1)
@@ -448,7 +439,7 @@ func TestPeerConcurrentCallersShareOneDial(t *testing.T) {
 }
 
 func TestPeerCanceledCallFreesPendingSlot(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	release := make(chan struct{})
 	srv := peerStartServer(t, "127.0.0.1:0", Config{}, func(p *Links) {
 		p.Handle(1, func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
@@ -489,7 +480,7 @@ func TestPeerCanceledCallFreesPendingSlot(t *testing.T) {
 }
 
 func TestPeerCloseFailsInFlightCallsAndWaits(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	started := make(chan struct{}, 1)
 	srv := peerStartServer(t, "127.0.0.1:0", Config{}, func(p *Links) {
 		p.Handle(1, func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
@@ -526,7 +517,7 @@ func TestPeerCloseFailsInFlightCallsAndWaits(t *testing.T) {
 }
 
 func TestPeerMaxInFlightBoundsHandlers(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	const limit, calls = 4, 40
 	var running, peak atomic.Int64
 	gate := make(chan struct{})
@@ -567,7 +558,7 @@ func TestPeerMaxInFlightBoundsHandlers(t *testing.T) {
 }
 
 func TestPeerFrameSizeLimits(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	const maxFrame = 1024
 	srv := peerStartServer(t, "127.0.0.1:0", Config{MaxFrame: maxFrame}, func(p *Links) {
 		p.Handle(1, peerEcho, false)
@@ -613,7 +604,7 @@ func peerRawLink(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 }
 
 func TestPeerProtocolViolationsCloseTheLink(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	srv := peerStartServer(t, "127.0.0.1:0", Config{MaxFrame: 1024}, func(p *Links) { p.Handle(1, peerEcho, false) })
 	frame := func(n uint32, kind byte) []byte {
 		b := binary.BigEndian.AppendUint32(nil, n)
@@ -686,7 +677,7 @@ func TestPeerProtocolViolationsCloseTheLink(t *testing.T) {
 }
 
 func TestPeerConfigValidation(t *testing.T) {
-	peerNoLeaks(t)
+	testenv.NoLeaks(t)
 	with := func(f func(*Config)) Config {
 		c := DefaultConfig()
 		c.NodeID, c.Dial = "a", peerTestDial
