@@ -144,6 +144,8 @@ type Broker struct {
 	closed   bool
 	// draining: streams are being handed away; none is taken over here.
 	draining atomic.Bool
+	// repairing: the periodic repair of streams without a backup runs.
+	repairing atomic.Bool
 
 	flight singleflight.Group // one takeover per stream at a time
 

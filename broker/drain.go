@@ -98,8 +98,20 @@ func (b *Broker) Rebackup(node string) {
 }
 
 // repair copies the streams held here for which needs holds (under their
-// lock) to a new backup, in the background.
+// lock) to a new backup, in the background: one attempt each; whatever
+// fails is tried again by the next append or repair.
 func (b *Broker) repair(needs func(h *held) bool) {
+	b.repairWith(needs, nil)
+}
+
+// repairWith is repair; done, when set, is called once the attempt is over
+// (or at once when there is nothing to repair).
+func (b *Broker) repairWith(needs func(h *held) bool, done func()) {
+	finish := func() {
+		if done != nil {
+			done()
+		}
+	}
 	var todo []*held
 	for _, h := range b.heldStreams() {
 		h.mu.Lock()
@@ -109,9 +121,11 @@ func (b *Broker) repair(needs func(h *held) bool) {
 		h.mu.Unlock()
 	}
 	if len(todo) == 0 {
+		finish()
 		return
 	}
 	b.goSafe(func() {
+		defer finish()
 		sem := make(chan struct{}, promoteParallel)
 		var wg sync.WaitGroup
 		for _, h := range todo {
@@ -126,10 +140,14 @@ func (b *Broker) repair(needs func(h *held) bool) {
 				for h.o.Flushing() {
 					h.cond.Wait()
 				}
-				if !needs(h) || !h.o.DropBackup(h.o.Backup()) {
+				if h.o.Sealed() || !needs(h) || !h.o.DropBackup(h.o.Backup()) {
 					return
 				}
-				if err := h.syncLocked(ctx); err != nil {
+				needBackup, ok := h.o.BeginFlush()
+				if !ok {
+					return
+				}
+				if err := h.flushLocked(ctx, needBackup); err != nil {
 					b.log.Debug("re-backup failed; the next append or repair retries", "stream", h.key, "err", err)
 				}
 			}()

@@ -35,7 +35,9 @@ func (b *Broker) expire() {
 			b.drop(h)
 		}
 	}
-	if !b.draining.Load() && !b.cluster.Solo() {
-		b.repair(func(h *held) bool { return h.o.Backup() == "" && !h.o.Flushing() })
+	// One repair at a time: with backups that time out, a round can
+	// outlast the interval.
+	if !b.draining.Load() && !b.cluster.Solo() && len(b.cluster.Peers()) > 0 && b.repairing.CompareAndSwap(false, true) {
+		b.repairWith(func(h *held) bool { return h.o.Backup() == "" && !h.o.Flushing() }, func() { b.repairing.Store(false) })
 	}
 }

@@ -32,14 +32,19 @@ type testNet struct {
 	lose    map[[2]string]bool          // from → to: one-way frames vanish, Send says nil
 	stall   map[[2]string]chan struct{} // from → to: Send blocks until closed
 	now     int64
+	tune    func(*Config) // adjusts every broker's config, when set
 }
 
-// newTestNet starts brokers n1..nN in zones a, b, c, … of region r1.
-func newTestNet(t *testing.T, n int) *testNet {
+// newTestNet starts brokers n1..nN in zones a, b, c, … of region r1;
+// tune, if given, adjusts their configs.
+func newTestNet(t *testing.T, n int, tune ...func(*Config)) *testNet {
 	t.Helper()
 	tn := &testNet{
 		t: t, reg: session.NewRegistry(), brokers: map[string]*Broker{}, zones: map[string]string{},
 		cut: map[[2]string]bool{}, lose: map[[2]string]bool{}, stall: map[[2]string]chan struct{}{},
+	}
+	if len(tune) > 0 {
+		tn.tune = tune[0]
 	}
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
@@ -65,6 +70,9 @@ func (tn *testNet) start(id string) {
 	cfg.CallTimeout = time.Second
 	cfg.Heartbeat = 50 * time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if tn.tune != nil {
+		tn.tune(&cfg)
+	}
 	b, err := New(cfg, testReg{tn}, testPeers{tn, id}, testCluster{tn, id})
 	if err != nil {
 		tn.t.Fatal(err)
