@@ -6,11 +6,14 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/internal/clustertest"
+	"github.com/switchboard/switchboard/internal/faultload"
+	"github.com/switchboard/switchboard/internal/token"
 )
 
 // The fault tests run many users through one fault each, with publishers
-// and clients going all along, and assert G1–G4 with faultWorkload.check
-// (faultcheck_test.go); a registry linearizability check runs alongside.
+// and subscribers going all along, and assert G1–G4 with the shared fault
+// workload (internal/faultload, which the multi-process tests run too); a
+// registry linearizability check (faultcheck_test.go) runs alongside.
 // Three nodes, in zones r1/a, r1/b and r1/c.
 
 const faultUsers = 30
@@ -40,55 +43,19 @@ func faultRoles(t *testing.T, opts clustertest.Options) (c *clustertest.Cluster,
 	return c, leader, followers[0], followers[1]
 }
 
-// waitAfterFault waits until every user has n publishes begun after the
-// fault acknowledged: the cluster serves every user again.
-func (w *faultWorkload) waitAfterFault(n int, timeout time.Duration) {
-	w.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var behind []string
-		for _, u := range w.users {
-			u.mu.Lock()
-			if u.afterFault < n {
-				behind = append(behind, u.name)
-			}
-			u.mu.Unlock()
-		}
-		if len(behind) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			// Not fatal: check says why, per user.
-			w.t.Errorf("after %v, users with fewer than %d publishes acknowledged since the fault: %v", timeout, n, behind)
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+// contract describes c to the fault workload as its clients and
+// operators see it; publishers use the nodes still running.
+func contract(c *clustertest.Cluster) faultload.Cluster {
+	fc := faultload.Cluster{
+		APIKey: clustertest.APIKey, AdminKey: clustertest.AdminKey, Live: c.Running,
+		Token: func(user string) (string, error) {
+			return token.Mint([]byte(clustertest.TokenSecret), user, time.Hour)
+		},
 	}
-}
-
-// mostOwned returns the node owning the most users in the snapshot.
-func (w *faultWorkload) mostOwned() (string, int) {
-	owned, _ := w.owners()
-	best, n := "", -1
-	for id, k := range owned {
-		if k > n || k == n && id < best {
-			best, n = id, k
-		}
+	for _, id := range c.IDs() {
+		fc.Nodes = append(fc.Nodes, faultload.Node{ID: id, BaseURL: c.URL(id), WSURL: c.ConnectURL(id)})
 	}
-	return best, n
-}
-
-// runThrough keeps the workload going after the fault for at least d and
-// until every user has n more acknowledged messages, then checks.
-func (w *faultWorkload) runThrough(d time.Duration, n int, victim string) {
-	w.t.Helper()
-	time.Sleep(d)
-	w.waitAfterFault(n, 15*time.Second)
-	if victim != "" {
-		if stuck := w.stayedConnected(victim); len(stuck) > 0 {
-			w.t.Errorf("clients of %s's users never reconnected: %v", victim, stuck)
-		}
-	}
+	return fc
 }
 
 func without(ids []string, gone string) []string {
@@ -102,17 +69,18 @@ func without(ids []string, gone string) []string {
 // order, and the sessions continue.
 func TestGuaranteesHoldWhenOwnerNodeIsKilled(t *testing.T) {
 	c, leader, major, minor := faultRoles(t, clustertest.Options{})
-	w := startWorkload(t, c, workloadOptions{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
+	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
 	rc := startRegistryCheck(t, c, 3)
-	w.waitAcked(20, 15*time.Second)
-	w.snapshotRegistry(leader)
-	victim, n := w.mostOwned()
+	w.WaitAcked(20, 15*time.Second)
+	w.Snapshot(leader)
+	victim, n := w.MostOwned()
 	t.Logf("killing %s, owner of %d of %d users (leader %s)", victim, n, faultUsers, leader)
-	w.markFault()
+	w.MarkFault()
 	c.Kill(victim)
-	w.runThrough(3*time.Second, 10, victim)
+	w.RunThrough(3*time.Second, 10, 15*time.Second)
+	w.CheckClientsLeft(victim)
 	rc.check()
-	w.check(c.Running())
+	w.Check(c.Running())
 }
 
 // TestGuaranteesHoldWhenBackupNodeIsKilled: a follower that owns no user
@@ -121,20 +89,20 @@ func TestGuaranteesHoldWhenOwnerNodeIsKilled(t *testing.T) {
 // second failure later could not lose what was acknowledged.
 func TestGuaranteesHoldWhenBackupNodeIsKilled(t *testing.T) {
 	c, leader, major, minor := faultRoles(t, clustertest.Options{})
-	w := startWorkload(t, c, workloadOptions{Users: faultUsers, Placement: []string{major, major, leader}})
+	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, major, leader}})
 	rc := startRegistryCheck(t, c, 3)
-	w.waitAcked(20, 15*time.Second)
-	w.snapshotRegistry(leader)
-	owned, backed := w.owners()
+	w.WaitAcked(20, 15*time.Second)
+	w.Snapshot(leader)
+	owned, backed := w.Owners()
 	if owned[minor] != 0 || backed[minor] == 0 {
 		t.Fatalf("setup: %s owns %d users and backs up %d; want 0 and some", minor, owned[minor], backed[minor])
 	}
 	t.Logf("killing %s, backup of %d of %d users", minor, backed[minor], faultUsers)
-	w.markFault()
+	w.MarkFault()
 	c.Kill(minor)
-	w.runThrough(3*time.Second, 10, "")
+	w.RunThrough(3*time.Second, 10, 15*time.Second)
 	rc.check()
-	w.check(c.Running())
+	w.Check(c.Running())
 }
 
 // TestGuaranteesHoldWhenLeaderIsKilled: the Raft leader, which also owns
@@ -142,20 +110,21 @@ func TestGuaranteesHoldWhenBackupNodeIsKilled(t *testing.T) {
 // elected no claim can commit, so its users wait; nobody loses anything.
 func TestGuaranteesHoldWhenLeaderIsKilled(t *testing.T) {
 	c, leader, major, minor := faultRoles(t, clustertest.Options{})
-	w := startWorkload(t, c, workloadOptions{Users: faultUsers, Placement: []string{major, leader, minor}})
+	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, leader, minor}})
 	rc := startRegistryCheck(t, c, 3)
-	w.waitAcked(20, 15*time.Second)
-	w.snapshotRegistry(leader)
-	owned, _ := w.owners()
+	w.WaitAcked(20, 15*time.Second)
+	w.Snapshot(leader)
+	owned, _ := w.Owners()
 	t.Logf("killing leader %s, owner of %d of %d users", leader, owned[leader], faultUsers)
-	w.markFault()
+	w.MarkFault()
 	c.Kill(leader)
-	w.runThrough(3*time.Second, 10, leader)
+	w.RunThrough(3*time.Second, 10, 15*time.Second)
+	w.CheckClientsLeft(leader)
 	if l := c.WaitLeader(); l == leader {
 		t.Fatalf("killed leader %s still reported as leader", l)
 	}
 	rc.check()
-	w.check(c.Running())
+	w.Check(c.Running())
 }
 
 // TestGuaranteesHoldWhenAZoneIsPartitionedAway cuts the zone of the node
@@ -176,23 +145,23 @@ func TestGuaranteesHoldWhenLeaderIsKilled(t *testing.T) {
 // visible under a seq the majority side reused.
 func TestGuaranteesHoldWhenAZoneIsPartitionedAway(t *testing.T) {
 	c, leader, major, minor := faultRoles(t, clustertest.Options{Faults: true})
-	w := startWorkload(t, c, workloadOptions{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
+	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
 	rc := startRegistryCheck(t, c, 3)
-	w.waitAcked(20, 15*time.Second)
-	w.snapshotRegistry(leader)
-	victim, n := w.mostOwned()
+	w.WaitAcked(20, 15*time.Second)
+	w.Snapshot(leader)
+	victim, n := w.MostOwned()
 	t.Logf("partitioning %s (zone %s/%s, owner of %d of %d users) away for 5s; leader %s",
 		victim, c.Config(victim).Region, c.Config(victim).Zone, n, faultUsers, leader)
-	w.markFault()
+	w.MarkFault()
 	c.Partition([]string{victim}, without(c.IDs(), victim))
 	time.Sleep(5 * time.Second)
 	c.Heal()
 	t.Logf("healed")
 	// Its clients need not reconnect: a stream nobody published to
 	// through the majority side during the cut stays where it was.
-	w.runThrough(3*time.Second, 10, "")
+	w.RunThrough(3*time.Second, 10, 15*time.Second)
 	rc.check()
-	w.check(c.Running())
+	w.Check(c.Running())
 }
 
 // TestGuaranteesHoldThroughDrain drains the node owning most users while
@@ -200,17 +169,18 @@ func TestGuaranteesHoldWhenAZoneIsPartitionedAway(t *testing.T) {
 // clients told to reconnect (4010) and resumed with replay.
 func TestGuaranteesHoldThroughDrain(t *testing.T) {
 	c, leader, major, minor := faultRoles(t, clustertest.Options{})
-	w := startWorkload(t, c, workloadOptions{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
+	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
 	rc := startRegistryCheck(t, c, 3)
-	w.waitAcked(20, 15*time.Second)
-	w.snapshotRegistry(leader)
-	victim, n := w.mostOwned()
+	w.WaitAcked(20, 15*time.Second)
+	w.Snapshot(leader)
+	victim, n := w.MostOwned()
 	t.Logf("draining %s, owner of %d of %d users", victim, n, faultUsers)
-	w.markFault()
+	w.MarkFault()
 	start := time.Now()
 	c.Drain(victim)
 	t.Logf("drain took %v", time.Since(start))
-	w.runThrough(3*time.Second, 10, victim)
+	w.RunThrough(3*time.Second, 10, 15*time.Second)
+	w.CheckClientsLeft(victim)
 	rc.check()
-	w.check(c.Running())
+	w.Check(c.Running())
 }
