@@ -2,414 +2,44 @@ package main
 
 // Fault tests against real switchboard processes: SIGKILL of an owner, and
 // a real network partition built from Linux network namespaces. Both run
-// many users with SDK clients and continuous publishers, and assert the
-// guarantees (DESIGN.md §1) on what the clients received and what the
-// publishers were told, not merely that nothing returned an error.
+// the fault workload the in-process fault tests run (internal/faultload):
+// many users with SDK clients and continuous publishers, and the
+// guarantees (DESIGN.md §1) asserted on what the clients received and what
+// the publishers were told, not merely that nothing returned an error.
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/client"
+	"github.com/switchboard/switchboard/internal/faultload"
 	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/internal/token"
 )
 
-// procUser is one user of a process workload: its SDK client, what it
-// received, and what its publisher was told.
-type procUser struct {
-	name  string
-	first string // node id of its first endpoint
-	cl    *client.Client
-	dups  atomic.Int64 // duplicates the SDK dropped: the server sent them
+// procUsers is how many users the fault workload runs here.
+const procUsers = 16
 
-	mu         sync.Mutex
-	got        []client.Message
-	events     []client.Event
-	acks       map[string]uint64 // id → seq
-	bySeq      map[uint64]string // seq → id
-	conflicts  []string
-	gaveUp     []string
-	afterFault int
-	before     sessionView
+// contract describes nodes to the fault workload (internal/faultload,
+// which the in-process fault tests run too) as their clients and
+// operators see them; publishers use the nodes live returns (nil: all).
+func contract(live func() []string, nodes ...*member) faultload.Cluster {
+	c := faultload.Cluster{
+		APIKey: procAPIKey, AdminKey: procAdminKey, Live: live,
+		Token: func(user string) (string, error) {
+			return token.Mint([]byte(procTokenSecret), user, time.Hour)
+		},
+	}
+	for _, n := range nodes {
+		c.Nodes = append(c.Nodes, faultload.Node{ID: n.id, BaseURL: n.base(), WSURL: n.wsURL()})
+	}
+	return c
 }
-
-// sessionView is GET /v1/sessions/{user}.
-type sessionView struct {
-	Session string `json:"session"`
-	Owner   string `json:"owner"`
-	Backup  string `json:"backup"`
-	Epoch   uint64 `json:"epoch"`
-}
-
-// procWorkload drives users and publishers against a set of nodes.
-type procWorkload struct {
-	t      *testing.T
-	nodes  map[string]*member
-	live   func() []string // ids of the nodes publishers may use
-	users  []*procUser
-	http   *http.Client
-	stop   chan struct{}
-	pubs   sync.WaitGroup
-	recv   sync.WaitGroup
-	faultT atomic.Bool
-
-	attempts, rejected atomic.Int64
-}
-
-// startProcWorkload dials one SDK client per user (user i tries
-// placement[i%len] first, then every other node) and starts one
-// publisher per user that retries each message under its id until 200.
-func startProcWorkload(t *testing.T, nodes map[string]*member, placement []string, users int, live func() []string) *procWorkload {
-	t.Helper()
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 2 * users
-	w := &procWorkload{t: t, nodes: nodes, live: live, stop: make(chan struct{}),
-		http: &http.Client{Timeout: 3 * time.Second, Transport: tr}}
-	ids := make([]string, 0, len(nodes))
-	for id := range nodes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	errs := make([]error, users)
-	var dials sync.WaitGroup
-	for i := range users {
-		u := &procUser{name: fmt.Sprintf("pu%02d", i), first: placement[i%len(placement)], acks: map[string]uint64{}, bySeq: map[uint64]string{}}
-		w.users = append(w.users, u)
-		eps := []string{nodes[u.first].wsURL()}
-		for _, id := range ids {
-			if id != u.first {
-				eps = append(eps, nodes[id].wsURL())
-			}
-		}
-		tok, err := token.Mint([]byte(procTokenSecret), u.name, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := client.DefaultConfig()
-		cfg.Endpoints, cfg.Token = eps, client.StaticToken(tok)
-		cfg.BackoffBase, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-		cfg.Logger = slog.New(dupHandler{&u.dups})
-		dials.Add(1)
-		go func() {
-			defer dials.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			u.cl, errs[i] = client.Dial(ctx, cfg)
-		}()
-	}
-	dials.Wait()
-	t.Cleanup(w.shutdown)
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	for _, u := range w.users {
-		w.recv.Add(2)
-		go func() {
-			defer w.recv.Done()
-			for m := range u.cl.Messages() {
-				u.mu.Lock()
-				u.got = append(u.got, m)
-				u.mu.Unlock()
-			}
-		}()
-		go func() {
-			defer w.recv.Done()
-			for e := range u.cl.Events() {
-				u.mu.Lock()
-				u.events = append(u.events, e)
-				u.mu.Unlock()
-			}
-		}()
-		w.pubs.Add(1)
-		go w.publish(u)
-	}
-	return w
-}
-
-func (w *procWorkload) publish(u *procUser) {
-	defer w.pubs.Done()
-	rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
-	for k := 1; ; k++ {
-		select {
-		case <-w.stop:
-			return
-		case <-time.After(time.Duration(10+rng.IntN(40)) * time.Millisecond):
-		}
-		id := fmt.Sprintf("%s-m%d", u.name, k)
-		after := w.faultT.Load()
-		begun := time.Now()
-		for {
-			live := w.live()
-			via := w.nodes[live[rng.IntN(len(live))]]
-			w.attempts.Add(1)
-			st, a, err := w.post(via, u.name, id, k)
-			if err == nil && st == http.StatusOK {
-				u.mu.Lock()
-				if prev, ok := u.bySeq[a.Seq]; ok && prev != id {
-					u.conflicts = append(u.conflicts, fmt.Sprintf("seq %d acknowledged for %s and %s", a.Seq, prev, id))
-				}
-				u.acks[id], u.bySeq[a.Seq] = a.Seq, id
-				if after {
-					u.afterFault++
-				}
-				u.mu.Unlock()
-				break
-			}
-			w.rejected.Add(1)
-			if time.Since(begun) > 20*time.Second {
-				u.mu.Lock()
-				u.gaveUp = append(u.gaveUp, fmt.Sprintf("%s (last: %d %v)", id, st, err))
-				u.mu.Unlock()
-				break
-			}
-			time.Sleep(20 * time.Millisecond) // and go on with the same id even after stop
-		}
-	}
-}
-
-func (w *procWorkload) post(n *member, user, id string, k int) (int, publishAnswer, error) {
-	var a publishAnswer
-	body := fmt.Sprintf(`{"user":%q,"id":%q,"data":{"k":%d}}`, user, id, k)
-	req, err := http.NewRequest(http.MethodPost, n.base()+"/v1/publish", strings.NewReader(body))
-	if err != nil {
-		return 0, a, err
-	}
-	req.Header.Set("Authorization", "Bearer "+procAPIKey)
-	resp, err := w.http.Do(req)
-	if err != nil {
-		return 0, a, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, a, nil
-	}
-	return resp.StatusCode, a, json.NewDecoder(resp.Body).Decode(&a)
-}
-
-func (w *procWorkload) count(f func(u *procUser) int) int {
-	least := -1
-	for _, u := range w.users {
-		u.mu.Lock()
-		n := f(u)
-		u.mu.Unlock()
-		if least < 0 || n < least {
-			least = n
-		}
-	}
-	return least
-}
-
-// waitEach waits until f(u) >= n for every user.
-func (w *procWorkload) waitEach(n int, timeout time.Duration, what string, f func(u *procUser) int) {
-	w.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for w.count(f) < n {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out after %v waiting for %d %s per user (least: %d)", timeout, n, what, w.count(f))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (w *procWorkload) session(via *member, user string) (sessionView, int) {
-	var s sessionView
-	st, _, body := request(http.MethodGet, via.base()+"/v1/sessions/"+user, procAdminKey, nil)
-	if st == http.StatusOK {
-		_ = json.Unmarshal(body, &s)
-	}
-	return s, st
-}
-
-// snapshot records every user's registry entry before the fault and
-// returns the node owning the most users.
-func (w *procWorkload) snapshot(via *member) (string, int) {
-	w.t.Helper()
-	owned := map[string]int{}
-	for _, u := range w.users {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			s, st := w.session(via, u.name)
-			if st == http.StatusOK && s.Owner != "" && s.Backup != "" {
-				u.before = s
-				break
-			}
-			if time.Now().After(deadline) {
-				w.t.Fatalf("registry entry of %s: %d %+v", u.name, st, s)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		owned[u.before.Owner]++
-	}
-	best, n := "", -1
-	for id, k := range owned {
-		if k > n || k == n && id < best {
-			best, n = id, k
-		}
-	}
-	return best, n
-}
-
-func (w *procWorkload) stopPublishing() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	w.pubs.Wait()
-}
-
-func (w *procWorkload) shutdown() {
-	w.stopPublishing()
-	for _, u := range w.users {
-		if u.cl != nil {
-			_ = u.cl.Close()
-		}
-	}
-	w.recv.Wait()
-	w.http.CloseIdleConnections()
-}
-
-// check asserts G1–G3 per user (seqs 1..n in order without gaps or
-// duplicates, on the wire too; every acknowledged id received under its
-// seq; no seq acknowledged for two ids; no continuity loss or seq
-// anomaly reported) and G4 in the registry read through via (owner and
-// backup distinct live nodes, same session, no older epoch).
-func (w *procWorkload) check(via *member, live []string) {
-	t := w.t
-	t.Helper()
-	w.stopPublishing()
-	deadline := time.Now().Add(15 * time.Second)
-	total := 0
-	for _, u := range w.users {
-		u.mu.Lock()
-		maxAcked := uint64(0)
-		for s := range u.bySeq {
-			maxAcked = max(maxAcked, s)
-		}
-		u.mu.Unlock()
-		for {
-			u.mu.Lock()
-			last := uint64(0)
-			if n := len(u.got); n > 0 {
-				last = u.got[n-1].Seq
-			}
-			u.mu.Unlock()
-			if last >= maxAcked || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		u.mu.Lock()
-		total += len(u.acks)
-		var errs []string
-		fail := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
-		for _, e := range u.events {
-			if e.Kind == client.EventContinuityLost || e.Kind == client.EventSequenceAnomaly {
-				fail("client event %s from %s: %v", e.Kind, e.Node, e.Err)
-			}
-		}
-		for _, c := range u.conflicts {
-			fail("%s", c)
-		}
-		for _, g := range u.gaveUp {
-			fail("never acknowledged: %s", g)
-		}
-		if d := u.dups.Load(); d > 0 {
-			fail("server sent %d duplicates", d)
-		}
-		if u.afterFault == 0 {
-			fail("no publish begun after the fault was acknowledged")
-		}
-		seqOf := map[string]uint64{}
-		for i, m := range u.got {
-			if m.Seq != uint64(i+1) {
-				fail("message %d has seq %d (gap, duplicate or disorder)", i, m.Seq)
-				break
-			}
-			if _, dup := seqOf[m.ID]; dup {
-				fail("id %s stored twice", m.ID)
-			}
-			seqOf[m.ID] = m.Seq
-			if id, ok := u.bySeq[m.Seq]; ok && id != m.ID {
-				fail("seq %d delivered as %s, acknowledged for %s", m.Seq, m.ID, id)
-			}
-		}
-		var lost []string
-		for id, s := range u.acks {
-			if got, ok := seqOf[id]; !ok || got != s {
-				lost = append(lost, fmt.Sprintf("%s@%d", id, s))
-			}
-		}
-		if len(lost) > 0 {
-			sort.Strings(lost)
-			fail("%d acknowledged messages not received as acknowledged, e.g. %v", len(lost), lost[:min(6, len(lost))])
-		}
-		if len(errs) > 0 {
-			t.Errorf("%s (first %s, owner before %s): received %d, acknowledged %d (max seq %d):\n\t%s",
-				u.name, u.first, u.before.Owner, len(u.got), len(u.acks), maxAcked, strings.Join(errs[:min(10, len(errs))], "\n\t"))
-		}
-		u.mu.Unlock()
-	}
-	t.Logf("workload: %d users, %d acknowledged, %d attempts, %d rejected and retried", len(w.users), total, w.attempts.Load(), w.rejected.Load())
-	for _, u := range w.users {
-		var s sessionView
-		var why string
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			var st int
-			s, st = w.session(via, u.name)
-			switch {
-			case st != http.StatusOK:
-				why = fmt.Sprintf("status %d", st)
-			case !slices.Contains(live, s.Owner):
-				why = "owner " + s.Owner + " not live"
-			case !slices.Contains(live, s.Backup) || s.Backup == s.Owner:
-				why = fmt.Sprintf("backup %q not another live node", s.Backup)
-			default:
-				why = ""
-			}
-			if why == "" || time.Now().After(deadline) {
-				break
-			}
-		}
-		switch {
-		case why != "":
-			t.Errorf("%s: registry after the fault: %s (%+v)", u.name, why, s)
-		case s.Session != u.before.Session:
-			t.Errorf("%s: session changed %s → %s: continuity lost", u.name, u.before.Session, s.Session)
-		case s.Epoch < u.before.Epoch:
-			t.Errorf("%s: epoch went back %d → %d", u.name, u.before.Epoch, s.Epoch)
-		}
-	}
-}
-
-// dupHandler counts the SDK's "dropping duplicate" debug records.
-type dupHandler struct{ n *atomic.Int64 }
-
-func (h dupHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h dupHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "dropping duplicate" {
-		h.n.Add(1)
-	}
-	return nil
-}
-func (h dupHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h dupHandler) WithGroup(string) slog.Handler      { return h }
 
 // TestNoAckedMessageLostWhenOwnerProcessIsKilled: three processes (zones
 // r1/a, r1/b, r1/c); the process owning most users gets SIGKILL while
@@ -438,22 +68,21 @@ func TestNoAckedMessageLostWhenOwnerProcessIsKilled(t *testing.T) {
 		}
 		return out
 	}
-	w := startProcWorkload(t, nodes, []string{"n2", "n2", "n1", "n3"}, 16, live)
-	w.waitEach(20, 20*time.Second, "acknowledged messages", func(u *procUser) int { return len(u.acks) })
-	victim, n := w.snapshot(n1)
-	via := n1
-	if victim == "n1" {
-		via = n3
-	}
-	t.Logf("SIGKILL %s, owner of %d of %d users", victim, n, len(w.users))
-	w.faultT.Store(true)
+	w := faultload.Start(t, contract(live, n1, n2, n3), faultload.Options{
+		Users: procUsers, Placement: []string{"n2", "n2", "n1", "n3"}, GiveUp: 20 * time.Second,
+	})
+	w.WaitAcked(20, 20*time.Second)
+	w.Snapshot("n1")
+	victim, n := w.MostOwned()
+	t.Logf("SIGKILL %s, owner of %d of %d users", victim, n, procUsers)
+	w.MarkFault()
 	mu.Lock()
 	dead = victim
 	mu.Unlock()
 	nodes[victim].kill(t)
-	time.Sleep(3 * time.Second)
-	w.waitEach(10, 20*time.Second, "publishes acknowledged after the kill", func(u *procUser) int { return u.afterFault })
-	w.check(via, live())
+	w.RunThrough(3*time.Second, 10, 20*time.Second)
+	w.CheckClientsLeft(victim)
+	w.Check(live())
 }
 
 // netLab is a private network of Linux network namespaces: a bridge in
@@ -650,23 +279,24 @@ func TestGuaranteesHoldWhenANodeIsPartitionedAway(t *testing.T) {
 			followers = append(followers, id)
 		}
 	}
-	all := func() []string { return []string{"n1", "n2", "n3"} }
-	w := startProcWorkload(t, nodes, []string{followers[0], followers[0], cv.Leader, followers[1]}, 16, all)
-	w.waitEach(20, 20*time.Second, "acknowledged messages", func(u *procUser) int { return len(u.acks) })
-	victim, n := w.snapshot(nodes[cv.Leader])
+	w := faultload.Start(t, contract(nil, n1, n2, n3), faultload.Options{
+		Users: procUsers, Placement: []string{followers[0], followers[0], cv.Leader, followers[1]}, GiveUp: 20 * time.Second,
+	})
+	w.WaitAcked(20, 20*time.Second)
+	w.Snapshot(cv.Leader)
+	victim, n := w.MostOwned()
 	var others []int
 	for id, i := range idx {
 		if id != victim {
 			others = append(others, i)
 		}
 	}
-	t.Logf("cutting %s (owner of %d of %d users) off from the other nodes for 10s; leader %s", victim, n, len(w.users), cv.Leader)
-	w.faultT.Store(true)
+	t.Logf("cutting %s (owner of %d of %d users) off from the other nodes for 10s; leader %s", victim, n, procUsers, cv.Leader)
+	w.MarkFault()
 	l.cut(idx[victim], others...)
 	time.Sleep(10 * time.Second)
 	l.heal(idx[victim])
 	t.Logf("healed")
-	time.Sleep(3 * time.Second)
-	w.waitEach(10, 20*time.Second, "publishes acknowledged after the cut", func(u *procUser) int { return u.afterFault })
-	w.check(nodes[cv.Leader], all())
+	w.RunThrough(3*time.Second, 10, 20*time.Second)
+	w.Check([]string{"n1", "n2", "n3"})
 }
