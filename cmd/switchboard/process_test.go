@@ -26,6 +26,7 @@ import (
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/internal/token"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 var (
@@ -313,20 +314,9 @@ func waitReady(t *testing.T, base string, p *proc) {
 	})
 }
 
-type clusterView struct {
-	Leader string `json:"leader"`
-	Nodes  []struct {
-		ID        string `json:"id"`
-		Region    string `json:"region"`
-		Zone      string `json:"zone"`
-		PublicURL string `json:"public_url"`
-		State     string `json:"state"`
-		Raft      string `json:"raft"`
-	} `json:"nodes"`
-}
-
-func clusterOf(base, adminKey string) (clusterView, bool) {
-	var cv clusterView
+// clusterOf reads GET /v1/cluster from the node at base.
+func clusterOf(base, adminKey string) (protocol.Cluster, bool) {
+	var cv protocol.Cluster
 	st, _, body := request("GET", base+"/v1/cluster", adminKey, nil)
 	if st != http.StatusOK || json.Unmarshal(body, &cv) != nil {
 		return cv, false
@@ -334,23 +324,12 @@ func clusterOf(base, adminKey string) (clusterView, bool) {
 	return cv, true
 }
 
-// publishAnswer is the 200 answer of POST /v1/publish.
-type publishAnswer struct {
-	User string `json:"user"`
-	Seq  uint64 `json:"seq"`
-	ID   string `json:"id"`
-	Node string `json:"node"`
-}
-
 // publish posts one message and returns the status and decoded answer.
-func publish(base, apiKey, user, id string, data any) (int, publishAnswer, []byte) {
-	body := map[string]any{"user": user, "data": data}
-	if id != "" {
-		body["id"] = id
-	}
-	b, _ := json.Marshal(body)
+func publish(base, apiKey, user, id string, data any) (int, protocol.PublishResult, []byte) {
+	raw, _ := json.Marshal(data)
+	b, _ := json.Marshal(protocol.NewPublish(user, raw, id))
 	st, _, out := request("POST", base+"/v1/publish", apiKey, b)
-	var a publishAnswer
+	var a protocol.PublishResult
 	if st == http.StatusOK {
 		_ = json.Unmarshal(out, &a)
 	}
@@ -359,7 +338,7 @@ func publish(base, apiKey, user, id string, data any) (int, publishAnswer, []byt
 
 // publishRetry retries a publish (same id, so it is stored once) while the
 // cluster answers 503 or the node is unreachable, up to timeout.
-func publishRetry(t *testing.T, timeout time.Duration, base, apiKey, user, id string, data any) publishAnswer {
+func publishRetry(t *testing.T, timeout time.Duration, base, apiKey, user, id string, data any) protocol.PublishResult {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -376,19 +355,17 @@ func publishRetry(t *testing.T, timeout time.Duration, base, apiKey, user, id st
 	}
 }
 
+// frame is one server frame as a raw client reads it: decoded as a
+// message frame (its Type says whether it is one), with its bytes kept
+// for failure messages.
 type frame struct {
-	Type    string          `json:"type"`
-	Seq     uint64          `json:"seq"`
-	ID      string          `json:"id"`
-	Node    string          `json:"node"`
-	Session string          `json:"session"`
-	Data    json.RawMessage `json:"data"`
-	raw     []byte
+	protocol.Message
+	raw []byte
 }
 
-// connectWS opens a client with a hello for the token and returns it after
+// connectWS opens a client with a hello for the token and returns it with
 // its welcome.
-func connectWS(t *testing.T, url, tok string) (*websocket.Conn, frame) {
+func connectWS(t *testing.T, url, tok string) (*websocket.Conn, protocol.Welcome) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 	ws, _, err := d.Dial(url, nil)
@@ -396,14 +373,15 @@ func connectWS(t *testing.T, url, tok string) (*websocket.Conn, frame) {
 		t.Fatalf("dial %s: %v", url, err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	hello, _ := json.Marshal(map[string]any{"type": "hello", "token": tok, "resume": map[string]any{"seq": 0}})
+	hello, _ := json.Marshal(protocol.ClientFrame{Type: protocol.TypeHello, Token: tok, Resume: &protocol.Resume{Seq: 0}})
 	_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if err := ws.WriteMessage(websocket.TextMessage, hello); err != nil {
 		t.Fatal(err)
 	}
-	w := nextFrame(t, ws)
-	if w.Type != "welcome" {
-		t.Fatalf("want welcome, got %s", w.raw)
+	f := nextFrame(t, ws)
+	var w protocol.Welcome
+	if f.Type != protocol.TypeWelcome || json.Unmarshal(f.raw, &w) != nil {
+		t.Fatalf("want welcome, got %s", f.raw)
 	}
 	return ws, w
 }
@@ -422,7 +400,7 @@ func nextFrame(t *testing.T, ws *websocket.Conn) frame {
 			t.Fatalf("frame is not JSON: %q", b)
 		}
 		f.raw = b
-		if f.Type != "heartbeat" {
+		if f.Type != protocol.TypeHeartbeat {
 			return f
 		}
 	}
@@ -470,7 +448,7 @@ func TestThreeProcessesServeFailOverAndRejoin(t *testing.T) {
 	// Every node lists all three, alive, with their places, and one
 	// leader with two more voters, so that losing any one keeps a quorum.
 	for _, n := range nodes {
-		var cv clusterView
+		var cv protocol.Cluster
 		eventually(t, 30*time.Second, n.id+" sees 3 alive nodes and 3 voters", procs, func() bool {
 			var ok bool
 			if cv, ok = clusterOf(n.base(), procAdminKey); !ok || cv.Leader == "" || len(cv.Nodes) != 3 {
@@ -503,7 +481,7 @@ func TestThreeProcessesServeFailOverAndRejoin(t *testing.T) {
 	}
 	ws, w := connectWS(t, n2.wsURL(), tok)
 	if w.Node != "n2" {
-		t.Fatalf("welcome from %q, want n2: %s", w.Node, w.raw)
+		t.Fatalf("welcome from %q, want n2: %+v", w.Node, w)
 	}
 	const total = 50
 	for i := 1; i <= total; i++ {
@@ -521,7 +499,7 @@ func TestThreeProcessesServeFailOverAndRejoin(t *testing.T) {
 	for _, n := range nodes {
 		eventually(t, 10*time.Second, n.id+" names n2 as alice's owner", procs, func() bool {
 			st, _, body := request("GET", n.base()+"/v1/sessions/alice", procAdminKey, nil)
-			var s struct{ Owner, Session string }
+			var s protocol.Session
 			return st == http.StatusOK && json.Unmarshal(body, &s) == nil && s.Owner == "n2" && s.Session == w.Session
 		})
 	}
@@ -614,7 +592,7 @@ func TestEnvironmentConfiguresNode(t *testing.T) {
 	p := f.start("envnode", "", nil, env)
 	base := "http://" + public
 	waitReady(t, base, p)
-	var cv clusterView
+	var cv protocol.Cluster
 	eventually(t, 10*time.Second, "the cluster view", []*proc{p}, func() bool {
 		var ok bool
 		cv, ok = clusterOf(base, procAdminKey)
@@ -627,7 +605,7 @@ func TestEnvironmentConfiguresNode(t *testing.T) {
 	tok, _ := token.Mint([]byte(procTokenSecret), "erin", time.Hour)
 	ws, w := connectWS(t, "ws://"+public+"/v1/connect", tok)
 	if w.Node != "envnode" {
-		t.Fatalf("welcome: %s", w.raw)
+		t.Fatalf("welcome: %+v", w)
 	}
 	publishRetry(t, 10*time.Second, base, procAPIKey, "erin", "e1", "from env")
 	if m := nextFrame(t, ws); m.Type != "message" || m.Seq != 1 || string(m.Data) != `"from env"` {
