@@ -43,6 +43,7 @@ func TestCheckFindsEveryBrokenGuarantee(t *testing.T) {
 	}{
 		{"nothing broken", func(*user) {}, ""},
 		{"a gap", func(u *user) { u.got = nil; u.receiveAs([]uint64{1, 3}, "m1", "m3") }, "message 1 has seq 3: gap"},
+		{"the rest after a gap still checked", func(u *user) { u.got = nil; u.receiveAs([]uint64{1, 3}, "m1", "m3") }, "1 acknowledged messages never received (G2), e.g. [m2@2]"},
 		{"disorder", func(u *user) { u.got = nil; u.receiveAs([]uint64{2, 1, 3}, "m2", "m1", "m3") }, "message 0 has seq 2"},
 		{"a duplicate delivered", func(u *user) { u.receiveAs([]uint64{3}, "m3") }, "message 3 has seq 3"},
 		{"a duplicate on the wire", func(u *user) { u.sdk.dups.Add(2) }, "the server sent 2 duplicate messages"},
