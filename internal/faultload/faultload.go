@@ -111,7 +111,7 @@ func Start(t testing.TB, c Cluster, o Options) *Workload {
 		w.byID[n.ID] = n
 	}
 	for _, id := range o.Placement {
-		w.node(id)
+		w.node(id) // fails the test if no node has that id
 	}
 	dialErr := make([]error, o.Users)
 	var dials sync.WaitGroup
