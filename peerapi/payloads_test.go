@@ -1,11 +1,13 @@
 package peerapi
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
 	"github.com/switchboard/switchboard/internal/wire"
 	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport/peer"
 )
 
 func TestHandoffRequestRoundTrip(t *testing.T) {
@@ -128,4 +130,78 @@ func TestTipsRoundTrip(t *testing.T) {
 			t.Fatalf("tipsCodec.Decode(%x): err = %v, want ErrBadPayload", bad, err)
 		}
 	}
+}
+
+// codecs is every payload codec of the method table, as a decoder of bytes
+// from another node and the encoder that must reproduce what it decoded.
+var codecs = map[string]func(p []byte) (again []byte, err error){
+	"publish items":       roundTrip(publishItemsCodec),
+	"publish outcomes":    roundTrip(publishOutcomesCodec),
+	"attach request":      roundTrip(attachRequestCodec),
+	"attach reply":        roundTrip(attachReplyCodec),
+	"key/node":            roundTrip(keyNodeCodec),
+	"delivery":            roundTrip(deliveryCodec),
+	"handoff request":     roundTrip(handoffRequestCodec),
+	"tail":                roundTrip(tailCodec),
+	"tips":                roundTrip(tipsCodec),
+	"replication":         roundTrip(replicationCodec),
+	"replications":        roundTrip(replicationsCodec),
+	"replication results": roundTrip(replicationResultsCodec),
+	"stream key":          roundTrip(keyCodec),
+	"uvarint":             roundTrip(uvarintCodec),
+}
+
+func roundTrip[T any](c peer.Codec[T]) func([]byte) ([]byte, error) {
+	return func(p []byte) ([]byte, error) {
+		v, err := c.Decode(p)
+		if err != nil {
+			return nil, err
+		}
+		return c.Append(nil, v), nil
+	}
+}
+
+// FuzzPeerPayloads feeds every payload decoder the same bytes: none may
+// panic, a refusal must be ErrBadPayload, and what one accepts must
+// re-encode into bytes it accepts again, meaning the same (their second
+// encoding is identical to the first).
+func FuzzPeerPayloads(f *testing.F) {
+	msgs := []session.Message{{Seq: 4, ID: "a", TS: 9, Data: []byte(`{"x":1}`)}, {Seq: 5, Data: []byte("2")}}
+	k := session.UserKey("alice")
+	for _, seed := range [][]byte{
+		publishItemsCodec.Append(nil, []PublishItem{{Key: k, ID: "i", Data: []byte("1")}}),
+		publishOutcomesCodec.Append(nil, []PublishOutcome{{Code: PublishOK, Seq: 3, Msg: "x"}}),
+		attachRequestCodec.Append(nil, AttachRequest{Key: k, Node: "n2", Session: "s", After: 4, Release: true}),
+		attachReplyCodec.Append(nil, AttachReply{Session: "s", Epoch: 2, Last: 5, Resumed: true, Msgs: msgs}),
+		keyNodeCodec.Append(nil, KeyNode{Key: session.Key{Kind: session.ChannelStream, Name: "c"}, Node: "n1", Lost: true}),
+		deliveryCodec.Append(nil, Delivery{Key: k, Epoch: 3, Msgs: msgs}),
+		handoffRequestCodec.Append(nil, HandoffRequest{Key: k, Epoch: 7, Keep: true}),
+		tailCodec.Append(nil, session.Tail{Session: "s", Last: 5, Msgs: msgs, Kept: true}),
+		tipsCodec.Append(nil, []Tip{{Key: k, Last: 9}}),
+		replicationsCodec.Append(nil, []session.Replication{{Key: k, Session: "s", Epoch: 1, Last: 5, Msgs: msgs}}),
+		replicationResultsCodec.Append(nil, []error{nil, session.ErrGap}),
+		{}, {0}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		for name, codec := range codecs {
+			again, err := codec(p)
+			if err != nil {
+				if !errors.Is(err, ErrBadPayload) {
+					t.Fatalf("%s: refused %x with %v, want ErrBadPayload", name, p, err)
+				}
+				continue
+			}
+			third, err := codec(again)
+			if err != nil {
+				t.Fatalf("%s: accepted %x but not its own encoding %x: %v", name, p, again, err)
+			}
+			// Error texts gain a "remote:" prefix on every trip; only
+			// their class (nil, stale, gap, other) must survive.
+			if !bytes.Equal(again, third) && name != "replication results" {
+				t.Fatalf("%s: encodings differ: %x then %x", name, again, third)
+			}
+		}
+	})
 }
