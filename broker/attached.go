@@ -23,12 +23,15 @@ type attached struct {
 	b     *Broker
 	key   session.Key
 	owner string
+	// nonce names this attachment at the owner (Broker.attachSeq): its
+	// detach ends it and no later one.
+	nonce uint64
 
 	mu    sync.Mutex
 	sinks map[uint64]*remoteSink
 	dead  bool // removed from Broker.remote: join a new one
-	// session is the owner's session id, from the first attach reply: a
-	// claim that starts another one means continuity was lost.
+	// session is the owner's session id, from the latest attach reply: a
+	// claim or reply that names another one means continuity was lost.
 	session string
 	// heard is when the owner last sent a delivery or a tip for this
 	// stream (or when the attachment began): silence means the owner
@@ -38,6 +41,7 @@ type attached struct {
 
 type remoteSink struct {
 	sink    gateway.Sink
+	session string // the owner's session this connection was welcomed to
 	last    uint64
 	ready   bool              // welcome and replay are queued
 	pending []session.Message // deliveries that overtook the attach reply
@@ -50,7 +54,7 @@ func (b *Broker) attachRemote(ctx context.Context, owner string, release bool, s
 	key := session.UserKey(sink.User())
 	rs := &remoteSink{sink: sink}
 	a := b.attachment(key, owner, rs)
-	req := peerapi.AttachRequest{Key: key, Node: b.cfg.NodeID, Release: release}
+	req := peerapi.AttachRequest{Key: key, Node: b.cfg.NodeID, Release: release, Nonce: a.nonce}
 	req.Session, req.After, _ = resumeArgs(resume)
 	cctx, cancel := b.callCtx(ctx)
 	rep, err := peerapi.Attach.Call(cctx, b.peers, owner, req)
@@ -72,7 +76,7 @@ func (b *Broker) attachment(key session.Key, owner string, rs *remoteSink) *atta
 		b.mu.Lock()
 		a := b.remote[key]
 		if a == nil {
-			a = &attached{b: b, key: key, owner: owner, sinks: make(map[uint64]*remoteSink), heard: b.cfg.Now()}
+			a = &attached{b: b, key: key, owner: owner, nonce: b.attachSeq.Add(1), sinks: make(map[uint64]*remoteSink), heard: b.cfg.Now()}
 			b.remote[key] = a
 		}
 		b.mu.Unlock()
@@ -98,9 +102,19 @@ func (a *attached) ready(rs *remoteSink, rep peerapi.AttachReply, asked bool) {
 	if _, ok := a.sinks[rs.sink.ID()]; !ok {
 		return // closed meanwhile
 	}
-	if a.session == "" {
+	if a.session != rep.Session {
+		// The owner serves another session than the one the connections
+		// here were welcomed to (it restarted and lost the stream):
+		// theirs is gone, and the new one's seqs would read as its
+		// continuation.
+		for _, other := range a.sinks {
+			if other != rs && other.ready && other.session != rep.Session {
+				a.closeLocked(other, protocol.Errorf(protocol.ErrContinuityLost, "stream lost: continuity lost, resync"))
+			}
+		}
 		a.session = rep.Session
 	}
+	rs.session = rep.Session
 	resumed := asked && rep.Resumed
 	w := a.b.welcome(rep.Session, rep.Last, resumed, a.b.endpoints())
 	rs.sink.Send(rep.Last, w)
@@ -121,7 +135,7 @@ func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
 	b.mu.Unlock()
 	if a == nil || a.owner != from {
 		// Nobody here listens any more: tell the owner to stop.
-		b.outbox(from).detach(d.Key)
+		b.outbox(from).detach(d.Key, b.attachSeq.Load())
 		return
 	}
 	a.deliver(d.Msgs)
@@ -196,7 +210,7 @@ func (a *attached) afterRemoveLocked() {
 		delete(a.b.remote, a.key)
 	}
 	a.b.mu.Unlock()
-	a.b.outbox(a.owner).detach(a.key)
+	a.b.outbox(a.owner).detach(a.key, a.nonce)
 }
 
 // evict closes every connection, with why, so the clients resume (or
@@ -246,12 +260,7 @@ func (b *Broker) sendTips() {
 		h.mu.Unlock()
 	}
 	for node, tips := range byNode {
-		o := b.outbox(node)
-		for len(tips) > 0 {
-			n := min(len(tips), tipBatch)
-			o.tips(tips[:n:n])
-			tips = tips[n:]
-		}
+		b.outbox(node).tips(tips)
 	}
 }
 
@@ -265,8 +274,9 @@ func (b *Broker) serveTips(from string, tips []peerapi.Tip) {
 		a := b.remote[t.Key]
 		b.mu.Unlock()
 		if a == nil || a.owner != from {
-			// Nobody here listens any more (a detach was lost): tell the owner.
-			b.outbox(from).detach(t.Key)
+			// Nobody here listens any more (a detach was lost): tell the
+			// owner, up to the attachments made so far.
+			b.outbox(from).detach(t.Key, b.attachSeq.Load())
 			continue
 		}
 		a.tip(t.Last)

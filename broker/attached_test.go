@@ -144,7 +144,9 @@ func TestAttachedConnectionLeavesOwnerThatCannotReachIt(t *testing.T) {
 // an attached connection that gets no messages open, and it is not sent to
 // resume when it has everything.
 func TestQuietAttachedConnectionStaysOpen(t *testing.T) {
-	tn := newTestNet(t, 3)
+	// Tips every 150 ms: at the test net's usual 50 ms, silence (4 beats)
+	// was 200 ms, which a loaded machine under -race sometimes exceeded.
+	tn := newTestNet(t, 3, func(c *Config) { c.Heartbeat = 150 * time.Millisecond })
 	local, remote := attachedPair(t, tn, "u")
 	time.Sleep(20 * tn.broker("n2").cfg.Heartbeat)
 	if _, err := tn.publish("n1", "u", "m2"); err != nil {
@@ -196,4 +198,104 @@ func TestStalledAttachedNodeDelaysNoOtherStream(t *testing.T) {
 	}
 	release()
 	missedOrResumed(t, remote, 3)
+}
+
+// TestStaleDetachLeavesTheNextAttachmentAlone: the last connection of a
+// user at a node leaves while the node's link to the owner is slow, so the
+// detach waits in its outbox; the user connects there again at once and
+// the new attach (a direct call) reaches the owner first. The late detach
+// must not end the new attachment: its connection gets what follows.
+func TestStaleDetachLeavesTheNextAttachmentAlone(t *testing.T) {
+	tn := newTestNet(t, 3, func(c *Config) { c.Heartbeat = time.Hour }) // no tips: silence would go unnoticed
+	local, err := tn.hello("n1", "u", &protocol.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := tn.hello("n2", "u", &protocol.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := tn.setStall("n2", "n1")
+	tn.broker("n2").Gone(first)
+	again, err := tn.hello("n2", "u", &protocol.Resume{Seq: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	tn.sent("n2", "n1")
+	if _, err := tn.publish("n1", "u", "m1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*testSink{local, again} {
+		eventually(t, 2*time.Second, "both connections to get seq 1", func() bool { l, _ := s.state(); return l == 1 })
+	}
+}
+
+// TestAttachedConnectionsOfALostSessionAreTold: the owner restarts (too
+// fast for gossip) with its backup gone too, so its next claim starts a
+// new session. A connection attached elsewhere to the old session must be
+// told continuity is lost (4011), not fed the new session's messages as
+// its continuation when a second connection there attaches to the new one.
+func TestAttachedConnectionsOfALostSessionAreTold(t *testing.T) {
+	tn := newTestNet(t, 3, func(c *Config) { c.Heartbeat = time.Hour })
+	if _, err := tn.hello("n1", "u", &protocol.Resume{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.publish("n1", "u", "old1"); err != nil {
+		t.Fatal(err)
+	}
+	backup := tn.entry("u").Backup
+	at := "n2"
+	if backup == at {
+		at = "n3"
+	}
+	old, err := tn.hello(at, "u", &protocol.Resume{Seq: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "the attached connection to have seq 1", func() bool { l, _ := old.state(); return l == 1 })
+	oldSess := tn.entry("u").Session
+	tn.stop("n1")
+	tn.start("n1")
+	tn.stop(backup)
+	tn.propose(session.Command{Kind: session.KindNodeFailed, Node: backup})
+	if _, err := tn.hello("n1", "u", &protocol.Resume{}); err != nil {
+		t.Fatal(err)
+	}
+	if tn.entry("u").Session == oldSess {
+		t.Fatal("the owner's new claim kept the old session")
+	}
+	if _, err := tn.hello(at, "u", &protocol.Resume{Seq: 0}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := tn.publish("n1", "u", fmt.Sprintf("new%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := closedWith(t, old); got != protocol.CloseContinuityLost {
+		old.mu.Lock()
+		defer old.mu.Unlock()
+		t.Fatalf("old-session connection closed with %d (seqs %v), want 4011", got, old.seqs)
+	}
+}
+
+// TestTipsToAStalledNodeDoNotPileUp: while a node reads its link slowly,
+// each round of tips replaces the one still waiting for it instead of
+// queueing behind it.
+func TestTipsToAStalledNodeDoNotPileUp(t *testing.T) {
+	tn := newTestNet(t, 3, func(c *Config) { c.Heartbeat = time.Hour })
+	attachedPair(t, tn, "u")
+	tn.setStall("n1", "n2")
+	b := tn.broker("n1")
+	for range 10 {
+		b.sendTips()
+	}
+	o := b.outbox("n2")
+	b.mu.Lock()
+	queued := len(o.q)
+	b.mu.Unlock()
+	if queued > 1 {
+		t.Fatalf("%d frames wait for the stalled node after 10 rounds of tips, want at most 1 (one more in flight)", queued)
+	}
 }

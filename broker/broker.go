@@ -146,6 +146,10 @@ type Broker struct {
 	draining atomic.Bool
 	// repairing: the periodic repair of streams without a backup runs.
 	repairing atomic.Bool
+	// attachSeq numbers this node's attachments to other owners' streams
+	// (attached.nonce); it starts at the clock so that it grows across
+	// restarts too.
+	attachSeq atomic.Uint64
 
 	flight singleflight.Group // one takeover per stream at a time
 
@@ -191,6 +195,7 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 		ctx:      ctx, cancel: cancel,
 	}
 	b.peers = &marking{b: b, next: peers}
+	b.attachSeq.Store(uint64(time.Now().UnixNano()))
 	b.states = newStateRecorder(b)
 	b.forwards = newCombiner(b.sendPublish, publishItemSize, func(err error) forwarded { return forwarded{err: err} })
 	b.replicates = newCombiner(b.sendReplicate, replicationSize, func(err error) replicated { return replicated{err: err} })
@@ -317,18 +322,6 @@ func (b *Broker) holder(key session.Key) *held {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.retired[key]
-}
-
-// forget drops a retired stream whose content went to a new owner.
-func (b *Broker) forget(h *held) {
-	b.mu.Lock()
-	if b.retired[h.key] == h {
-		delete(b.retired, h.key)
-	}
-	if b.held[h.key] == h {
-		delete(b.held, h.key)
-	}
-	b.mu.Unlock()
 }
 
 // isClaiming says whether a takeover of key is in flight here.

@@ -103,7 +103,10 @@ func (b *Broker) serveAttach(req peerapi.AttachRequest) (peerapi.AttachReply, er
 
 // serveHandoff seals a held stream for its new owner and returns it.
 // A retired stream (sealed when another node claimed it) still answers:
-// that claimant may have failed to fetch it.
+// that claimant may have failed to fetch it. The handed-over stream stays
+// here, retired, for the resume window: until the new owner has copied it
+// to a backup this node may hold its only other copy (a claimant that was
+// the backup names this node as backup, and dropped its own replica).
 func (b *Broker) serveHandoff(req peerapi.HandoffRequest) (session.Tail, error) {
 	h := b.holder(req.Key)
 	if h == nil {
@@ -114,24 +117,29 @@ func (b *Broker) serveHandoff(req peerapi.HandoffRequest) (session.Tail, error) 
 	}
 	tail, err := h.handoff(req.Epoch)
 	if err == nil {
-		b.forget(h)
+		b.drop(h)
 	}
 	return tail, err
 }
 
-// ownerChanged closes connections attached to a stream whose owner is no
-// longer the one they attached to: to resume at the new owner, or to
-// resync when the claim started a new session.
+// ownerChanged closes connections attached to a stream whose claim they
+// no longer follow: to resync when the claim started a new session (even
+// at the same owner: it restarted and lost the stream), to resume at the
+// new owner when only the owner changed.
 func (b *Broker) ownerChanged(key session.Key, e session.Entry) {
 	b.mu.Lock()
 	a := b.remote[key]
 	b.mu.Unlock()
-	if a == nil || a.owner == e.Owner {
+	if a == nil {
 		return
 	}
-	if a.session != "" && e.Session != a.session {
+	a.mu.Lock()
+	sess := a.session
+	a.mu.Unlock()
+	switch {
+	case sess != "" && e.Session != sess:
 		a.evict(protocol.Errorf(protocol.ErrContinuityLost, "stream lost: continuity lost, resync"))
-		return
+	case a.owner != e.Owner:
+		a.evict(protocol.Errorf(protocol.ErrMoved, "session moved: reconnect to resume"))
 	}
-	a.evict(protocol.Errorf(protocol.ErrMoved, "session moved: reconnect to resume"))
 }

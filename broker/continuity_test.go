@@ -20,8 +20,9 @@ func closedWith(t *testing.T, s *testSink) protocol.CloseCode {
 }
 
 // A connection attached at a node whose owner dies resumes elsewhere (4010)
-// when the stream survives at its backup, and is told continuity is lost
-// (4011) when the backup is gone too: no node left holds the stream.
+// while the registry names a node that may hold the stream, and is told
+// continuity is lost (4011) once the leader has recorded the owner and the
+// backup as failed: no node left holds the stream.
 func TestAttachedConnectionToldWhetherTheStreamSurvivedItsOwner(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
@@ -46,8 +47,10 @@ func TestAttachedConnectionToldWhetherTheStreamSurvivedItsOwner(t *testing.T) {
 				t.Fatalf("entry %+v after the second hello, want n1 still the owner", e)
 			}
 			tn.stop("n1")
+			tn.propose(session.Command{Kind: session.KindNodeFailed, Node: "n1"})
 			if tt.backupDies {
 				tn.stop(backup)
+				tn.propose(session.Command{Kind: session.KindNodeFailed, Node: backup})
 			}
 			tn.broker(at).NodeDown("n1")
 			if got := closedWith(t, attached); got != tt.want {

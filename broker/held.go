@@ -321,14 +321,15 @@ func (h *held) attachRemote(req peerapi.AttachRequest) (peerapi.AttachReply, err
 		return peerapi.AttachReply{}, fmt.Errorf("%w: stream %s is still being replicated up to seq %d", peerapi.ErrNotHere, h.key, req.After)
 	}
 	resumed, replay := h.o.ResumePoint(req.Session, req.After, true)
-	h.applyLocked(h.o.AddRemote(req.Node, now), "")
+	h.applyLocked(h.o.AddRemote(req.Node, req.Nonce, now), "")
 	return peerapi.AttachReply{Session: h.o.Session(), Epoch: h.o.Epoch(), Last: h.o.Acked(), Resumed: resumed, Msgs: replay}, nil
 }
 
-func (h *held) detachRemote(node string) {
+// detachRemote forgets node's attachments up to nonce (0: any).
+func (h *held) detachRemote(node string, nonce uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.applyLocked(h.o.RemoveRemote(node, h.b.now()), "")
+	h.applyLocked(h.o.RemoveRemote(node, nonce, h.b.now()), "")
 }
 
 // settle brings the registry's attached/detached state in step with the

@@ -33,6 +33,9 @@ type testNet struct {
 	stall   map[[2]string]chan struct{} // from → to: Send blocks until closed
 	now     int64
 	tune    func(*Config) // adjusts every broker's config, when set
+	// afterCall, when set, runs after every peer call a broker makes,
+	// in the caller's goroutine: a test's way to act at an exact point.
+	afterCall func(from, to string, method uint8, err error)
 }
 
 // newTestNet starts brokers n1..nN in zones a, b, c, … of region r1;
@@ -222,6 +225,14 @@ func (p testPeers) handler(b *Broker, method uint8) peer.Handler {
 }
 
 func (p testPeers) Call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error) {
+	out, err := p.call(ctx, node, method, payload)
+	if hook := p.tn.afterCall; hook != nil {
+		hook(p.from, node, method, err)
+	}
+	return out, err
+}
+
+func (p testPeers) call(ctx context.Context, node string, method uint8, payload []byte) ([]byte, error) {
 	b, _, err := p.tn.target(p.from, node)
 	if err != nil {
 		return nil, err

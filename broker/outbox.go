@@ -24,9 +24,13 @@ type outbox struct {
 	b    *Broker
 	node string
 
-	// q and running are guarded by b.mu.
+	// q, running and tipsQueued are guarded by b.mu.
 	q       []outFrame
 	running bool
+	// tipsQueued is the tips of the round waiting in q, if any: a newer
+	// round replaces them rather than queueing behind them, so a node
+	// that reads slowly gets one round of tips at a time.
+	tipsQueued *[]peerapi.Tip
 }
 
 // outFrame is one queued frame: send performs it; failed, when set, is
@@ -101,14 +105,44 @@ func (o *outbox) deliver(h *held, d peerapi.Delivery) bool {
 	})
 }
 
-// tips queues how far the node's attached streams are acknowledged.
+// tips queues how far the node's attached streams are acknowledged, in
+// frames of at most tipBatch streams; tips still waiting from an earlier
+// round are replaced, not added to.
 func (o *outbox) tips(tips []peerapi.Tip) {
-	o.push(outFrame{
-		send: func(ctx context.Context) error { return peerapi.Tips.Send(ctx, o.b.peers, o.node, tips) },
-		failed: func(err error) {
-			o.b.log.Debug("tip to attached node failed", "node", o.node, "err", err)
-		},
-	})
+	b := o.b
+	b.mu.Lock()
+	if o.tipsQueued != nil {
+		*o.tipsQueued = tips
+		b.mu.Unlock()
+		return
+	}
+	round := &tips
+	o.tipsQueued = round
+	b.mu.Unlock()
+	ok := o.push(outFrame{send: func(ctx context.Context) error {
+		b.mu.Lock()
+		tips := *round
+		if o.tipsQueued == round {
+			o.tipsQueued = nil
+		}
+		b.mu.Unlock()
+		for len(tips) > 0 {
+			n := min(len(tips), tipBatch)
+			if err := peerapi.Tips.Send(ctx, b.peers, o.node, tips[:n:n]); err != nil {
+				b.log.Debug("tip to attached node failed", "node", o.node, "err", err)
+				return nil
+			}
+			tips = tips[n:]
+		}
+		return nil
+	}})
+	if !ok {
+		b.mu.Lock()
+		if o.tipsQueued == round {
+			o.tipsQueued = nil
+		}
+		b.mu.Unlock()
+	}
 }
 
 // evict tells the node its connections of key must go: the stream moved,
@@ -123,9 +157,9 @@ func (o *outbox) evict(key session.Key, lost bool) {
 }
 
 // detach tells the owner node that no connection here listens to key any
-// more.
-func (o *outbox) detach(key session.Key) {
+// more, for the attachments up to nonce.
+func (o *outbox) detach(key session.Key, nonce uint64) {
 	o.push(outFrame{send: func(ctx context.Context) error {
-		return peerapi.Detach.Send(ctx, o.b.peers, o.node, peerapi.KeyNode{Key: key, Node: o.b.cfg.NodeID})
+		return peerapi.Detach.Send(ctx, o.b.peers, o.node, peerapi.KeyNode{Key: key, Node: o.b.cfg.NodeID, Nonce: nonce})
 	}})
 }

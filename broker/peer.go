@@ -25,7 +25,7 @@ func (b *Broker) Serve(r peer.Registry) {
 	})
 	peerapi.Detach.Serve(r, func(_ context.Context, _ string, m peerapi.KeyNode) {
 		if h := b.local(m.Key); h != nil {
-			h.detachRemote(m.Node)
+			h.detachRemote(m.Node, m.Nonce)
 		}
 	})
 	peerapi.Deliver.Serve(r, func(_ context.Context, from string, d peerapi.Delivery) {

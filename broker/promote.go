@@ -34,7 +34,7 @@ func (b *Broker) NodeDown(node string) {
 		a.evict(b.ownerDown(a.key, node))
 	}
 	for _, h := range b.heldStreams() {
-		h.detachRemote(node)
+		h.detachRemote(node, 0)
 	}
 	b.Rebackup(node)
 	b.promote(node)
@@ -89,17 +89,15 @@ func (b *Broker) promote(node string) {
 }
 
 // ownerDown is why the connections attached to key's stream at owner end
-// when owner is gone: to resume, if the stream survives at its backup, or
-// to resync when the registry names no other live node that holds it (the
-// owner and the backup both failed: continuity is lost).
+// when owner is gone: to resume, unless the registry names no other node
+// that may hold the stream (the leader recorded its owner and backup as
+// failed, or the entry is gone): then continuity is lost. This node's own
+// view of who is alive never decides it (see lost): a node it cannot
+// reach may hold the stream.
 func (b *Broker) ownerDown(key session.Key, owner string) error {
 	e, ok := b.reg.Get(key.String())
-	switch {
-	case !ok:
-		return protocol.Errorf(protocol.ErrContinuityLost, "stream gone with its node: continuity lost, resync")
-	case e.Backup != "" && e.Backup != owner && (e.Backup == b.cfg.NodeID || b.cluster.Alive(e.Backup)),
-		e.Owner != "" && e.Owner != owner && (e.Owner == b.cfg.NodeID || b.cluster.Alive(e.Owner)):
+	if ok && (e.Owner != "" && e.Owner != owner || e.Backup != "" && e.Backup != owner) {
 		return protocol.Errorf(protocol.ErrMoved, "owner node is down: reconnect to resume")
 	}
-	return protocol.Errorf(protocol.ErrContinuityLost, "owner and backup nodes are down: continuity lost, resync")
+	return protocol.Errorf(protocol.ErrContinuityLost, "no node left holds the stream: continuity lost, resync")
 }

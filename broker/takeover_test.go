@@ -1,11 +1,17 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
+	"github.com/switchboard/switchboard/session"
 )
 
 // TestFailedFetchKeepsTheOldOwnerFindable: a node takes a stream over, but
@@ -56,4 +62,114 @@ func TestFailedFetchKeepsTheOldOwnerFindable(t *testing.T) {
 	if !w.Resumed || w.Session != before.Session || got != "[1 2]" {
 		t.Fatalf("welcome %+v with replay %s; want session %s resumed with [1 2]", w, got, before.Session)
 	}
+}
+
+// dieAfterHandoff makes node `victim` stop talking to everyone right after
+// its Handoff call returns, as a process that crashed there would; it
+// blocks the victim's goroutine until the test ends.
+func dieAfterHandoff(t *testing.T, tn *testNet) (arm func(victim string)) {
+	var armed atomic.Value
+	armed.Store("")
+	frozen := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(frozen) }) })
+	tn.afterCall = func(from, _ string, method uint8, err error) {
+		if method != peerapi.Handoff.ID || err != nil || from != armed.Load().(string) {
+			return
+		}
+		for _, other := range tn.order {
+			if other != from {
+				tn.setCut(from, other, true)
+			}
+		}
+		<-frozen
+	}
+	return func(victim string) { armed.Store(victim) }
+}
+
+// failNode records node as failed, as the leader and gossip would.
+func failNode(tn *testNet, node string) {
+	tn.stop(node)
+	tn.propose(session.Command{Kind: session.KindNodeFailed, Node: node})
+	for _, id := range tn.order {
+		if b := tn.broker(id); b != nil {
+			b.NodeDown(node)
+		}
+	}
+}
+
+// resumesWith connects user at node resuming session from seq 0 and
+// checks that it continues the stream with exactly want replayed.
+func resumesWith(t *testing.T, tn *testNet, node, user, sess string, want string) {
+	t.Helper()
+	s, err := tn.hello(node, user, &protocol.Resume{Session: sess, Seq: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	w, got := s.welcome, fmt.Sprint(s.seqs)
+	s.mu.Unlock()
+	if !w.Resumed || w.Session != sess || got != want {
+		t.Fatalf("acknowledged messages lost: welcome session changed %v, resumed %v, replay %s; want %s", w.Session != sess, w.Resumed, got, want)
+	}
+}
+
+// TestTakeoverByTheBackupSurvivesItsCrash: a connection arrives at the
+// stream's backup while the owner's stream is idle, so the backup takes it
+// over: its claim names the old owner as backup, the old owner hands the
+// stream over, and the new owner drops its replica. The new owner crashing
+// before it copied the stream anywhere is one failure: the old owner still
+// holds every acknowledged message (it keeps the handed-over stream,
+// retired), and a resume finds them.
+func TestTakeoverByTheBackupSurvivesItsCrash(t *testing.T) {
+	tn := newTestNet(t, 3)
+	arm := dieAfterHandoff(t, tn)
+	s1, err := tn.hello("n1", "u", &protocol.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.publish("n1", "u", "m1"); err != nil {
+		t.Fatal(err)
+	}
+	before := tn.entry("u")
+	backup := before.Backup
+	tn.broker("n1").Gone(s1)
+	eventually(t, 2*time.Second, "the registry to say detached", func() bool { return tn.entry("u").State == session.Detached })
+	arm(backup)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = tn.broker(backup).Hello(ctx, newTestSink("u"), "u", &protocol.Resume{Session: before.Session, Seq: 1})
+	}()
+	eventually(t, 2*time.Second, "the backup's claim", func() bool { return tn.entry("u").Owner == backup })
+	failNode(tn, backup)
+	resumesWith(t, tn, "n1", "u", before.Session, "[1]")
+}
+
+// TestDrainHandoverSurvivesTheTakersCrash: the same window on a drain,
+// where the draining owner hands each stream to its backup first.
+func TestDrainHandoverSurvivesTheTakersCrash(t *testing.T) {
+	tn := newTestNet(t, 3)
+	arm := dieAfterHandoff(t, tn)
+	if _, err := tn.hello("n1", "u", &protocol.Resume{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.publish("n1", "u", "m1"); err != nil {
+		t.Fatal(err)
+	}
+	before := tn.entry("u")
+	backup := before.Backup
+	arm(backup)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = tn.broker("n1").Drain(ctx)
+	}()
+	eventually(t, 2*time.Second, "the backup's claim", func() bool { return tn.entry("u").Owner == backup })
+	failNode(tn, backup)
+	other := "n2"
+	if backup == other {
+		other = "n3"
+	}
+	resumesWith(t, tn, other, "u", before.Session, "[1]")
 }

@@ -94,6 +94,10 @@ type AttachRequest struct {
 	// (ErrIdle) rather than attach: the stream follows its connections. An
 	// optional trailing byte: nodes that predate it attach.
 	Release bool
+	// Nonce names this attachment of Node (they only grow), so that a
+	// detach it overtook on its way leaves it alone. An optional trailing
+	// value after Release.
+	Nonce uint64
 }
 
 var attachRequestCodec = peer.Codec[AttachRequest]{
@@ -102,8 +106,11 @@ var attachRequestCodec = peer.Codec[AttachRequest]{
 		b = wire.AppendString(b, a.Node)
 		b = wire.AppendString(b, a.Session)
 		b = wire.AppendUvarint(b, a.After)
-		if a.Release {
-			b = wire.AppendBool(b, true)
+		if a.Release || a.Nonce != 0 {
+			b = wire.AppendBool(b, a.Release)
+		}
+		if a.Nonce != 0 {
+			b = wire.AppendUvarint(b, a.Nonce)
 		}
 		return b
 	},
@@ -112,6 +119,9 @@ var attachRequestCodec = peer.Codec[AttachRequest]{
 		a := AttachRequest{Key: readKey(r), Node: r.String(), Session: r.String(), After: r.Uvarint()}
 		if r.Len() > 0 {
 			a.Release = r.Bool()
+		}
+		if r.Len() > 0 {
+			a.Nonce = r.Uvarint()
 		}
 		if r.Err() != nil {
 			return a, badPayload("attach", r.Err())
@@ -161,13 +171,20 @@ type KeyNode struct {
 	// connections resync (4011) rather than resume. An optional trailing
 	// byte, which nodes that predate it ignore.
 	Lost bool
+	// Nonce (detach only) ends the attachments of Node up to this nonce
+	// (AttachRequest.Nonce), not a newer one; 0 ends any. An optional
+	// trailing value after Lost.
+	Nonce uint64
 }
 
 var keyNodeCodec = peer.Codec[KeyNode]{
 	Append: func(b []byte, u KeyNode) []byte {
 		b = wire.AppendString(appendKey(b, u.Key), u.Node)
-		if u.Lost {
-			b = wire.AppendBool(b, true)
+		if u.Lost || u.Nonce != 0 {
+			b = wire.AppendBool(b, u.Lost)
+		}
+		if u.Nonce != 0 {
+			b = wire.AppendUvarint(b, u.Nonce)
 		}
 		return b
 	},
@@ -176,6 +193,9 @@ var keyNodeCodec = peer.Codec[KeyNode]{
 		u := KeyNode{Key: readKey(r), Node: r.String()}
 		if r.Len() > 0 {
 			u.Lost = r.Bool()
+		}
+		if r.Len() > 0 {
+			u.Nonce = r.Uvarint()
 		}
 		if r.Err() != nil {
 			return u, badPayload("key/node", r.Err())

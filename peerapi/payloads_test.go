@@ -172,6 +172,8 @@ func FuzzPeerPayloads(f *testing.F) {
 		publishItemsCodec.Append(nil, []PublishItem{{Key: k, ID: "i", Data: []byte("1")}}),
 		publishOutcomesCodec.Append(nil, []PublishOutcome{{Code: PublishOK, Seq: 3, Msg: "x"}}),
 		attachRequestCodec.Append(nil, AttachRequest{Key: k, Node: "n2", Session: "s", After: 4, Release: true}),
+		attachRequestCodec.Append(nil, AttachRequest{Key: k, Node: "n2", Session: "s", After: 4, Nonce: 1 << 40}),
+		keyNodeCodec.Append(nil, KeyNode{Key: k, Node: "n2", Nonce: 77}),
 		attachReplyCodec.Append(nil, AttachReply{Session: "s", Epoch: 2, Last: 5, Resumed: true, Msgs: msgs}),
 		keyNodeCodec.Append(nil, KeyNode{Key: session.Key{Kind: session.ChannelStream, Name: "c"}, Node: "n1", Lost: true}),
 		deliveryCodec.Append(nil, Delivery{Key: k, Epoch: 3, Msgs: msgs}),
@@ -204,4 +206,31 @@ func FuzzPeerPayloads(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Fields added after the first version travel as optional trailing values:
+// without them a payload is byte for byte the old one, and with them a
+// node that predates them still reads the fields it knows.
+func TestTrailingFieldsKeepOldEncodings(t *testing.T) {
+	k := session.UserKey("u")
+	old := wire.AppendUvarint(wire.AppendString(wire.AppendString(wire.AppendString(nil, "u"), "n2"), "s"), 4)
+	if got := attachRequestCodec.Append(nil, AttachRequest{Key: k, Node: "n2", Session: "s", After: 4}); string(got) != string(old) {
+		t.Fatalf("attach request without new fields = %x, want the old %x", got, old)
+	}
+	for _, want := range []AttachRequest{
+		{Key: k, Node: "n2", Session: "s", After: 4, Release: true},
+		{Key: k, Node: "n2", Session: "s", After: 4, Nonce: 9},
+		{Key: k, Node: "n2", Session: "s", After: 4, Release: true, Nonce: 9},
+	} {
+		got, err := attachRequestCodec.Decode(attachRequestCodec.Append(nil, want))
+		if err != nil || got != want {
+			t.Fatalf("attach request round trip %+v = %+v, %v", want, got, err)
+		}
+	}
+	for _, want := range []KeyNode{{Key: k, Node: "n2"}, {Key: k, Lost: true}, {Key: k, Node: "n2", Nonce: 3}} {
+		got, err := keyNodeCodec.Decode(keyNodeCodec.Append(nil, want))
+		if err != nil || got != want {
+			t.Fatalf("key/node round trip %+v = %+v, %v", want, got, err)
+		}
+	}
 }

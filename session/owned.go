@@ -84,10 +84,11 @@ type Owned struct {
 	sealed     bool
 
 	locals map[uint64]struct{}
-	// remotes are the nodes with connections attached; false marks one a
-	// delivery failed to reach: it gets no more deliveries, and the tips
-	// tell it to send its connections to resume.
-	remotes map[string]bool
+	// remotes are the nodes with connections attached, by the nonce of
+	// their attachment; a node a delivery failed to reach is not live: it
+	// gets no more deliveries, and the tips tell it to send its
+	// connections to resume.
+	remotes map[string]remote
 	// idleSince is when the last connection went (unix ms); 0 while any
 	// is attached.
 	idleSince int64
@@ -104,7 +105,7 @@ type Owned struct {
 func NewOwned(key Key, s *Stream, backup string, replicated, attached bool, now int64) *Owned {
 	o := &Owned{
 		key: key, s: s, backup: backup, fullCopy: true,
-		locals: map[uint64]struct{}{}, remotes: map[string]bool{}, idleSince: now,
+		locals: map[uint64]struct{}{}, remotes: map[string]remote{}, idleSince: now,
 	}
 	if attached {
 		o.idleSince = 0
@@ -270,10 +271,16 @@ func (o *Owned) ack(seq uint64) Effects {
 	return Effects{Deliver: visible, To: o.liveRemotes()}
 }
 
+// remote is one attached node.
+type remote struct {
+	nonce uint64 // of its attachment; 0 from nodes that predate nonces
+	live  bool
+}
+
 func (o *Owned) liveRemotes() []string {
 	var to []string
-	for node, live := range o.remotes {
-		if live {
+	for node, r := range o.remotes {
+		if r.live {
 			to = append(to, node)
 		}
 	}
@@ -282,11 +289,12 @@ func (o *Owned) liveRemotes() []string {
 }
 
 // DeliveryFailed records that node missed a delivery: it gets no more
-// (each would cost a call timeout) until it attaches again; the tips
-// tell it to send its connections to resume.
+// until it attaches again; the tips tell it to send its connections to
+// resume.
 func (o *Owned) DeliveryFailed(node string) {
-	if _, ok := o.remotes[node]; ok {
-		o.remotes[node] = false
+	if r, ok := o.remotes[node]; ok {
+		r.live = false
+		o.remotes[node] = r
 	}
 }
 
@@ -353,17 +361,21 @@ func (o *Owned) RemoveLocal(id uint64, now int64) Effects {
 	return o.touch(now)
 }
 
-// AddRemote registers node as attached (again: a node whose delivery
-// failed is live once more).
-func (o *Owned) AddRemote(node string, now int64) Effects {
-	o.remotes[node] = true
+// AddRemote registers node as attached under its attachment's nonce
+// (again: a node whose delivery failed is live once more).
+func (o *Owned) AddRemote(node string, nonce uint64, now int64) Effects {
+	o.remotes[node] = remote{nonce: nonce, live: true}
 	o.releasedUntil = 0
 	return o.touch(now)
 }
 
-// RemoveRemote forgets an attached node.
-func (o *Owned) RemoveRemote(node string, now int64) Effects {
-	if _, ok := o.remotes[node]; !ok {
+// RemoveRemote forgets an attached node whose attachment's nonce is at
+// most upto: a detach that the node's next attachment overtook (it went
+// out first but arrived later) leaves that attachment alone. upto 0
+// forgets it whatever its nonce (nodes that predate nonces).
+func (o *Owned) RemoveRemote(node string, upto uint64, now int64) Effects {
+	r, ok := o.remotes[node]
+	if !ok || upto != 0 && r.nonce > upto {
 		return Effects{}
 	}
 	delete(o.remotes, node)

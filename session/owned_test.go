@@ -143,8 +143,8 @@ func seqsEqual(msgs []Message, want ...uint64) error {
 // A node a delivery failed to reach gets no more until it attaches again.
 func TestOwnedDeliversInSeqOrderToAttachedNodes(t *testing.T) {
 	o := ownedFixture(t)
-	o.AddRemote("n2", 20)
-	o.AddRemote("n3", 20)
+	o.AddRemote("n2", 1, 20)
+	o.AddRemote("n3", 1, 20)
 	o.AddLocal(7, 20)
 	steps := []struct {
 		appends   int
@@ -165,7 +165,7 @@ func TestOwnedDeliversInSeqOrderToAttachedNodes(t *testing.T) {
 			o.DeliveryFailed(st.failNode)
 		}
 		if st.reattach != "" {
-			o.AddRemote(st.reattach, 30)
+			o.AddRemote(st.reattach, 1, 30)
 		}
 		appendN(t, o, st.appends)
 		_, eff, err := flush(t, o, nil)
@@ -213,7 +213,7 @@ func TestOwnedSealRefusesOlderEpochs(t *testing.T) {
 			o := ownedFixture(t)
 			o.AddLocal(1, 20)
 			o.AddLocal(2, 20)
-			o.AddRemote("n2", 20)
+			o.AddRemote("n2", 1, 20)
 			appendN(t, o, 1)
 			eff, sealed := o.Seal(tt.epoch, tt.lost)
 			if sealed != tt.wantSeal || o.Sealed() != tt.wantSeal {
@@ -314,7 +314,7 @@ func TestOwnedResumePoint(t *testing.T) {
 // node's takeover, a connected one may not.
 func TestOwnedRecordsAttachAndDetachAndReleasesOnlyWhenIdle(t *testing.T) {
 	o := ownedFixture(t) // idle since 1
-	if eff := o.AddRemote("n2", 10); eff.Record != KindAttach {
+	if eff := o.AddRemote("n2", 1, 10); eff.Record != KindAttach {
 		t.Errorf("first connection records %v, want attach", eff.Record)
 	}
 	if eff := o.AddLocal(1, 11); eff.Record != 0 {
@@ -323,7 +323,7 @@ func TestOwnedRecordsAttachAndDetachAndReleasesOnlyWhenIdle(t *testing.T) {
 	if o.Release(12, 100) {
 		t.Error("a stream with connections was released")
 	}
-	if eff := o.RemoveRemote("n2", 13); eff.Record != 0 {
+	if eff := o.RemoveRemote("n2", 0, 13); eff.Record != 0 {
 		t.Errorf("a connection left with one remaining: records %v", eff.Record)
 	}
 	if eff := o.RemoveLocal(1, 14); eff.Record != KindDetach {
@@ -334,5 +334,27 @@ func TestOwnedRecordsAttachAndDetachAndReleasesOnlyWhenIdle(t *testing.T) {
 	}
 	if eff := o.AddLocal(2, 60); eff.Record != KindAttach || o.Released(61) {
 		t.Errorf("a connection attached while released: records %v, released %v", eff.Record, o.Released(61))
+	}
+}
+
+// A detach names the attachment it ends (a nonce): one that a newer
+// attachment of the same node overtook on its way leaves the newer alone.
+func TestOwnedStaleDetachLeavesANewerAttachment(t *testing.T) {
+	o := ownedFixture(t)
+	o.AddRemote("n2", 5, 10) // the first attachment
+	o.AddRemote("n2", 6, 11) // its connection left, the detach (5) is still on its way; a new one came
+	if eff := o.RemoveRemote("n2", 5, 12); eff.Record != 0 || !slices.Equal(o.Remotes(), []string{"n2"}) {
+		t.Fatalf("the stale detach removed the newer attachment: remotes %v, effects %+v", o.Remotes(), eff)
+	}
+	appendN(t, o, 1)
+	if _, eff, _ := flush(t, o, nil); !slices.Equal(eff.To, []string{"n2"}) {
+		t.Fatalf("delivered to %v, want n2", eff.To)
+	}
+	if eff := o.RemoveRemote("n2", 6, 13); eff.Record != KindDetach || len(o.Remotes()) != 0 {
+		t.Fatalf("the newer attachment's own detach: remotes %v, effects %+v", o.Remotes(), eff)
+	}
+	o.AddRemote("n3", 0, 14) // a node that predates nonces
+	if o.RemoveRemote("n3", 0, 15); len(o.Remotes()) != 0 {
+		t.Fatal("a detach without a nonce must remove any attachment")
 	}
 }
