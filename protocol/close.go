@@ -4,13 +4,19 @@ package protocol
 type CloseCode int
 
 // The close codes a node sends. Each has one error slug (Slug), the `code`
-// of the error frame sent before the close and the close frame's reason.
+// of the error frame sent before the close (none before a Failed close)
+// and the close frame's reason.
 const (
-	CloseNormal      CloseCode = 1000
-	CloseGoingAway   CloseCode = 1001 // node shutting down
-	CloseInvalidUTF8 CloseCode = 1007
-	CloseTooLarge    CloseCode = 1009
-	CloseInternal    CloseCode = 1011 // a bug: reconnect and resume
+	CloseNormal    CloseCode = 1000
+	CloseGoingAway CloseCode = 1001 // node shutting down
+	// CloseProtocolViolation: a frame that breaks RFC 6455 (unmasked,
+	// reserved bits, unknown opcode, bad fragmentation, bad control frame,
+	// bad close payload).
+	CloseProtocolViolation CloseCode = 1002
+	CloseUnsupportedData   CloseCode = 1003 // a binary message
+	CloseInvalidUTF8       CloseCode = 1007
+	CloseTooLarge          CloseCode = 1009
+	CloseInternal          CloseCode = 1011 // a bug: reconnect and resume
 	// CloseTryAgainLater: no quorum, or the stream's holders are
 	// unreachable; RFC 6455's "try again later".
 	CloseTryAgainLater CloseCode = 1013
@@ -28,25 +34,41 @@ const (
 	CloseRateLimited    CloseCode = 4029
 )
 
-// slugs is the one table of close codes and their error slugs.
+// slugs is the one table of close codes and their error slugs. A few
+// contract errors close with a code under a more precise slug of their
+// own (errorTable): 4001 token_expired, 4029 too_many_connections.
 var slugs = map[CloseCode]string{
-	CloseGoingAway:      "shutting_down",
-	CloseInvalidUTF8:    "invalid_utf8",
-	CloseTooLarge:       "frame_too_large",
-	CloseInternal:       "internal_error",
-	CloseTryAgainLater:  "unavailable",
-	CloseUnauthorized:   "unauthorized",
-	CloseProtocol:       "protocol_error",
-	CloseHelloTimeout:   "hello_timeout",
-	CloseSlowConsumer:   "slow_consumer",
-	CloseMoved:          "draining",
-	CloseContinuityLost: "continuity_lost",
-	CloseRateLimited:    "rate_limited",
+	CloseGoingAway:         "shutting_down",
+	CloseProtocolViolation: "protocol_violation",
+	CloseUnsupportedData:   "unsupported_data",
+	CloseInvalidUTF8:       "invalid_utf8",
+	CloseTooLarge:          "frame_too_large",
+	CloseInternal:          "internal_error",
+	CloseTryAgainLater:     "unavailable",
+	CloseUnauthorized:      "unauthorized",
+	CloseProtocol:          "protocol_error",
+	CloseHelloTimeout:      "hello_timeout",
+	CloseSlowConsumer:      "slow_consumer",
+	CloseMoved:             "draining",
+	CloseContinuityLost:    "continuity_lost",
+	CloseRateLimited:       "rate_limited",
 }
 
 // Slug is the error code a node sends with c: the error frame's `code`
 // and the close frame's reason. CloseNormal has none.
 func (c CloseCode) Slug() string { return slugs[c] }
+
+// Failed reports whether c fails the connection at the WebSocket layer
+// (RFC 6455 §7.1.7): the close frame alone explains it, with the slug as
+// its reason and no error frame before it, and the TCP connection closes
+// right after. The four codes of a client that broke the framing.
+func (c CloseCode) Failed() bool {
+	switch c {
+	case CloseProtocolViolation, CloseUnsupportedData, CloseInvalidUTF8, CloseTooLarge:
+		return true
+	}
+	return false
+}
 
 // Sendable reports whether c may appear in a close frame (RFC 6455 §7.4).
 func (c CloseCode) Sendable() bool {

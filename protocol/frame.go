@@ -12,6 +12,8 @@ const (
 	TypePing      = "ping"
 	TypePong      = "pong"
 	TypeAck       = "ack"
+	TypeRefresh   = "refresh"
+	TypeRefreshed = "refreshed"
 	TypeWelcome   = "welcome"
 	TypeMessage   = "message"
 	TypeHeartbeat = "heartbeat"
@@ -26,7 +28,7 @@ type Resume struct {
 }
 
 // ClientFrame is any frame a client sends; which fields matter depends on
-// Type: hello (Token, Resume), ping (ID), ack (Seq).
+// Type: hello (Token, Resume), ping (ID), ack (Seq), refresh (Token).
 type ClientFrame struct {
 	Type   string          `json:"type"`
 	Token  string          `json:"token,omitempty"`
@@ -49,7 +51,7 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 	switch f.Type {
 	case "":
 		return f, fmt.Errorf("%w: missing type", ErrBadFrame)
-	case TypeHello, TypeAck:
+	case TypeHello, TypeAck, TypeRefresh:
 	case TypePing:
 		if len(f.ID) > 0 && !json.Valid(f.ID) {
 			return f, fmt.Errorf("%w: bad ping id", ErrBadFrame)
@@ -125,6 +127,21 @@ func AppendPong(dst []byte, id []byte) []byte {
 	}
 	dst = append(dst, `{"type":"pong","id":`...)
 	dst = append(dst, id...)
+	return append(dst, '}')
+}
+
+// Refreshed answers a refresh that replaced the connection's token: Exp is
+// the new token's expiry, in unix seconds.
+type Refreshed struct {
+	Type string `json:"type"`
+	Exp  int64  `json:"exp"`
+}
+
+// AppendRefreshed appends a refreshed frame for a token that expires at
+// exp (unix seconds).
+func AppendRefreshed(dst []byte, exp int64) []byte {
+	dst = append(dst, `{"type":"refreshed","exp":`...)
+	dst = strconv.AppendInt(dst, exp, 10)
 	return append(dst, '}')
 }
 

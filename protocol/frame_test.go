@@ -24,6 +24,8 @@ func TestDecodeClientFrame(t *testing.T) {
 		{name: "ping object id kept verbatim", in: `{"type":"ping","id":{"a": 1}}`, want: ClientFrame{Type: TypePing, ID: json.RawMessage(`{"a": 1}`)}},
 		{name: "ping without id", in: `{"type":"ping"}`, want: ClientFrame{Type: TypePing}},
 		{name: "ack", in: `{"type":"ack","seq":18446744073709551615}`, want: ClientFrame{Type: TypeAck, Seq: 1<<64 - 1}},
+		{name: "refresh", in: `{"type":"refresh","token":"t2"}`, want: ClientFrame{Type: TypeRefresh, Token: "t2"}},
+		{name: "refresh without token (refused by the gateway, not the decoder)", in: `{"type":"refresh"}`, want: ClientFrame{Type: TypeRefresh}},
 		{name: "unknown fields ignored", in: `{"type":"ack","seq":1,"extra":[1]}`, want: ClientFrame{Type: TypeAck, Seq: 1}},
 		{name: "empty", in: ``, wantErr: true},
 		{name: "truncated", in: `{"type":"hello"`, wantErr: true},
@@ -40,6 +42,8 @@ func TestDecodeClientFrame(t *testing.T) {
 		{name: "seq overflow", in: `{"type":"ack","seq":18446744073709551616}`, wantErr: true},
 		{name: "resume not an object", in: `{"type":"hello","resume":5}`, wantErr: true},
 		{name: "token not a string", in: `{"type":"hello","token":{}}`, wantErr: true},
+		{name: "refresh token not a string", in: `{"type":"refresh","token":7}`, wantErr: true},
+		{name: "refreshed is a server frame", in: `{"type":"refreshed","exp":1}`, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +72,8 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`{"type":"ping","id":{"a":[1,"x",null]}}`,
 		`{"type":"ping","id":null}`,
 		`{"type":"ack","seq":3}`,
+		`{"type":"refresh","token":"eyJhbGciOiJIUzI1NiJ9.e30.x"}`,
+		`{"type":"refresh","token":null}`,
 		`{"type":"welcome"}`,
 		`{"TYPE":"hello"}`,
 		`{"type":"hello","type":"ack"}`,
@@ -85,7 +91,7 @@ func FuzzDecodeClientFrame(f *testing.F) {
 			return
 		}
 		switch fr.Type {
-		case TypeHello, TypePing, TypeAck:
+		case TypeHello, TypePing, TypeAck, TypeRefresh:
 		default:
 			t.Fatalf("accepted unknown type %q", fr.Type)
 		}
@@ -167,6 +173,19 @@ func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
 		_ = json.Unmarshal(want, &wantBack)
 		if back != wantBack {
 			t.Errorf("appendJSONString(%q) decodes to %q, encoding/json to %q", s, back, wantBack)
+		}
+	}
+}
+
+func TestAppendRefreshed(t *testing.T) {
+	for _, exp := range []int64{0, 1, 1795325875, -1, 1<<63 - 1} {
+		b := AppendRefreshed([]byte("x"), exp)
+		var r Refreshed
+		if err := json.Unmarshal(b[1:], &r); err != nil || r.Type != TypeRefreshed || r.Exp != exp {
+			t.Errorf("AppendRefreshed(%d) = %s (%v)", exp, b[1:], err)
+		}
+		if typ, err := FrameType(b[1:]); err != nil || typ != TypeRefreshed {
+			t.Errorf("FrameType(%s) = %q, %v", b[1:], typ, err)
 		}
 	}
 }
