@@ -272,6 +272,7 @@ func (c *Client) afterConnection(ep string, out outcome, fails int) int {
 			fails = 0 // the next hello differs, so retrying at once cannot loop
 		}
 	case protocol.CloseRateLimited, protocol.CloseTryAgainLater, protocol.CloseProtocol,
+		protocol.CloseProtocolViolation, protocol.CloseUnsupportedData,
 		protocol.CloseHelloTimeout, protocol.CloseInvalidUTF8, protocol.CloseTooLarge:
 		fails = max(fails, 1)
 	}

@@ -68,7 +68,7 @@ func (e *CloseError) Unwrap() error {
 		return ErrUnauthorized
 	case protocol.CloseContinuityLost:
 		return ErrContinuityLost
-	case protocol.CloseProtocol:
+	case protocol.CloseProtocol, protocol.CloseProtocolViolation, protocol.CloseUnsupportedData:
 		return ErrProtocol
 	}
 	return nil

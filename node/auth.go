@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/switchboard/switchboard/transport/gateway"
 )
 
 // errUnauthorized is what every failed check reports to the peer; the
@@ -15,24 +17,24 @@ import (
 var errUnauthorized = errors.New("unauthorized")
 
 // authenticate verifies a client JWT (HS256, sub and exp required) and
-// returns its subject, the user id.
-func (n *Node) authenticate(token string) (string, error) {
+// returns its subject, the user id, and its expiry.
+func (n *Node) authenticate(token string) (gateway.Identity, error) {
 	if token == "" {
-		return "", fmt.Errorf("%w: no token", errUnauthorized)
+		return gateway.Identity{}, fmt.Errorf("%w: no token", errUnauthorized)
 	}
 	claims := jwt.RegisteredClaims{}
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return n.cfg.TokenSecret, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errUnauthorized, err)
+		return gateway.Identity{}, fmt.Errorf("%w: %v", errUnauthorized, err)
 	}
 	if claims.Subject == "" {
-		return "", fmt.Errorf("%w: token has no sub", errUnauthorized)
+		return gateway.Identity{}, fmt.Errorf("%w: token has no sub", errUnauthorized)
 	}
 	if err := validUser(claims.Subject); err != nil {
-		return "", fmt.Errorf("%w: %v", errUnauthorized, err)
+		return gateway.Identity{}, fmt.Errorf("%w: %v", errUnauthorized, err)
 	}
-	return claims.Subject, nil
+	return gateway.Identity{User: claims.Subject, Expires: claims.ExpiresAt.Time}, nil
 }
 
 // bearer checks the Authorization header against key in constant time.

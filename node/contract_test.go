@@ -27,6 +27,7 @@ import (
 
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/node"
+	"github.com/switchboard/switchboard/protocol"
 )
 
 // Timing of the protocol cluster: n1 has a short hello timeout and
@@ -125,7 +126,9 @@ func connect(t testing.TB, c *clustertest.Cluster, id, user string) (*websocket.
 
 // expectClose reads until the server closes and checks §3: an error frame
 // (with code and message) is the last frame before the close, and the
-// close carries code want. It returns the frames seen before the error.
+// close carries code want; a close that fails the connection at the
+// WebSocket layer (1002, 1003, 1007, 1009) comes alone instead, its slug
+// as the reason. It returns the frames seen before the error.
 func expectClose(t testing.TB, ws *websocket.Conn, want int) []wsFrame {
 	t.Helper()
 	var before []wsFrame
@@ -145,6 +148,12 @@ func expectClose(t testing.TB, ws *websocket.Conn, want int) []wsFrame {
 			}
 			if ce.Code != want {
 				t.Fatalf("want close %d, got %d %q (error frame %v)", want, ce.Code, ce.Text, errFrame)
+			}
+			if code := protocol.CloseCode(want); code.Failed() {
+				if errFrame != nil || ce.Text != code.Slug() {
+					t.Fatalf("close %d %q after error frame %v, want it alone with reason %q", want, ce.Text, errFrame, code.Slug())
+				}
+				return before
 			}
 			if errFrame == nil {
 				t.Fatalf("close %d came without an error frame before it", want)
@@ -312,7 +321,7 @@ func TestClientProtocolContract(t *testing.T) {
 		{"JSON but not an object", websocket.TextMessage, []byte(`[1,2]`), 4002},
 		{"missing type", websocket.TextMessage, []byte(`{"token":"x","id":1}`), 4002},
 		{"unknown type", websocket.TextMessage, []byte(`{"type":"subscribe"}`), 4002},
-		{"binary frame", websocket.BinaryMessage, []byte(`{"type":"ping","id":1}`), 4002},
+		{"binary frame", websocket.BinaryMessage, []byte(`{"type":"ping","id":1}`), 1003},
 		{"invalid UTF-8", websocket.TextMessage, []byte("{\"type\":\"ping\",\"id\":\"\xff\xfe\"}"), 1007},
 		{"frame over 64 KiB", websocket.TextMessage, tooLarge(), 1009},
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/switchboard/switchboard/protocol"
 )
 
@@ -57,21 +59,27 @@ type conn struct {
 	// user is written by the reader before the sink is handed to Hub.Hello
 	// and never again, so the hub's reads need no lock.
 	user string
+	// expires is when the connection's token expires (unix ns; 0: never):
+	// set by the hello, moved later by each valid refresh, read by the
+	// sweeper.
+	expires atomic.Int64
 
 	born      int64        // monoNow() at accept: the hello deadline counts from it
 	lastRead  atomic.Int64 // monoNow() when bytes last arrived
 	helloSeen atomic.Bool  // first frame arrived: the hello timer is moot
 	welcomed  atomic.Bool  // Hub.Hello accepted: heartbeats may flow
 
-	rd    wsReader        // owned by the running reader
-	poll  *poller         // the poller watching this socket; nil for a fallback reader
-	rc    syscall.RawConn // the socket's descriptor, for the poller
-	armCh chan struct{}   // fallback reader only: one more read (reader.go)
+	rd        wsReader        // owned by the running reader
+	frameRate *rate.Limiter   // owned by the running reader; nil: no limit
+	poll      *poller         // the poller watching this socket; nil for a fallback reader
+	rc        syscall.RawConn // the socket's descriptor, for the poller
+	armCh     chan struct{}   // fallback reader only: one more read (reader.go)
 
 	mu          sync.Mutex
 	q           []item // message frames not yet taken by the writer
 	pending     int    // frames queued or being written; bounded by SendQueue
-	ctl         []byte // the encoded pong answering the latest ping, for the writer
+	ctl         []byte // encoded pongs, one per ping, for the writer
+	pongs       int    // pongs in ctl; bounded by maxQueuedPongs
 	pingDue     bool
 	beatDue     bool
 	lastPing    int64 // monoNow() of the last ping
@@ -85,7 +93,9 @@ type conn struct {
 	closeSent   bool
 	writing     bool          // a writer goroutine runs
 	wake        chan struct{} // the running writer lingers on it; nil otherwise
-	reading     bool          // a reader (poller callback or hello goroutine) runs
+	reading     bool          // a reader (poller callback or offReader goroutine) runs
+	busy        bool          // an offReader goroutine holds the reader's turn: the socket is not read
+	userCounted bool          // counted in the gateway's per-user connections (under g.mu)
 	accepted    bool          // Hub.Hello accepted the sink: Gone is owed
 	dead        bool          // the socket is closed or closing
 	finished    bool
@@ -103,8 +113,14 @@ type closeReq struct {
 // closeReqFor is the close that err calls for: the code and slug the
 // contract maps err to, err's text as the message.
 func closeReqFor(err error, endpoints []string) closeReq {
-	code := protocol.CloseOf(err)
-	return closeReq{code: code, slug: code.Slug(), msg: err.Error(), endpoints: endpoints}
+	return closeReq{code: protocol.CloseOf(err), slug: protocol.SlugOf(err), msg: err.Error(), endpoints: endpoints}
+}
+
+// errorFrame reports whether an error frame precedes the close frame: not
+// for an echo of the client's close, 1000, nor a connection that failed at
+// the WebSocket layer, whose close reason is the only explanation.
+func (r closeReq) errorFrame() bool {
+	return r.code != protocol.CloseNormal && r.slug != "" && !r.code.Failed()
 }
 
 // errSlowConsumer closes a connection whose send queue overflowed.
@@ -130,6 +146,9 @@ func newConn(g *Gateway, nc net.Conn, headerToken string) *conn {
 	}
 	c.lastRead.Store(now)
 	c.rd.limit = g.cfg.MaxFrameBytes
+	if r := g.cfg.FrameRate; r > 0 {
+		c.frameRate = rate.NewLimiter(rate.Limit(r), burstOf(r))
+	}
 	return c
 }
 
@@ -173,7 +192,8 @@ func (c *conn) Close(err error, endpoints []string) {
 }
 
 // beginCloseLocked records the close request unless one exists already,
-// and stops a hello in progress.
+// and stops a hello in progress. A connection that failed at the WebSocket
+// layer closes at once: what was queued is dropped.
 func (c *conn) beginCloseLocked(r closeReq) bool {
 	if c.closing {
 		return false
@@ -183,6 +203,9 @@ func (c *conn) beginCloseLocked(r closeReq) bool {
 	c.closeBy = monoNow() + int64(c.g.cfg.WriteTimeout)
 	if c.helloCancel != nil {
 		c.helloCancel()
+	}
+	if r.code.Failed() {
+		c.dropQueueLocked()
 	}
 	return true
 }
@@ -219,28 +242,32 @@ func (c *conn) kickLocked() {
 	go c.writeLoop()
 }
 
-// tick runs the connection's timers; the sweeper calls it periodically.
-func (c *conn) tick(now int64) {
+// tick runs the connection's timers; the sweeper calls it periodically
+// with the monotonic (monoNow) and the wall clock (unix ns) times.
+func (c *conn) tick(now, wall int64) {
 	cfg := &c.g.cfg
 	var expired string
 	c.mu.Lock()
 	helloSeen := c.helloSeen.Load()
 	switch {
 	case c.dead:
-	case !helloSeen && now-c.born > int64(cfg.HelloTimeout+closeWait+cfg.WriteTimeout):
+	case !helloSeen && now-c.born > int64(cfg.HelloTimeout+c.g.closeWait+cfg.WriteTimeout):
 		expired = "no hello, and the hello timeout's close was not taken" // backstop
 	case !helloSeen && now-c.born > int64(cfg.HelloTimeout):
 		if c.beginCloseLocked(closeReqFor(protocol.Errorf(protocol.ErrHelloTimeout, "no hello within %v", cfg.HelloTimeout), nil)) {
 			c.kickLocked()
 		}
-	case helloSeen && c.helloCancel == nil && now-c.lastRead.Load() > int64(cfg.PingInterval)*5/2:
+	case helloSeen && !c.busy && now-c.lastRead.Load() > int64(cfg.PingInterval)*5/2:
 		// Before the first frame the hello timeout decides instead, and
-		// while a hello runs the socket is not read (its ctx bounds it).
+		// while a hello or refresh runs the socket is not read.
 		expired = "read timeout: no frame or pong within 2.5 ping intervals"
 	case c.closing:
-		if now > c.closeBy+int64(closeWait) {
+		if now > c.closeBy+int64(c.g.closeWait) {
 			expired = "close not completed in time"
 		}
+	case c.welcomed.Load() && c.tokenExpired(wall):
+		c.beginCloseLocked(closeReqFor(errTokenExpired, nil))
+		c.kickLocked()
 	default:
 		if now-c.lastPing >= int64(cfg.PingInterval) {
 			c.pingDue = true
@@ -341,11 +368,15 @@ func (c *conn) recoverReader() {
 }
 
 // process acts on every complete event in rd. It returns true when it
-// handed the reader's turn to a hello goroutine.
+// handed the reader's turn to an offReader goroutine.
 func (c *conn) process() (paused bool) {
 	for {
 		ev, ok, err := c.rd.next()
+		if n := c.rd.takeFrames(); n > 0 && c.frameRate != nil && !c.frameRate.AllowN(time.Now(), n) {
+			c.Close(protocol.Errorf(protocol.ErrRateLimited, "more than %g frames per second", c.g.cfg.FrameRate), nil)
+		}
 		if err != nil {
+			// A wsViolation: the connection fails (1002, 1003, 1007, 1009).
 			c.Close(err, nil)
 			continue // rd skips or discards what follows
 		}
@@ -354,7 +385,7 @@ func (c *conn) process() (paused bool) {
 		}
 		switch ev.kind {
 		case wsPing:
-			c.queueControl(wsOpPong, ev.payload)
+			c.queuePong(ev.payload)
 		case wsPong:
 			// lastRead is all a pong is for.
 		case wsClose:
@@ -391,6 +422,10 @@ func (c *conn) handleMessage(payload []byte) (paused bool) {
 		c.Close(protocol.Errorf(protocol.ErrBadRequest, "first frame must be hello"), nil)
 	case f.Type == protocol.TypeHello:
 		c.Close(protocol.Errorf(protocol.ErrBadRequest, "duplicate hello"), nil)
+	case f.Type == protocol.TypeRefresh:
+		// The Authenticator may block (a key fetch): not on the poller.
+		c.offReader(func() { c.refresh(f.Token) })
+		return true
 	case f.Type == protocol.TypePing:
 		c.Send(0, protocol.AppendPong(nil, f.ID))
 	case f.Type == protocol.TypeAck:
@@ -399,17 +434,30 @@ func (c *conn) handleMessage(payload []byte) (paused bool) {
 	return false
 }
 
-// queueControl queues a control frame (a pong) ahead of message frames.
-// It replaces a pong not yet written: RFC 6455 §5.5.3 allows answering
-// only the latest ping, and a client that pings without reading would
-// otherwise grow ctl without bound while the writer waits on its socket.
-func (c *conn) queueControl(op byte, payload []byte) {
+// maxQueuedPongs bounds the pongs waiting for the writer. Every ping gets
+// its own pong, but a client that pings faster than it reads them would
+// grow ctl without bound while the writer waits on its socket: past this
+// many it is flooding, and is closed as over a rate limit.
+const maxQueuedPongs = 128
+
+// errPingFlood closes a connection with maxQueuedPongs pongs unwritten.
+var errPingFlood = protocol.Errorf(protocol.ErrRateLimited, "pings faster than their pongs can be written")
+
+// queuePong queues the pong that answers a ping with payload, ahead of
+// message frames.
+func (c *conn) queuePong(payload []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return
 	}
-	c.ctl = wsAppendFrame(c.ctl[:0], op, payload)
+	if c.pongs >= maxQueuedPongs {
+		c.beginCloseLocked(closeReqFor(errPingFlood, nil))
+		c.kickLocked()
+		return
+	}
+	c.ctl = wsAppendFrame(c.ctl, wsOpPong, payload)
+	c.pongs++
 	c.kickLocked()
 }
 
@@ -438,9 +486,9 @@ func (c *conn) peerClose(code protocol.CloseCode) {
 	c.mu.Unlock()
 }
 
-// startHello serves the hello on its own goroutine: authentication and
+// startHello serves the hello off the reader: authentication and
 // Hub.Hello may take a Raft commit or a takeover, which must not hold the
-// poller. Reading resumes when it is done.
+// poller.
 func (c *conn) startHello(f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.g.cfg.HelloTimeout)
 	c.mu.Lock()
@@ -449,26 +497,46 @@ func (c *conn) startHello(f protocol.ClientFrame) {
 		cancel()
 	}
 	c.mu.Unlock()
-	c.rd.keep() // the frames after the hello wait in memory the reader owns
-	go func() {
+	c.offReader(func() {
 		defer cancel()
+		accepted := c.hello(ctx, f)
+		c.mu.Lock()
+		c.helloCancel = nil
+		c.accepted = accepted
+		c.headerToken = ""
+		c.mu.Unlock()
+		if accepted {
+			c.welcomed.Store(true)
+		}
+	})
+}
+
+// offReader runs work, which may block, on a goroutine that holds the
+// reader's turn meanwhile: the socket is not read until work returns, so
+// frames are still acted on in order and a client cannot pile up such
+// work. Then the frames that came with the one that asked for it are
+// processed (after a refused hello only the client's close matters among
+// them), and reading resumes.
+func (c *conn) offReader(work func()) {
+	c.mu.Lock()
+	c.busy = true
+	c.mu.Unlock()
+	c.rd.keep() // the frames after this one wait in memory the reader owns
+	go func() {
 		paused := false
 		func() {
 			defer c.recoverReader()
-			accepted := c.hello(ctx, f)
-			// The client's pongs waited in the socket meanwhile: the read
-			// deadline counts from now.
-			c.lastRead.Store(monoNow())
-			c.mu.Lock()
-			c.helloCancel = nil
-			c.accepted = accepted
-			c.headerToken = ""
-			c.mu.Unlock()
-			if accepted {
-				c.welcomed.Store(true)
-			}
-			// Frames that came with the hello: after a refusal only the
-			// client's close matters among them.
+			func() {
+				defer func() {
+					// The client's pongs waited in the socket meanwhile: the
+					// read deadline counts from now.
+					c.lastRead.Store(monoNow())
+					c.mu.Lock()
+					c.busy = false
+					c.mu.Unlock()
+				}()
+				work()
+			}()
 			if paused = c.process(); !paused {
 				c.rd.keep()
 			}
@@ -489,8 +557,8 @@ func (c *conn) hello(ctx context.Context, f protocol.ClientFrame) bool {
 		c.Close(protocol.Errorf(protocol.ErrUnauthorized, "missing token"), nil)
 		return false
 	}
-	user, err := c.g.auth(token)
-	if err == nil && user == "" {
+	id, err := c.g.auth(token)
+	if err == nil && id.User == "" {
 		err = errors.New("token names no user")
 	}
 	if err != nil {
@@ -504,7 +572,13 @@ func (c *conn) hello(ctx context.Context, f protocol.ClientFrame) bool {
 		c.Close(protocol.Errorf(protocol.ErrUnavailable, "hello took too long; try again"), nil)
 		return false
 	}
+	user := id.User
 	c.user = user
+	c.expires.Store(unixNano(id.Expires))
+	if err := c.g.countUser(c); err != nil {
+		c.Close(err, nil)
+		return false
+	}
 	err = c.g.hub.Hello(ctx, c, user, f.Resume)
 	if err != nil {
 		c.g.log.Debug("hello failed", "conn", c.id, "user", user, "err", err)
@@ -513,6 +587,54 @@ func (c *conn) hello(ctx context.Context, f protocol.ClientFrame) bool {
 	}
 	c.g.log.Debug("welcomed", "conn", c.id, "user", user)
 	return true
+}
+
+// errTokenExpired closes a connection whose token expired without a
+// valid refresh.
+var errTokenExpired = protocol.Errorf(protocol.ErrTokenExpired, "token expired; refresh it before it expires")
+
+// tokenExpired reports whether the connection's token has expired at
+// wall (unix ns).
+func (c *conn) tokenExpired(wall int64) bool {
+	exp := c.expires.Load()
+	return exp != 0 && wall >= exp
+}
+
+// unixNano is t in unix ns, 0 for the zero time (no expiry).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// refresh replaces the connection's token with token if it names the same
+// user and expires later, and answers refreshed; otherwise it answers an
+// unauthorized error frame and the connection keeps its token.
+func (c *conn) refresh(token string) {
+	var why string
+	id, err := c.g.auth(token)
+	switch cur := c.expires.Load(); {
+	case token == "":
+		why = "refresh without a token"
+	case err != nil:
+		c.g.log.Debug("refresh refused", "conn", c.id, "err", err)
+		why = "invalid or expired token"
+	case id.User != c.user:
+		why = "the token names another user"
+	case cur == 0 || !id.Expires.IsZero() && id.Expires.UnixNano() <= cur:
+		why = "the token does not expire later than the current one"
+	default:
+		c.expires.Store(unixNano(id.Expires))
+		exp := int64(0)
+		if !id.Expires.IsZero() {
+			exp = id.Expires.Unix()
+		}
+		c.Send(0, protocol.AppendRefreshed(nil, exp))
+		return
+	}
+	refused := protocol.Errorf(protocol.ErrUnauthorized, "refresh refused: %s; the connection keeps its token", why)
+	c.Send(0, protocol.EncodeError(protocol.SlugOf(refused), refused.Error(), nil))
 }
 
 func (c *conn) logReadEnd(err error) {
@@ -577,7 +699,7 @@ func (c *conn) writeLoop() {
 			bp = writeBufPool.Get().(*[]byte)
 		}
 		buf := append((*bp)[:0], c.ctl...)
-		c.ctl = nil
+		c.ctl, c.pongs = nil, 0
 		if c.pingDue {
 			buf = wsAppendHeader(buf, wsOpPing, 0)
 			c.pingDue, c.lastPing = false, monoNow()
@@ -605,7 +727,7 @@ func (c *conn) writeLoop() {
 		sendClose := c.closing && !c.closeSent && len(c.q) == 0
 		var deadline int64
 		if sendClose {
-			if r := c.req; r.code != protocol.CloseNormal && r.slug != "" {
+			if r := c.req; r.errorFrame() {
 				buf = wsAppendFrame(buf, wsOpText, protocol.EncodeError(r.slug, r.msg, r.endpoints))
 				data = true
 			}
@@ -680,6 +802,14 @@ func (c *conn) writeLoop() {
 		if sendClose {
 			c.g.log.Debug("closing", "conn", c.id, "code", c.req.code, "slug", c.req.slug)
 			if !peerClosed {
+				// Nothing follows our close: the client reads EOF right
+				// after it, while its close, or its EOF, may still come in
+				// and ends the wait. Closing the socket now instead would
+				// reset the connection if input is unread, and a reset
+				// discards our close if it is still in flight.
+				if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
+				}
 				c.awaitPeerClose()
 			}
 			c.teardown()
@@ -710,7 +840,7 @@ func (c *conn) awaitPeerClose() {
 	}
 	ch := c.deadCh
 	c.mu.Unlock()
-	t := time.NewTimer(closeWait)
+	t := time.NewTimer(c.g.closeWait)
 	defer t.Stop()
 	select {
 	case <-ch:
@@ -729,7 +859,7 @@ func (c *conn) teardown() {
 	c.dead = true
 	c.closing = true // Send fails from now on
 	c.dropQueueLocked()
-	c.ctl = nil
+	c.ctl, c.pongs = nil, 0
 	if c.helloCancel != nil {
 		c.helloCancel()
 	}

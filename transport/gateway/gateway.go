@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -44,8 +45,29 @@ type Config struct {
 	// SendQueue bounds the frames waiting to be written to one connection;
 	// overflow closes it with slow_consumer and 4008.
 	SendQueue int
-	// CheckOrigin vets the upgrade request's Origin; nil allows all.
+	// CheckOrigin vets the upgrade request's Origin; a refusal is answered
+	// 403 before any WebSocket exists. Requests without Origin are not
+	// asked about. nil: OriginPolicy(nil), only an Origin whose host:port
+	// is the request's Host.
 	CheckOrigin func(*http.Request) bool
+
+	// Limits (DESIGN.md §7); 0 means no limit.
+
+	// MaxConnections bounds the open connections; an upgrade over it is
+	// answered 503 with Retry-After before any WebSocket exists.
+	MaxConnections int
+	// MaxConnectionsPerUser bounds one user's open connections; the hello
+	// over it is answered too_many_connections and close 4029.
+	MaxConnectionsPerUser int
+	// ConnectRate bounds the new connections per client IP per second,
+	// with a burst of one second's worth; an upgrade over it is answered
+	// 429 with Retry-After before any WebSocket exists.
+	ConnectRate float64
+	// FrameRate bounds the frames a connection sends per second,
+	// WebSocket control frames included, with a burst of one second's
+	// worth; over it: rate_limited and close 4029.
+	FrameRate float64
+
 	// Logger receives the gateway's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -78,12 +100,15 @@ var ErrShutdownForced = errors.New("gateway: shutdown forced")
 
 // Validate reports the first field that cannot be used.
 func (c Config) Validate() error {
-	pos := func(ok bool, field string, v any) error {
+	check := func(ok bool, field, must string, v any) error {
 		if ok {
 			return nil
 		}
-		return fmt.Errorf("%w: %s must be positive, is %v", ErrConfig, field, v)
+		return fmt.Errorf("%w: %s must be %s, is %v", ErrConfig, field, must, v)
 	}
+	pos := func(ok bool, field string, v any) error { return check(ok, field, "positive", v) }
+	limit := func(ok bool, field string, v any) error { return check(ok, field, "0 (no limit) or positive", v) }
+	rateOK := func(r float64) bool { return r >= 0 && !math.IsInf(r, 0) }
 	return errors.Join(
 		pos(c.MaxFrameBytes > 0, "MaxFrameBytes", c.MaxFrameBytes),
 		pos(c.HelloTimeout > 0, "HelloTimeout", c.HelloTimeout),
@@ -91,11 +116,24 @@ func (c Config) Validate() error {
 		pos(c.PingInterval > 0, "PingInterval", c.PingInterval),
 		pos(c.WriteTimeout > 0, "WriteTimeout", c.WriteTimeout),
 		pos(c.SendQueue > 0, "SendQueue", c.SendQueue),
+		limit(c.MaxConnections >= 0, "MaxConnections", c.MaxConnections),
+		limit(c.MaxConnectionsPerUser >= 0, "MaxConnectionsPerUser", c.MaxConnectionsPerUser),
+		limit(rateOK(c.ConnectRate), "ConnectRate", c.ConnectRate),
+		limit(rateOK(c.FrameRate), "FrameRate", c.FrameRate),
 	)
 }
 
-// Authenticator verifies a token and returns the user id.
-type Authenticator func(token string) (user string, err error)
+// Identity is what a valid token says: the user and when the token
+// expires (the zero time: never).
+type Identity struct {
+	User    string
+	Expires time.Time
+}
+
+// Authenticator verifies a token. The gateway calls it for a hello and for
+// each refresh, off the poller: it may block (a key fetch), though every
+// call holds up that connection's reads.
+type Authenticator func(token string) (Identity, error)
 
 // Sink is the gateway's handle on one connection, given to the Hub. All
 // methods are safe for concurrent use and never block.
@@ -110,10 +148,13 @@ type Sink interface {
 	// (the gateway then closes it with 4008 itself).
 	Send(seq uint64, frame []byte) bool
 	// Close ends the connection because of err: an error frame with the
-	// slug of protocol.CloseOf(err), err's text and endpoints (where to
-	// reconnect, if any), then the close frame, then the TCP close. Frames
-	// queued before Close are written first; the whole close is bounded by
-	// WriteTimeout plus one second. Only the first Close counts.
+	// slug of protocol.SlugOf(err), err's text and endpoints (where to
+	// reconnect, if any), then the close frame with protocol.CloseOf(err),
+	// then the TCP close. Frames queued before Close are written first;
+	// the whole close is bounded by WriteTimeout plus one second. Only the
+	// first Close counts. (A code that fails the connection at the
+	// WebSocket layer, protocol.CloseCode.Failed, drops the queue and
+	// sends no error frame.)
 	Close(err error, endpoints []string)
 }
 
@@ -134,9 +175,10 @@ type Hub interface {
 	Gone(sink Sink)
 }
 
-// closeWait is how long a connection waits for the client's close frame
-// after sending its own before cutting TCP; closing earlier risks a reset
-// that discards the error frame still in flight.
+// closeWait is how long a connection waits, after sending its close frame
+// and half-closing TCP, for the client's close frame or EOF before it
+// closes the socket: closing with input unread sends a reset, which may
+// discard the close still in flight.
 const closeWait = time.Second
 
 // Gateway serves GET /v1/connect: it upgrades clients to WebSocket, runs the
@@ -156,14 +198,21 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	nextID   atomic.Uint64
 	noPoller bool // tests: every connection gets a reader goroutine
+	// closeWait is the constant closeWait; tests raise it to show that a
+	// close does not wait for it.
+	closeWait time.Duration
 
 	// wg counts open connections (each until it finished, including its
 	// reader and writer); Add happens under mu while !closed, so Shutdown's
 	// Wait never races an Add from zero.
 	wg sync.WaitGroup
 
+	ips *ipLimiter // nil: no ConnectRate
+
 	mu             sync.Mutex
 	conns          map[*conn]struct{}
+	slots          int            // connections open or being upgraded: MaxConnections bounds it
+	perUser        map[string]int // counted connections per user: MaxConnectionsPerUser bounds it
 	closed         bool
 	draining       bool
 	drainEndpoints []string
@@ -184,42 +233,61 @@ func New(cfg Config, auth Authenticator, hub Hub) (*Gateway, error) {
 		return nil, fmt.Errorf("%w: an Authenticator and a Hub are required", ErrConfig)
 	}
 	if cfg.CheckOrigin == nil {
-		cfg.CheckOrigin = func(*http.Request) bool { return true }
+		cfg.CheckOrigin, _ = OriginPolicy(nil)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	g := &Gateway{
-		cfg:   cfg,
-		auth:  auth,
-		hub:   hub,
-		log:   cfg.Logger.With("component", "gateway"),
-		conns: make(map[*conn]struct{}),
+		cfg:     cfg,
+		auth:    auth,
+		hub:     hub,
+		log:     cfg.Logger.With("component", "gateway"),
+		conns:   make(map[*conn]struct{}),
+		perUser: make(map[string]int),
+		ips:     newIPLimiter(cfg.ConnectRate),
+
+		closeWait: closeWait,
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
 		// The upgrader's connection is dropped after the handshake; only a
 		// refusal (refuse) writes through it.
-		WriteBufferPool:   &sync.Pool{},
-		CheckOrigin:       cfg.CheckOrigin,
+		WriteBufferPool: &sync.Pool{},
+		// ServeHTTP asked CheckOrigin already, to answer with JSON.
+		CheckOrigin:       func(*http.Request) bool { return true },
 		EnableCompression: false,
 	}
 	return g, nil
 }
 
 // ServeHTTP upgrades the request and hands the connection to the poller;
-// the handler goroutine returns at once.
+// the handler goroutine returns at once. An upgrade the gateway refuses
+// (Origin, connect rate, connection limit) is answered with an HTTP error
+// and a JSON body before any WebSocket exists.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		_, err := g.upgrader.Upgrade(w, r, nil) // answers 400
+		g.log.Debug("not a WebSocket upgrade", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	if retryAfter, err := g.admit(r); err != nil {
+		g.log.Debug("upgrade refused", "remote", r.RemoteAddr, "err", err)
+		writeRefusal(w, err, retryAfter)
+		return
+	}
 	headerToken := bearerToken(r.Header.Get("Authorization"))
 	ws, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		g.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		g.releaseSlot()
 		return
 	}
 
 	g.mu.Lock()
 	if g.closed {
+		g.slots--
 		g.mu.Unlock()
 		refuse(ws, errShutdown, g.cfg.WriteTimeout)
 		return
@@ -336,9 +404,17 @@ func (g *Gateway) snapshot() []*conn {
 	return cs
 }
 
+// unregister forgets a finished connection and frees what it counted
+// against the limits.
 func (g *Gateway) unregister(c *conn) {
 	g.mu.Lock()
 	delete(g.conns, c)
+	g.slots--
+	if c.userCounted {
+		if g.perUser[c.user]--; g.perUser[c.user] <= 0 {
+			delete(g.perUser, c.user)
+		}
+	}
 	g.mu.Unlock()
 }
 
@@ -356,13 +432,13 @@ func bearerToken(h string) string {
 // a brief wait for the client's close, then TCP close.
 func refuse(ws *websocket.Conn, why error, writeTimeout time.Duration) {
 	defer ws.Close()
-	code := protocol.CloseOf(why)
+	code, slug := protocol.CloseOf(why), protocol.SlugOf(why)
 	deadline := time.Now().Add(writeTimeout)
 	_ = ws.SetWriteDeadline(deadline)
-	if err := ws.WriteMessage(websocket.TextMessage, protocol.EncodeError(code.Slug(), why.Error(), nil)); err != nil {
+	if err := ws.WriteMessage(websocket.TextMessage, protocol.EncodeError(slug, why.Error(), nil)); err != nil {
 		return
 	}
-	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.Slug()), deadline); err != nil {
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), slug), deadline); err != nil {
 		return
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(closeWait))

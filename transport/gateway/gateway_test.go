@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,10 @@ func (h *gwFakeHub) Hello(ctx context.Context, sink Sink, user string, resume *p
 	h.resumes = append(h.resumes, resume)
 	h.mu.Unlock()
 	sink.Send(0, protocol.EncodeWelcome(protocol.Welcome{Session: "s-" + user, Node: "n1", Region: "r1", Zone: "a", HeartbeatMS: 5000}))
-	h.sinks <- sink
+	select {
+	case h.sinks <- sink:
+	default: // a flood test: nobody asks for these
+	}
 	return nil
 }
 
@@ -100,15 +104,33 @@ func (h *gwFakeHub) sink(t *testing.T) Sink {
 	}
 }
 
-// gwFakeAuth accepts "good-<user>".
-func gwFakeAuth(token string) (string, error) {
+// gwFakeAuth accepts "good-<user>", a token that never expires, and
+// "good-<user>~<unix ms>", one that expires then.
+func gwFakeAuth(token string) (Identity, error) {
 	if u, ok := strings.CutPrefix(token, "good-"); ok {
-		return u, nil
+		u, ms, hasExp := strings.Cut(u, "~")
+		if !hasExp {
+			return Identity{User: u}, nil
+		}
+		n, err := strconv.ParseInt(ms, 10, 64)
+		if err != nil {
+			return Identity{}, err
+		}
+		exp := time.UnixMilli(n)
+		if !time.Now().Before(exp) {
+			return Identity{}, errors.New("token is expired")
+		}
+		return Identity{User: u, Expires: exp}, nil
 	}
 	if token == "expired" {
-		return "", errors.New("token is expired")
+		return Identity{}, errors.New("token is expired")
 	}
-	return "", errors.New("signature invalid")
+	return Identity{}, errors.New("signature invalid")
+}
+
+// gwToken is a token for user that expires at exp.
+func gwToken(user string, exp time.Time) string {
+	return "good-" + user + "~" + strconv.FormatInt(exp.UnixMilli(), 10)
 }
 
 // gwTestNoPoller makes startGW's gateways give every connection a reader
@@ -133,7 +155,8 @@ func TestGatewayWithReaderGoroutines(t *testing.T) {
 		"ShutdownCuts":          TestGatewayShutdownCutsWhenContextEnds,
 		"BlockedHelloIsBounded": TestGatewayBlockedHelloIsBounded,
 		"HubPanicIsContained":   TestGatewayHubPanicIsContained,
-		"PingFlood":             TestGatewayPingFloodHoldsOnePong,
+		"PingFlood":             TestGatewayPingFloodIsBounded,
+		"EveryPing":             TestGatewayEveryPingGetsItsPong,
 		"SlowReader":            TestGatewaySlowReaderGetsItsBacklog,
 		"SlowHello":             TestGatewaySlowHelloIsNotAReadTimeout,
 		"IdleHasNoWriter":       TestGatewayIdleConnectionHasNoWriter,
@@ -282,7 +305,8 @@ func gwHello(t *testing.T, ws *websocket.Conn, user string) gwServerFrame {
 // gwExpectClose reads until the server closes and checks that the last
 // frame before the close is the error frame wantSlug (none when wantSlug is
 // empty) and that the close code is wantClose. Other frames before the error
-// frame are skipped.
+// frame are skipped. A close that fails the connection (wantClose.Failed())
+// has no error frame before it, and wantSlug as its reason.
 func gwExpectClose(t *testing.T, ws *websocket.Conn, wantClose protocol.CloseCode, wantSlug string) gwServerFrame {
 	t.Helper()
 	var last gwServerFrame
@@ -295,6 +319,15 @@ func gwExpectClose(t *testing.T, ws *websocket.Conn, wantClose protocol.CloseCod
 			}
 			if ce.Code != int(wantClose) {
 				t.Fatalf("close code %d (%q), want %d", ce.Code, ce.Text, wantClose)
+			}
+			if wantClose.Failed() {
+				if last.Type == protocol.TypeError {
+					t.Fatalf("error frame %s before close %d, which must come alone", last.raw, wantClose)
+				}
+				if ce.Text != wantSlug {
+					t.Errorf("close reason %q, want %q", ce.Text, wantSlug)
+				}
+				return last
 			}
 			if wantSlug == "" {
 				if last.Type == protocol.TypeError {
@@ -367,9 +400,9 @@ func TestGatewayClosePaths(t *testing.T) {
 		{name: "malformed ack after welcome", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: `{"type":"ack","seq":-1}`}},
 			welcome: true, wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
 		{name: "binary frame", send: []gwClientMsg{{binary: true, data: `{"type":"hello","token":"good-a"}`}},
-			wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
+			wantClose: protocol.CloseUnsupportedData, wantSlug: protocol.CloseUnsupportedData.Slug()},
 		{name: "binary frame after welcome", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {binary: true, data: `{}`}},
-			welcome: true, wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
+			welcome: true, wantClose: protocol.CloseUnsupportedData, wantSlug: protocol.CloseUnsupportedData.Slug()},
 		{name: "frame one byte too large", cfg: Config{MaxFrameBytes: 1024},
 			send:      []gwClientMsg{{data: gwPadHello(1025)}},
 			wantClose: protocol.CloseTooLarge, wantSlug: protocol.CloseTooLarge.Slug()},
@@ -424,7 +457,7 @@ func TestGatewayClosePaths(t *testing.T) {
 				}
 			}
 			ef := gwExpectClose(t, ws, tt.wantClose, tt.wantSlug)
-			if ef.Message == "" {
+			if ef.Message == "" && !tt.wantClose.Failed() {
 				t.Errorf("error frame %s has no message", ef.raw)
 			}
 			if !slices.Equal(ef.Endpoints, tt.wantEPs) {
@@ -873,16 +906,25 @@ func TestGatewayHubPanicIsContained(t *testing.T) {
 
 func TestGatewayRejectsNonWebSocketRequests(t *testing.T) {
 	testenv.NoLeaks(t)
+	upgrade := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	with := func(k, v string) http.Header {
+		h := upgrade.Clone()
+		h.Set(k, v)
+		return h
+	}
 	tests := []struct {
-		name   string
-		origin func(*http.Request) bool
-		header http.Header
-		want   int
+		name     string
+		origin   func(*http.Request) bool
+		header   http.Header
+		want     int
+		wantJSON bool
 	}{
 		{name: "plain GET", want: http.StatusBadRequest},
 		{name: "origin refused", origin: func(*http.Request) bool { return false },
-			header: http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}},
-			want:   http.StatusForbidden},
+			header: with("Origin", "https://evil.example"), want: http.StatusForbidden, wantJSON: true},
+		{name: "default policy: other host", header: with("Origin", "https://evil.example"), want: http.StatusForbidden, wantJSON: true},
+		{name: "origin refused, plain GET", origin: func(*http.Request) bool { return false },
+			header: http.Header{"Origin": {"https://evil.example"}}, want: http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -901,8 +943,21 @@ func TestGatewayRejectsNonWebSocketRequests(t *testing.T) {
 			if rec.Code != tt.want {
 				t.Errorf("status %d, want %d", rec.Code, tt.want)
 			}
+			if tt.wantJSON {
+				var body protocol.Error
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error == "" ||
+					rec.Header().Get("Content-Type") != "application/json" {
+					t.Errorf("body %q (%s), want a JSON {\"error\":…}", rec.Body, rec.Header().Get("Content-Type"))
+				}
+			}
 			if g.Connections() != 0 {
 				t.Errorf("Connections() = %d", g.Connections())
+			}
+			g.mu.Lock()
+			slots := g.slots
+			g.mu.Unlock()
+			if slots != 0 {
+				t.Errorf("%d connection slots held after a refused upgrade", slots)
 			}
 		})
 	}
@@ -1013,16 +1068,17 @@ func (h *gwHarness) dialSmallBuffers(size int) (*websocket.Conn, *conn) {
 }
 
 // A client that sends WebSocket pings but does not read must not make the
-// server hold a pong for each of them: RFC 6455 §5.5.3 lets it answer only
-// the latest, and anything else grows without bound while the writer waits
-// on the unread socket.
-func TestGatewayPingFloodHoldsOnePong(t *testing.T) {
+// server hold a pong for each of them: every ping gets its own pong, but
+// at most maxQueuedPongs wait for a writer stuck on the unread socket;
+// past that the client is flooding, and the server gives up on it by
+// itself.
+func TestGatewayPingFloodIsBounded(t *testing.T) {
 	testenv.NoLeaks(t)
-	h := startGW(t, Config{WriteTimeout: 2 * time.Second}, nil)
+	h := startGW(t, Config{WriteTimeout: time.Second}, nil)
 	ws, c := h.dialSmallBuffers(4096)
 	gwHello(t, ws, "alice")
 	payload := bytes.Repeat([]byte{'p'}, wsMaxControlPayload)
-	const bound = 2 + wsMaxControlPayload // one pong frame
+	const bound = maxQueuedPongs * (2 + wsMaxControlPayload)
 	largest := 0
 	ctlLen := func() int {
 		c.mu.Lock()
@@ -1031,9 +1087,9 @@ func TestGatewayPingFloodHoldsOnePong(t *testing.T) {
 	}
 	for i := range 20_000 {
 		if err := ws.WriteControl(websocket.PingMessage, payload, time.Now().Add(5*time.Second)); err != nil {
-			t.Fatalf("ping %d: %v", i, err)
+			break // the server gave up on us
 		}
-		if i%500 == 0 {
+		if i%100 == 0 {
 			largest = max(largest, ctlLen())
 		}
 	}
@@ -1043,8 +1099,40 @@ func TestGatewayPingFloodHoldsOnePong(t *testing.T) {
 	if largest > bound {
 		t.Errorf("the server held %d bytes of pongs for a client that does not read, want at most %d", largest, bound)
 	}
-	ws.Close() // unblocks the server's write
-	h.waitIdle()
+	h.waitIdle() // without the client's help: it still does not read
+}
+
+// RFC 6455 §5.5.2: every ping is answered by a pong with its payload, in
+// order, however many come back to back.
+func TestGatewayEveryPingGetsItsPong(t *testing.T) {
+	testenv.NoLeaks(t)
+	h := startGW(t, Config{}, nil)
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	var mu sync.Mutex
+	var pongs []string
+	ws.SetPongHandler(func(p string) error {
+		mu.Lock()
+		pongs = append(pongs, p)
+		mu.Unlock()
+		return nil
+	})
+	var want []string
+	for i := range 10 {
+		p := fmt.Sprintf("ping-%d", i)
+		want = append(want, p)
+		if err := ws.WriteControl(websocket.PingMessage, []byte(p), time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The pongs are written ahead of the answer to this later ping.
+	gwSend(t, ws, `{"type":"ping","id":"after"}`)
+	gwMustRead(t, ws, protocol.TypePong)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(pongs, want) {
+		t.Errorf("pongs %q, want %q", pongs, want)
+	}
 }
 
 // A client that reads steadily but more slowly than a backlog arrives (a

@@ -56,7 +56,9 @@ type wsEvent struct {
 }
 
 // wsViolation is a client frame that breaks RFC 6455 or the gateway's
-// limits; err is the contract error the connection is closed with.
+// limits; err is the contract error the connection fails with: 1002 for
+// a framing violation, 1003 for a binary message, 1007 for invalid UTF-8,
+// 1009 for a message over the limit (protocol.CloseCode.Failed).
 type wsViolation struct{ err error }
 
 func (v *wsViolation) Error() string { return v.err.Error() }
@@ -67,9 +69,7 @@ func wsViolationOf(sentinel error, format string, args ...any) *wsViolation {
 }
 
 func wsProtocolError(format string, args ...any) *wsViolation {
-	// RFC 6455 would close with 1002; the client protocol has one code for
-	// every protocol error, 4002, and clients back off on it.
-	return wsViolationOf(protocol.ErrBadRequest, format, args...)
+	return wsViolationOf(protocol.ErrProtocolViolation, format, args...)
 }
 
 // wsReader decodes the frames a client sends into events. Input arrives in
@@ -88,6 +88,10 @@ type wsReader struct {
 	buf   []byte // owned copy of an incomplete frame kept between feeds
 	msg   []byte // payload of a fragmented message so far
 	msgOp byte   // opcode of the fragmented message in progress; 0 if none
+	valid int    // msg[:valid] is known to be complete, valid UTF-8
+	// frames counts the frames decoded since takeFrames last asked, close
+	// frames aside: what a connection's frame rate limit charges.
+	frames int
 
 	// After a violation the connection is closing, but the client's
 	// close frame should still be seen: a refused frame whose length is
@@ -190,7 +194,7 @@ func (r *wsReader) next() (ev wsEvent, ok bool, err error) {
 		case (op == wsOpText || op == wsOpBinary) && r.msgOp != 0:
 			return ev, false, r.fail(wsProtocolError("new message inside a fragmented message"))
 		case op == wsOpBinary:
-			return ev, false, r.refuse(uint64(hdr+4)+n, fin, wsViolationOf(protocol.ErrBadRequest, "binary frames are not supported"))
+			return ev, false, r.refuse(uint64(hdr+4)+n, fin, wsViolationOf(protocol.ErrUnsupportedData, "binary messages are not supported"))
 		case !control && n+uint64(len(r.msg)) > uint64(r.limit):
 			return ev, false, r.refuse(uint64(hdr+4)+n, fin, wsViolationOf(protocol.ErrTooLarge, "frame exceeds %d bytes", r.limit))
 		}
@@ -201,6 +205,9 @@ func (r *wsReader) next() (ev wsEvent, ok bool, err error) {
 		payload := p[hdr+4 : hdr+4+int(n)]
 		wsUnmask(payload, mask)
 		r.off += hdr + 4 + int(n)
+		if op != wsOpClose {
+			r.frames++
+		}
 
 		switch op {
 		case wsOpPing:
@@ -220,11 +227,24 @@ func (r *wsReader) next() (ev wsEvent, ok bool, err error) {
 			if fin {
 				return r.message(op, payload)
 			}
-			r.msgOp = op
+			r.msgOp, r.valid = op, 0
 			r.msg = append(r.msg[:0], payload...)
-			continue
+		} else {
+			r.msg = append(r.msg, payload...)
 		}
-		r.msg = append(r.msg, payload...)
+		if r.msgOp == wsOpText {
+			// Fail fast: as soon as the text so far cannot be the start of
+			// valid UTF-8, not only once the message is whole.
+			k, ok := wsValidUTF8Prefix(r.msg[r.valid:], fin)
+			if !ok {
+				r.msg, r.msgOp, r.valid = nil, 0, 0
+				if !fin {
+					r.msgOp = wsOpDiscard
+				}
+				return ev, false, wsViolationOf(protocol.ErrInvalidUTF8, "text message is not valid UTF-8")
+			}
+			r.valid += k
+		}
 		if !fin {
 			continue
 		}
@@ -234,12 +254,41 @@ func (r *wsReader) next() (ev wsEvent, ok bool, err error) {
 	}
 }
 
+// takeFrames returns how many frames were decoded since it was last
+// called.
+func (r *wsReader) takeFrames() int {
+	n := r.frames
+	r.frames = 0
+	return n
+}
+
+// wsValidUTF8Prefix checks text that continues a valid prefix. It returns
+// how many bytes of it are complete, valid UTF-8 and whether the rest can
+// still become valid: an incomplete last character is fine unless the
+// text is whole (fin).
+func wsValidUTF8Prefix(p []byte, fin bool) (int, bool) {
+	tail := len(p)
+	if !fin {
+		// Find the start of the last character: at most 3 bytes back.
+		for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax; i-- {
+			if !utf8.RuneStart(p[i]) {
+				continue
+			}
+			if !utf8.FullRune(p[i:]) {
+				tail = i // a character cut short, valid so far
+			}
+			break
+		}
+	}
+	return tail, utf8.Valid(p[:tail])
+}
+
 // refuse drops the frame of size bytes at the read position, with the
 // message it belongs to (the fragments so far, and those still to come
 // unless fin), and returns v.
 func (r *wsReader) refuse(size uint64, fin bool, v *wsViolation) *wsViolation {
 	r.skip = size
-	r.msg, r.msgOp = nil, 0
+	r.msg, r.msgOp, r.valid = nil, 0, 0
 	if !fin {
 		r.msgOp = wsOpDiscard
 	}
@@ -249,15 +298,19 @@ func (r *wsReader) refuse(size uint64, fin bool, v *wsViolation) *wsViolation {
 // fail reports a framing error: everything after it is dropped.
 func (r *wsReader) fail(v *wsViolation) *wsViolation {
 	r.broken = true
-	r.msg, r.msgOp = nil, 0
+	r.msg, r.msgOp, r.valid = nil, 0, 0
 	return v
 }
 
+// message completes a message; fragmented text was checked fragment by
+// fragment already.
 func (r *wsReader) message(op byte, payload []byte) (wsEvent, bool, error) {
 	text := op == wsOpText
-	if text && !utf8.Valid(payload) {
-		return wsEvent{}, false, wsViolationOf(protocol.ErrInvalidUTF8, "text frame is not valid UTF-8")
+	if text && r.valid < len(payload) && !utf8.Valid(payload[r.valid:]) {
+		r.valid = 0
+		return wsEvent{}, false, wsViolationOf(protocol.ErrInvalidUTF8, "text message is not valid UTF-8")
 	}
+	r.valid = 0
 	return wsEvent{kind: wsMessage, text: text, payload: payload}, true, nil
 }
 
@@ -274,7 +327,7 @@ func wsDecodeClose(p []byte) (wsEvent, bool, error) {
 		return wsEvent{}, false, wsProtocolError("invalid close code %d", code)
 	}
 	if !utf8.Valid(p[2:]) {
-		return wsEvent{}, false, wsViolationOf(protocol.ErrInvalidUTF8, "close reason is not valid UTF-8")
+		return wsEvent{}, false, wsProtocolError("close reason is not valid UTF-8")
 	}
 	return wsEvent{kind: wsClose, code: code, payload: p[2:]}, true, nil
 }
