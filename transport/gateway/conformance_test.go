@@ -30,16 +30,33 @@ type rawWS struct {
 // upgrade handshake by hand.
 func (h *gwHarness) dialRaw(local net.Addr, header http.Header) *rawWS {
 	h.t.Helper()
-	host := strings.TrimPrefix(strings.TrimSuffix(h.url, "/v1/connect"), "ws://")
-	d := net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}
-	nc, err := d.Dial("tcp", host)
+	nc, br, status, err := rawUpgrade(h.addr(), local, header)
 	if err != nil {
-		h.t.Fatalf("dial: %v", err)
+		h.t.Fatalf("upgrade: %v", err)
 	}
 	h.t.Cleanup(func() { nc.Close() })
+	if status != http.StatusSwitchingProtocols {
+		h.t.Fatalf("upgrade answered %d", status)
+	}
+	return &rawWS{t: h.t, nc: nc, br: br}
+}
+
+// addr is the gateway's host:port.
+func (h *gwHarness) addr() string {
+	return strings.TrimPrefix(strings.TrimSuffix(h.url, "/v1/connect"), "ws://")
+}
+
+// rawUpgrade asks for a WebSocket upgrade on a new TCP connection from
+// local (nil: any) to addr, and returns the connection and the answer's
+// status; the caller closes nc.
+func rawUpgrade(addr string, local net.Addr, header http.Header) (nc net.Conn, br *bufio.Reader, status int, err error) {
+	d := net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}
+	if nc, err = d.Dial("tcp", addr); err != nil {
+		return nil, nil, 0, err
+	}
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "GET /v1/connect HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", host)
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", addr)
 	for k, vs := range header {
 		for _, v := range vs {
 			fmt.Fprintf(&req, "%s: %s\r\n", k, v)
@@ -47,18 +64,20 @@ func (h *gwHarness) dialRaw(local net.Addr, header http.Header) *rawWS {
 	}
 	req.WriteString("\r\n")
 	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc.Write(req.Bytes()); err != nil {
-		h.t.Fatalf("write upgrade: %v", err)
+	if _, err = nc.Write(req.Bytes()); err != nil {
+		nc.Close()
+		return nil, nil, 0, err
 	}
-	br := bufio.NewReader(nc)
+	br = bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		h.t.Fatalf("read upgrade answer: %v", err)
+		nc.Close()
+		return nil, nil, 0, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		h.t.Fatalf("upgrade answered %s", resp.Status)
+		_, _ = io.Copy(io.Discard, resp.Body)
 	}
-	return &rawWS{t: h.t, nc: nc, br: br}
+	return nc, br, resp.StatusCode, nil
 }
 
 func (c *rawWS) write(b []byte) {

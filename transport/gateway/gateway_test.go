@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -157,6 +158,11 @@ func TestGatewayWithReaderGoroutines(t *testing.T) {
 		"HubPanicIsContained":   TestGatewayHubPanicIsContained,
 		"PingFlood":             TestGatewayPingFloodIsBounded,
 		"EveryPing":             TestGatewayEveryPingGetsItsPong,
+		"Conformance":           TestGatewayConformance,
+		"FrameRate":             TestGatewayFrameRate,
+		"TokenExpiry":           TestGatewayTokenExpiryCloses,
+		"Refresh":               TestGatewayRefresh,
+		"BlockingRefresh":       TestGatewayBlockingRefreshHoldsNoOtherConnection,
 		"SlowReader":            TestGatewaySlowReaderGetsItsBacklog,
 		"SlowHello":             TestGatewaySlowHelloIsNotAReadTimeout,
 		"IdleHasNoWriter":       TestGatewayIdleConnectionHasNoWriter,
@@ -199,12 +205,18 @@ type gwHarness struct {
 // the defaults (the ping interval that of the heartbeat).
 func startGW(t *testing.T, cfg Config, hub *gwFakeHub) *gwHarness {
 	t.Helper()
+	return startGWAuth(t, cfg, hub, gwFakeAuth)
+}
+
+// startGWAuth is startGW with auth as the Authenticator.
+func startGWAuth(t *testing.T, cfg Config, hub *gwFakeHub, auth Authenticator) *gwHarness {
+	t.Helper()
 	if hub == nil {
 		hub = newGwFakeHub()
 	}
 	cfg = withDefaults(cfg)
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g, err := New(cfg, gwFakeAuth, hub)
+	g, err := New(cfg, auth, hub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,6 +406,8 @@ func TestGatewayClosePaths(t *testing.T) {
 		{name: "first frame is ping", send: []gwClientMsg{{data: `{"type":"ping","id":1}`}},
 			wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
 		{name: "first frame is ack", send: []gwClientMsg{{data: `{"type":"ack","seq":1}`}},
+			wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
+		{name: "first frame is refresh", send: []gwClientMsg{{data: `{"type":"refresh","token":"good-a"}`}},
 			wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
 		{name: "second hello", send: []gwClientMsg{{data: `{"type":"hello","token":"good-a"}`}, {data: `{"type":"hello","token":"good-a"}`}},
 			welcome: true, wantClose: protocol.CloseProtocol, wantSlug: protocol.CloseProtocol.Slug()},
@@ -982,6 +996,14 @@ func TestGatewayConfigValidate(t *testing.T) {
 		{name: "zero write timeout", cfg: with(func(c *Config) { c.WriteTimeout = 0 }), field: "WriteTimeout"},
 		{name: "negative send queue", cfg: with(func(c *Config) { c.SendQueue = -1 }), field: "SendQueue"},
 		{name: "zero config", cfg: Config{}, field: "MaxFrameBytes"},
+		{name: "limits set", cfg: with(func(c *Config) {
+			c.MaxConnections, c.MaxConnectionsPerUser, c.ConnectRate, c.FrameRate = 20_000, 16, 0.5, 100
+		})},
+		{name: "negative max connections", cfg: with(func(c *Config) { c.MaxConnections = -1 }), field: "MaxConnections"},
+		{name: "negative per user", cfg: with(func(c *Config) { c.MaxConnectionsPerUser = -1 }), field: "MaxConnectionsPerUser"},
+		{name: "negative connect rate", cfg: with(func(c *Config) { c.ConnectRate = -0.5 }), field: "ConnectRate"},
+		{name: "NaN frame rate", cfg: with(func(c *Config) { c.FrameRate = math.NaN() }), field: "FrameRate"},
+		{name: "infinite frame rate", cfg: with(func(c *Config) { c.FrameRate = math.Inf(1) }), field: "FrameRate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

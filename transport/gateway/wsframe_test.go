@@ -56,7 +56,9 @@ func wsEventString(ev wsEvent) string {
 }
 
 // wsDecodeAll feeds input in pieces of at most step bytes (0: all at once),
-// as reads would deliver it, and renders every event and violation.
+// as reads would deliver it, and renders every event and violation. It
+// also checks what the reader may hold between reads: an entry starting
+// "bug:" reports a broken promise.
 func wsDecodeAll(limit int, input []byte, step int) []string {
 	r := wsReader{limit: limit}
 	var out []string
@@ -74,19 +76,31 @@ func wsDecodeAll(limit int, input []byte, step int) []string {
 			if err != nil {
 				var v *wsViolation
 				if !errors.As(err, &v) {
-					out = append(out, "error "+err.Error())
+					out = append(out, "bug: error "+err.Error())
 					continue
 				}
-				out = append(out, fmt.Sprintf("violation(%d,%s)", protocol.CloseOf(v), protocol.CloseOf(v).Slug()))
+				code, slug := protocol.CloseOf(v), protocol.SlugOf(v)
+				if !code.Failed() || !code.Sendable() || slug != code.Slug() {
+					out = append(out, fmt.Sprintf("bug: violation %q closes with %d %q", v, code, slug))
+				}
+				out = append(out, fmt.Sprintf("violation(%d,%s)", code, slug))
 				continue
 			}
 			if !ok {
 				break
 			}
+			if len(ev.payload) > limit {
+				out = append(out, fmt.Sprintf("bug: event of %d bytes, limit %d", len(ev.payload), limit))
+			}
 			out = append(out, wsEventString(ev))
 		}
 		r.keep()
 		clear(piece) // the reader must not look at it again
+		// Between reads it holds at most one incomplete frame, which is
+		// never over the limit, and a message never over the limit.
+		if bound := max(limit, wsMaxControlPayload) + wsMaxHeader; len(r.buf) > bound || len(r.msg) > limit {
+			out = append(out, fmt.Sprintf("bug: holds %d bytes of frame and %d of message, limit %d", len(r.buf), len(r.msg), limit))
+		}
 	}
 	return out
 }
@@ -222,11 +236,17 @@ func TestWSAppendFrame(t *testing.T) {
 	}
 }
 
+// FuzzWSReader feeds the reader arbitrary bytes, cut into reads of
+// arbitrary size: it must never panic, never hold more than the limit,
+// decode the same whatever the cuts, and fail every violation with a code
+// of the WebSocket layer.
 func FuzzWSReader(f *testing.F) {
 	f.Add(wsClientFrame(true, wsOpText, []byte(`{"type":"hello"}`)), uint8(3))
 	f.Add(append(wsClientFrame(false, wsOpText, []byte("a")), wsClientFrame(true, wsOpContinuation, []byte("b"))...), uint8(1))
 	f.Add(wsClientFrame(true, wsOpClose, wsCloseBody(1000, "x")), uint8(0))
 	f.Add([]byte{0x81, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}, uint8(2))
+	f.Add(append(wsClientFrame(false, wsOpText, []byte("\xe2\x82")), wsClientFrame(true, wsOpContinuation, []byte("\xac"))...), uint8(5))
+	f.Add(append(wsClientFrame(false, wsOpBinary, []byte("b")), wsClientFrame(true, wsOpPing, []byte("p"))...), uint8(4))
 	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
 		const limit = 256
 		whole := wsDecodeAll(limit, in, 0)
@@ -234,8 +254,8 @@ func FuzzWSReader(f *testing.F) {
 			t.Fatalf("split reads change the result:\n%q\nvs\n%q", got, whole)
 		}
 		for _, e := range whole {
-			if len(e) > 2*limit+64 && strings.HasPrefix(e, "msg") {
-				t.Fatalf("message beyond the limit: %d bytes", len(e))
+			if strings.HasPrefix(e, "bug:") {
+				t.Fatal(e)
 			}
 		}
 	})
