@@ -137,12 +137,11 @@ type Refreshed struct {
 	Exp  int64  `json:"exp"`
 }
 
-// AppendRefreshed appends a refreshed frame for a token that expires at
+// EncodeRefreshed encodes a refreshed frame for a token that expires at
 // exp (unix seconds).
-func AppendRefreshed(dst []byte, exp int64) []byte {
-	dst = append(dst, `{"type":"refreshed","exp":`...)
-	dst = strconv.AppendInt(dst, exp, 10)
-	return append(dst, '}')
+func EncodeRefreshed(exp int64) []byte {
+	b, _ := json.Marshal(Refreshed{Type: TypeRefreshed, Exp: exp})
+	return b
 }
 
 // FrameType returns the type of a server frame without decoding the rest;

@@ -177,15 +177,15 @@ func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-func TestAppendRefreshed(t *testing.T) {
+func TestEncodeRefreshed(t *testing.T) {
 	for _, exp := range []int64{0, 1, 1795325875, -1, 1<<63 - 1} {
-		b := AppendRefreshed([]byte("x"), exp)
+		b := EncodeRefreshed(exp)
 		var r Refreshed
-		if err := json.Unmarshal(b[1:], &r); err != nil || r.Type != TypeRefreshed || r.Exp != exp {
-			t.Errorf("AppendRefreshed(%d) = %s (%v)", exp, b[1:], err)
+		if err := json.Unmarshal(b, &r); err != nil || r.Type != TypeRefreshed || r.Exp != exp {
+			t.Errorf("EncodeRefreshed(%d) = %s (%v)", exp, b, err)
 		}
-		if typ, err := FrameType(b[1:]); err != nil || typ != TypeRefreshed {
-			t.Errorf("FrameType(%s) = %q, %v", b[1:], typ, err)
+		if typ, err := FrameType(b); err != nil || typ != TypeRefreshed {
+			t.Errorf("FrameType(%s) = %q, %v", b, typ, err)
 		}
 	}
 }

@@ -630,7 +630,7 @@ func (c *conn) refresh(token string) {
 		if !id.Expires.IsZero() {
 			exp = id.Expires.Unix()
 		}
-		c.Send(0, protocol.AppendRefreshed(nil, exp))
+		c.Send(0, protocol.EncodeRefreshed(exp))
 		return
 	}
 	refused := protocol.Errorf(protocol.ErrUnauthorized, "refresh refused: %s; the connection keeps its token", why)

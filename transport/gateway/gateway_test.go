@@ -1163,9 +1163,11 @@ func TestGatewayEveryPingGetsItsPong(t *testing.T) {
 func TestGatewaySlowReaderGetsItsBacklog(t *testing.T) {
 	testenv.NoLeaks(t)
 	const (
-		writeTimeout = 300 * time.Millisecond
+		// Generous: with buffers this small a write may wait for the
+		// kernel's zero-window probes (hundreds of ms) on a busy machine.
+		writeTimeout = time.Second
 		frames       = 64
-		readEvery    = 10 * time.Millisecond // 64 frames take 640 ms, twice the WriteTimeout
+		readEvery    = 35 * time.Millisecond // 64 frames take 2.2 s, twice the WriteTimeout
 	)
 	h := startGW(t, Config{WriteTimeout: writeTimeout}, nil)
 	ws, _ := h.dialSmallBuffers(16 << 10)
