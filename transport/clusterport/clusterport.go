@@ -1,11 +1,14 @@
 // Package clusterport is a node's cluster port: one TCP listener shared by
 // Raft and the peer links, each connection routed by the first byte its
 // dialer writes. It is the one place a handshake policy for node-to-node
-// traffic (mutual TLS) applies to both.
+// traffic (mutual TLS) applies to both: with a TLS config, a connection
+// completes its handshake before its first byte is read, so one that
+// cannot prove itself never reaches Raft or a peer method.
 package clusterport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,11 +30,13 @@ var ErrUnknownKind = errors.New("cluster mux: unknown connection kind")
 const (
 	defaultFirstByteTimeout = 5 * time.Second
 	acceptQueue             = 64  // per kind: connections routed but not yet accepted
-	maxPending              = 512 // connections whose first byte has not arrived yet
+	maxPending              = 512 // connections in their handshake or first-byte read
+	refusalLogEvery         = 10 * time.Second
 )
 
 type options struct {
-	firstByteTimeout time.Duration // how long a new connection may stay silent
+	firstByteTimeout time.Duration // how long a new connection may take to handshake and say what it is
+	tls              *tls.Config   // nil: plain TCP
 	logger           *slog.Logger
 }
 
@@ -43,18 +48,23 @@ type Mux struct {
 	opts options
 	subs map[byte]*listener
 
-	pending  chan struct{} // semaphore bounding connections in the first-byte read
+	pending  chan struct{} // semaphore bounding connections in the handshake or first-byte read
 	mu       sync.Mutex
-	unrouted map[net.Conn]struct{} // in the first-byte read; closed by Close so it need not wait out the deadline
+	unrouted map[net.Conn]struct{} // in the handshake or first-byte read; closed by Close so it need not wait out the deadline
+	refusals refusals
 	done     chan struct{}
 	once     sync.Once
 	wg       sync.WaitGroup
 }
 
 // Listen listens on addr (host:port; port 0 picks a free one) and starts
-// routing connections to the listeners returned by Listener.
-func Listen(addr string) (*Mux, error) {
-	return listen(addr, options{})
+// routing connections to the listeners returned by Listener. With
+// tlsConfig, every connection first completes a TLS handshake under that
+// config (for mutual TLS, one that requires and verifies a client
+// certificate), within the same deadline as its first byte; nil means
+// plain TCP.
+func Listen(addr string, tlsConfig *tls.Config) (*Mux, error) {
+	return listen(addr, options{tls: tlsConfig})
 }
 
 func listen(addr string, opts options) (*Mux, error) {
@@ -178,25 +188,34 @@ func (m *Mux) acceptLoop() {
 	}
 }
 
-// route reads the kind byte under a deadline and hands conn to its listener.
-func (m *Mux) route(conn net.Conn) {
+// route runs the TLS handshake (if any) and reads the kind byte under one
+// deadline, and hands conn to its listener.
+func (m *Mux) route(raw net.Conn) {
 	defer m.wg.Done()
 	defer func() { <-m.pending }()
 	deadline := time.Now().Add(m.opts.firstByteTimeout)
+	conn := raw
 	var b [1]byte
-	err := conn.SetReadDeadline(deadline)
+	err := raw.SetDeadline(deadline)
+	if err == nil && m.opts.tls != nil {
+		tc := tls.Server(raw, m.opts.tls)
+		if err = tc.Handshake(); err != nil {
+			m.refusals.log(m.log, raw.RemoteAddr(), err)
+		}
+		conn = &tlsConn{tc}
+	}
 	if err == nil {
 		_, err = io.ReadFull(conn, b[:])
 	}
 	if err == nil {
-		err = conn.SetReadDeadline(time.Time{})
+		err = raw.SetDeadline(time.Time{})
 	}
 	m.mu.Lock()
-	delete(m.unrouted, conn)
+	delete(m.unrouted, raw)
 	m.mu.Unlock()
 	if err != nil {
-		m.log.Debug("cluster mux: no kind byte", "remote", conn.RemoteAddr(), "err", err)
-		conn.Close()
+		m.log.Debug("cluster mux: no kind byte", "remote", raw.RemoteAddr(), "err", err)
+		raw.Close()
 		return
 	}
 	l, ok := m.subs[b[0]]
@@ -287,15 +306,17 @@ func (l *listener) Addr() net.Addr { return l.mux.Addr() }
 // dial and the kind write; ctx can cancel the dial.
 func Dial(ctx context.Context, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return DialWith(ctx, d.DialContext, addr, kind, timeout)
+	return DialWith(ctx, d.DialContext, nil, addr, kind, timeout)
 }
 
 // Dialer opens a raw connection; net.Dialer.DialContext is one. Tests pass
 // their own to route links through fault-injecting proxies.
 type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// DialWith is Dial over a given dialer.
-func DialWith(ctx context.Context, dial Dialer, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+// DialWith is Dial over a given dialer and, with tlsConfig, over TLS: the
+// handshake completes (within timeout, and ctx) before the kind byte is
+// written.
+func DialWith(ctx context.Context, dial Dialer, tlsConfig *tls.Config, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 	if kind != Raft && kind != Peer {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, kind)
 	}
@@ -307,6 +328,14 @@ func DialWith(ctx context.Context, dial Dialer, addr string, kind byte, timeout 
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster dial %s: %w", addr, err)
+	}
+	if tlsConfig != nil {
+		tc := tls.Client(conn, tlsConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("cluster dial %s: TLS: %w", addr, err)
+		}
+		conn = &tlsConn{tc}
 	}
 	if timeout > 0 {
 		if err := conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
@@ -323,4 +352,36 @@ func DialWith(ctx context.Context, dial Dialer, addr string, kind byte, timeout 
 		return nil, fmt.Errorf("cluster dial %s: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// tlsConn is a TLS connection whose Close closes the socket at once.
+// tls.Conn.Close first sends a close_notify alert, which can block for up
+// to 5 s on a peer that stopped reading (a full send buffer), and Raft
+// and the peer links close connections to peers that stopped answering.
+// Nothing on the cluster port relies on close_notify: both protocols
+// frame their own messages.
+type tlsConn struct{ *tls.Conn }
+
+func (c *tlsConn) Close() error { return c.NetConn().Close() }
+
+// refusals rate-limits the log of refused handshakes: one line per
+// refusalLogEvery, with the count of those not logged.
+type refusals struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *refusals) log(l *slog.Logger, remote net.Addr, err error) {
+	r.mu.Lock()
+	now := time.Now()
+	if now.Sub(r.last) < refusalLogEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	l.Warn("cluster port: refused a connection that did not prove itself (TLS handshake failed)", "remote", remote, "err", err, "refused_since_last_line", n)
 }
