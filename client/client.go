@@ -98,6 +98,9 @@ func newClient(cfg Config) *Client {
 	}
 	dialer := *d // copy: we set the timeout without touching the caller's
 	dialer.HandshakeTimeout = cfg.DialTimeout
+	if cfg.TLS != nil {
+		dialer.TLSClientConfig = cfg.TLS
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg:     cfg,

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -48,8 +49,13 @@ type Config struct {
 	// MaxFrameBytes limits the size of one server frame.
 	MaxFrameBytes int64
 	// Dialer dials the WebSocket; nil uses a copy of websocket.DefaultDialer.
-	// Set it for TLS settings or a proxy.
+	// Set it for a proxy or buffer sizes.
 	Dialer *websocket.Dialer
+	// TLS configures wss:// connections, e.g. RootCAs holding the CA of a
+	// cluster whose certificates a private CA issued (sbctl certs init).
+	// It replaces the Dialer's TLSClientConfig; nil keeps that, which by
+	// default trusts the system's roots.
+	TLS *tls.Config
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
 	// OnWelcome, if set, is called with every welcome, on the client's read

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -42,6 +44,18 @@ type fakeConn struct {
 
 func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 	t.Helper()
+	return startFake(t, false, scripts)
+}
+
+// newFakeTLS is newFake serving wss:// with a certificate of its own CA
+// (fs.srv.Certificate()).
+func newFakeTLS(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
+	t.Helper()
+	return startFake(t, true, scripts)
+}
+
+func startFake(t *testing.T, useTLS bool, scripts []func(*fakeConn)) *fakeServer {
+	t.Helper()
 	fs := &fakeServer{
 		t:       t,
 		scripts: scripts,
@@ -50,7 +64,7 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 		stop:    make(chan struct{}),
 	}
 	up := websocket.Upgrader{}
-	fs.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fs.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/connect" {
 			http.NotFound(w, r)
 			return
@@ -87,6 +101,12 @@ func newFake(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 		script := fs.scripts[min(n, len(fs.scripts)-1)]
 		script(&fakeConn{fs: fs, ws: ws, hello: hello})
 	}))
+	if useTLS {
+		fs.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the test's
+		fs.srv.StartTLS()
+	} else {
+		fs.srv.Start()
+	}
 	fs.url = "ws" + strings.TrimPrefix(fs.srv.URL, "http") + "/v1/connect"
 	t.Cleanup(func() {
 		fs.srv.Close()

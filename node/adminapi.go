@@ -74,7 +74,7 @@ func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
 	wg.Wait()
 	writeJSON(w, http.StatusOK, protocol.Cluster{
 		Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex, Nodes: nodes,
-		Durability: durability(members),
+		Durability: durability(members), ClusterTLS: n.cfg.ClusterTLS.Enabled(),
 	})
 }
 

@@ -21,11 +21,12 @@ func (c cluster) Endpoints() []broker.Endpoint { return c.n.peerEndpoints() }
 // Solo reports whether this node is the Raft configuration's only server.
 func (c cluster) Solo() bool { return c.n.raft.OnlyServer(c.n.cfg.NodeID) }
 
-// Peers lists the live, non-draining other nodes: where replicas may go.
+// Peers lists the live, non-draining other nodes, but those whose proof
+// on the cluster port failed (proof.go): where replicas may go.
 func (c cluster) Peers() []broker.Peer {
 	var out []broker.Peer
 	for _, m := range c.n.pool.Members() {
-		if m.ID != c.n.cfg.NodeID && m.State == membership.StateAlive {
+		if m.ID != c.n.cfg.NodeID && m.State == membership.StateAlive && !c.n.proofs.refuted(m.ID, m.ClusterAddr) {
 			out = append(out, broker.Peer{ID: m.ID, Region: m.Region, Zone: m.Zone})
 		}
 	}
@@ -38,7 +39,8 @@ func usable(s membership.State) bool {
 }
 
 // endpoints lists the client URLs of the other live, non-draining nodes,
-// same region first, then by id, so clients fail over close by.
+// but those whose proof on the cluster port failed, same region first,
+// then by id, so clients fail over close by.
 func (n *Node) endpoints() []string {
 	eps := n.peerEndpoints()
 	out := make([]string, len(eps))
@@ -53,7 +55,7 @@ func (n *Node) endpoints() []string {
 func (n *Node) peerEndpoints() []broker.Endpoint {
 	var same, other []membership.Member
 	for _, m := range n.pool.Members() {
-		if m.ID == n.cfg.NodeID || m.State != membership.StateAlive || m.PublicURL == "" {
+		if m.ID == n.cfg.NodeID || m.State != membership.StateAlive || m.PublicURL == "" || n.proofs.refuted(m.ID, m.ClusterAddr) {
 			continue
 		}
 		if m.Region == n.cfg.Region {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/switchboard/switchboard/broker"
@@ -45,6 +46,15 @@ type Config struct {
 	APIKey      string // publish API key
 	AdminKey    string // admin API key
 
+	// TLS serves the public and admin listeners over HTTPS and WSS when
+	// set; the public URLs the node advertises then begin https:// and
+	// wss://.
+	TLS TLSConfig
+	// ClusterTLS puts mutual TLS on the cluster port (Raft and peer links)
+	// when set. Without it the cluster port is open to anyone who reaches
+	// it, and the node logs a warning at start.
+	ClusterTLS ClusterTLSConfig
+
 	// Profile is the network timing of gossip and Raft: "lan", "wan", or
 	// "local" for tests on loopback.
 	Profile string
@@ -64,6 +74,29 @@ type Config struct {
 	// process sets it; in-process test clusters leave it off.
 	GlobalMetrics bool
 	Logger        *slog.Logger
+}
+
+// TLSConfig is the public listeners' certificate: PEM files, read again
+// when they change on disk (at most once per second), so a renewed
+// certificate needs no restart. Both or neither.
+type TLSConfig struct {
+	CertFile, KeyFile string
+}
+
+// Enabled says whether TLS is configured.
+func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
+
+// ClusterTLSConfig is mutual TLS on the cluster port: the cluster CA
+// (PEM, one or more certificates) and this node's certificate, which
+// must chain to it and serve for both server and client authentication.
+// Read again when they change on disk, like TLSConfig. All three or none.
+type ClusterTLSConfig struct {
+	CAFile, CertFile, KeyFile string
+}
+
+// Enabled says whether cluster TLS is configured.
+func (c ClusterTLSConfig) Enabled() bool {
+	return c.CAFile != "" || c.CertFile != "" || c.KeyFile != ""
 }
 
 // APIConfig bounds the publish API.
@@ -134,6 +167,9 @@ func (c Config) Validate() error {
 	if len(c.TokenSecret) == 0 {
 		errs = append(errs, errors.New("token secret is empty (token-secret-file)"))
 	}
+	errs = append(errs, allOrNone([]string{c.TLS.CertFile, c.TLS.KeyFile}, []string{"tls-cert-file", "tls-key-file"})...)
+	errs = append(errs, allOrNone([]string{c.ClusterTLS.CAFile, c.ClusterTLS.CertFile, c.ClusterTLS.KeyFile},
+		[]string{"cluster-ca-file", "cluster-cert-file", "cluster-key-file"})...)
 	req(c.APIKey, "api key (api-key-file)")
 	req(c.AdminKey, "admin key (admin-key-file)")
 	switch c.Profile {
@@ -150,6 +186,27 @@ func (c Config) Validate() error {
 	pos(c.API.MaxBatch > 0, "max-batch")
 	pos(c.API.PublishTimeout > 0, "publish-timeout")
 	return errors.Join(errs...)
+}
+
+// allOrNone reports each missing value of a group that must be given
+// whole, by its flag name, once any of them is.
+func allOrNone(values, names []string) []error {
+	var given, missing []string
+	for i, v := range values {
+		if v != "" {
+			given = append(given, "--"+names[i])
+		} else {
+			missing = append(missing, names[i])
+		}
+	}
+	if len(given) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, name := range missing {
+		errs = append(errs, fmt.Errorf("%s is required with %s", name, strings.Join(given, " and ")))
+	}
+	return errs
 }
 
 // wildcard says whether host is an address that means every interface.

@@ -46,3 +46,43 @@ func TestConfigRefusesWildcardAddressesWithoutAdvertise(t *testing.T) {
 		})
 	}
 }
+
+// The TLS files come in groups: a group given in part is refused, with an
+// error naming each missing flag.
+func TestConfigTLSFilesAllOrNone(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*Config)
+		want []string // "" = valid
+	}{
+		{name: "none", set: func(*Config) {}},
+		{name: "public pair", set: func(c *Config) { c.TLS = TLSConfig{CertFile: "c", KeyFile: "k"} }},
+		{name: "public cert only", set: func(c *Config) { c.TLS.CertFile = "c" }, want: []string{"tls-key-file is required with --tls-cert-file"}},
+		{name: "public key only", set: func(c *Config) { c.TLS.KeyFile = "k" }, want: []string{"tls-cert-file is required with --tls-key-file"}},
+		{name: "cluster all three", set: func(c *Config) { c.ClusterTLS = ClusterTLSConfig{CAFile: "ca", CertFile: "c", KeyFile: "k"} }},
+		{name: "cluster without key", set: func(c *Config) { c.ClusterTLS = ClusterTLSConfig{CAFile: "ca", CertFile: "c"} },
+			want: []string{"cluster-key-file is required with --cluster-ca-file and --cluster-cert-file"}},
+		{name: "cluster CA only", set: func(c *Config) { c.ClusterTLS.CAFile = "ca" },
+			want: []string{"cluster-cert-file is required with --cluster-ca-file", "cluster-key-file is required with --cluster-ca-file"}},
+		{name: "cluster without CA", set: func(c *Config) { c.ClusterTLS = ClusterTLSConfig{CertFile: "c", KeyFile: "k"} },
+			want: []string{"cluster-ca-file is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.set(&c)
+			err := c.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate = %v", err)
+				}
+				return
+			}
+			for _, w := range tt.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate = %v, want %q", err, w)
+				}
+			}
+		})
+	}
+}

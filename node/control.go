@@ -24,6 +24,7 @@ func (n *Node) control() {
 		case <-n.ctx.Done():
 			return
 		case <-n.pool.Changes():
+		case <-n.proofDone:
 		case <-tick.C:
 		}
 		for _, a := range p.decide(n.clusterView()) {
@@ -40,6 +41,7 @@ func (n *Node) clusterView() clusterView {
 		leading:  n.raft.IsLeader(),
 		draining: n.draining.Load(),
 	}
+	v.proven = n.proofs.retain(v.members)
 	v.leader, _ = n.raft.Leader()
 	for _, s := range n.raft.Status().Servers {
 		v.servers = append(v.servers, s.ID)
@@ -69,6 +71,8 @@ func (n *Node) act(p *clusterPolicy, a action) {
 		if err := n.raft.Reconcile(raftMembers(a.members)); err != nil {
 			n.log.Debug("raft reconcile", "err", err)
 		}
+	case prove:
+		n.prove(a.node, a.addr)
 	case nodeUp:
 		n.peers.Reset(a.node) // out of the dial backoff from when it was gone
 		n.broker.NodeUp(a.node)

@@ -47,7 +47,7 @@ func faultRoles(t *testing.T, opts clustertest.Options) (c *clustertest.Cluster,
 // operators see it; publishers use the nodes still running.
 func contract(c *clustertest.Cluster) faultload.Cluster {
 	fc := faultload.Cluster{
-		APIKey: clustertest.APIKey, AdminKey: clustertest.AdminKey, Live: c.Running,
+		APIKey: clustertest.APIKey, AdminKey: clustertest.AdminKey, Live: c.Running, TLS: c.ClientTLS(),
 		Token: func(user string) (string, error) {
 			return token.Mint([]byte(clustertest.TokenSecret), user, time.Hour)
 		},
@@ -68,7 +68,11 @@ func without(ids []string, gone string) []string {
 // clients' nodes; every acknowledged message reaches its user once, in
 // order, and the sessions continue.
 func TestGuaranteesHoldWhenOwnerNodeIsKilled(t *testing.T) {
-	c, leader, major, minor := faultRoles(t, clustertest.Options{})
+	ownerKilled(t, clustertest.Options{})
+}
+
+func ownerKilled(t *testing.T, opts clustertest.Options) {
+	c, leader, major, minor := faultRoles(t, opts)
 	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
 	rc := startRegistryCheck(t, c, 3)
 	w.WaitAcked(20, 15*time.Second)
@@ -81,6 +85,13 @@ func TestGuaranteesHoldWhenOwnerNodeIsKilled(t *testing.T) {
 	w.CheckClientsLeft(victim)
 	rc.check()
 	w.Check(c.Running())
+}
+
+// TestGuaranteesHoldWhenOwnerNodeIsKilledWithTLS is the owner crash with
+// mutual TLS on the cluster port and HTTPS/WSS for the clients: Raft,
+// replication, takeover and resume all run over TLS.
+func TestGuaranteesHoldWhenOwnerNodeIsKilledWithTLS(t *testing.T) {
+	ownerKilled(t, clustertest.Options{ClusterTLS: true, PublicTLS: true})
 }
 
 // TestGuaranteesHoldWhenBackupNodeIsKilled: a follower that owns no user

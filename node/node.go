@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
+	"github.com/switchboard/switchboard/internal/certs"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
@@ -47,9 +49,13 @@ type Node struct {
 	// broker exists, after Raft may already be replaying its log.
 	applyTo atomic.Pointer[broker.Broker]
 
-	publicURL string
-	joined    atomic.Bool
-	draining  atomic.Bool
+	publicURL  string
+	scheme     string      // of the public and admin URLs: http, or https with TLS
+	clusterTLS *tls.Config // the dialers' side of cluster TLS; nil without it
+	proofs     *proofs
+	proofDone  chan struct{} // a peer proved itself: the control loop looks again
+	joined     atomic.Bool
+	draining   atomic.Bool
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -73,7 +79,11 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.NodeID), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	n = &Node{
+		cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.NodeID),
+		scheme: "http", proofs: newProofs(), proofDone: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	}
 	// Whatever started is stopped again if a later step fails. The
 	// closure keeps its own reference: a failing `return nil, err` has
 	// already set n to nil when it runs.
@@ -84,6 +94,10 @@ func New(cfg Config) (n *Node, err error) {
 		}
 	}()
 
+	publicTLS, clusterTLS, err := n.loadTLS()
+	if err != nil {
+		return nil, err
+	}
 	if n.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
 		return nil, fmt.Errorf("public listener: %w", err)
 	}
@@ -92,12 +106,23 @@ func New(cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
-	if n.mux, err = clusterport.Listen(cfg.ClusterAddr); err != nil {
+	if publicTLS != nil {
+		n.scheme = "https"
+		n.publicLn = tls.NewListener(n.publicLn, publicTLS)
+		if n.adminLn != nil {
+			n.adminLn = tls.NewListener(n.adminLn, publicTLS)
+		}
+	}
+	var muxTLS *tls.Config
+	if clusterTLS != nil {
+		muxTLS, n.clusterTLS = clusterTLS.MutualServerConfig(), clusterTLS.MutualClientConfig()
+	}
+	if n.mux, err = clusterport.Listen(cfg.ClusterAddr, muxTLS); err != nil {
 		return nil, fmt.Errorf("cluster listener: %w", err)
 	}
 	publicAddr := advertised(n.publicLn.Addr().String(), cfg.AdvertisePublic)
 	clusterAddr := advertised(n.mux.Addr().String(), cfg.AdvertiseCluster)
-	n.publicURL = "http://" + publicAddr
+	n.publicURL = n.scheme + "://" + publicAddr
 
 	if n.metrics, err = newMetrics(cfg.GlobalMetrics); err != nil {
 		return nil, err
@@ -106,7 +131,7 @@ func New(cfg Config) (n *Node, err error) {
 	pc := cfg.Peer
 	pc.NodeID, pc.Logger, pc.Errors = cfg.NodeID, cfg.Logger, peerapi.Errors
 	pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
-		return clusterport.DialWith(ctx, n.dialer(), addr, clusterport.Peer, 2*time.Second)
+		return clusterport.DialWith(ctx, n.dialer(), n.clusterTLS, addr, clusterport.Peer, 2*time.Second)
 	}
 	pc.Resolve = n.clusterAddr
 	if n.peers, err = peer.New(pc); err != nil {
@@ -120,7 +145,7 @@ func New(cfg Config) (n *Node, err error) {
 	rc.AdvertiseAddr = clusterAddr
 	rc.Listener = n.mux.Listener(clusterport.Raft)
 	rc.Dial = func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
-		return clusterport.DialWith(ctx, n.dialer(), addr, clusterport.Raft, timeout)
+		return clusterport.DialWith(ctx, n.dialer(), n.clusterTLS, addr, clusterport.Raft, timeout)
 	}
 	rc.Forward = func(ctx context.Context, leaderAddr string, payload []byte) ([]byte, error) {
 		out, err := peerapi.Forward.Call(ctx, n.peers.ByAddress(), leaderAddr, payload)
@@ -180,8 +205,32 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.goOwned(n.join)
 	n.goOwned(n.control)
-	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
+	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "cluster_tls", clusterTLS != nil, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
 	return n, nil
+}
+
+// loadTLS reads the certificates of the public listeners and of the
+// cluster port, if configured, and keeps watching their files for the
+// node's life. It warns when the cluster port has no TLS.
+func (n *Node) loadTLS() (public *tls.Config, cluster *certs.Source, err error) {
+	cfg := n.cfg
+	if cfg.TLS.Enabled() {
+		src, err := certs.Open(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.Logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls-cert-file, tls-key-file: %w", err)
+		}
+		n.goOwned(func() { src.Run(n.ctx) })
+		public = src.ServerConfig()
+	}
+	if !cfg.ClusterTLS.Enabled() {
+		n.log.Warn("cluster TLS is off: anyone who reaches the cluster port can speak Raft and peer links; cluster ports must be on a private network (--cluster-ca-file, --cluster-cert-file, --cluster-key-file)")
+		return public, nil, nil
+	}
+	if cluster, err = certs.OpenMutual(cfg.ClusterTLS.CAFile, cfg.ClusterTLS.CertFile, cfg.ClusterTLS.KeyFile, cfg.Logger); err != nil {
+		return nil, nil, fmt.Errorf("cluster-ca-file, cluster-cert-file, cluster-key-file: %w", err)
+	}
+	n.goOwned(func() { cluster.Run(n.ctx) })
+	return public, cluster, nil
 }
 
 func (n *Node) dialer() clusterport.Dialer {
@@ -202,7 +251,8 @@ func (n *Node) applied(c session.Command, r session.Result) {
 // ID returns the node id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// PublicURL returns the base URL of the public listener (http://host:port).
+// PublicURL returns the base URL of the public listener (http://host:port,
+// or https:// with TLS).
 func (n *Node) PublicURL() string { return n.publicURL }
 
 // ConnectURL returns the client WebSocket URL.
@@ -211,7 +261,7 @@ func (n *Node) ConnectURL() string { return wsURL(n.publicURL) }
 // AdminURL returns the base URL of the admin API.
 func (n *Node) AdminURL() string {
 	if n.adminLn != nil {
-		return "http://" + n.adminLn.Addr().String()
+		return n.scheme + "://" + n.adminLn.Addr().String()
 	}
 	return n.publicURL
 }

@@ -39,6 +39,7 @@ type clusterView struct {
 	leading   bool                // this node leads Raft
 	leader    string              // id of the known Raft leader, "" while none is
 	servers   []string            // ids in the Raft configuration, none when it is unknown
+	proven    map[string]string   // peers that proved themselves on the cluster port: id → address (proof.go)
 	named     []string            // nodes the registry names as an owner or a backup
 	ownerless bool                // some registry entry has no owner
 	draining  bool                // this node is draining
@@ -83,8 +84,11 @@ type (
 	rejoin struct{ addrs []string }
 	// shedClients: no Raft leader for too long; send clients elsewhere.
 	shedClients struct{ leaderless time.Duration }
-	// reconcile: the leader places Raft voters after gossip's members.
+	// reconcile: the leader places Raft voters after gossip's members,
+	// leaving out those that have not proved themselves.
 	reconcile struct{ members []membership.Member }
+	// prove: ask a peer to prove itself on the cluster port at addr.
+	prove struct{ node, addr string }
 	// nodeUp: a member is alive again; use it at once.
 	nodeUp struct{ node string }
 	// rebackup: a member is draining; move the replicas it holds.
@@ -109,6 +113,7 @@ func (saveSeeds) isAction()   {}
 func (rejoin) isAction()      {}
 func (shedClients) isAction() {}
 func (reconcile) isAction()   {}
+func (prove) isAction()       {}
 func (nodeUp) isAction()      {}
 func (rebackup) isAction()    {}
 func (nodeDown) isAction()    {}
@@ -130,10 +135,11 @@ func (p *clusterPolicy) decide(v clusterView) []action {
 	}
 	out = p.cutOff(v, out)
 	if v.leading {
-		out = append(out, reconcile{members: v.members})
+		out = append(out, reconcile{members: provenMembers(p.self, v)})
 	}
 	var down []string
 	down, out = p.follow(v, out)
+	out = p.proveAll(v, out) // after follow: a peer back up leaves its dial backoff first
 	out = p.failStrays(v, out)
 	if v.leading && v.now.Sub(p.lastSweep) > sweepEvery {
 		p.lastSweep = v.now
@@ -142,6 +148,33 @@ func (p *clusterPolicy) decide(v clusterView) []action {
 		}
 		if len(down) > 0 || v.ownerless {
 			out = append(out, sweep{dead: down})
+		}
+	}
+	return out
+}
+
+// provenMembers is v.members without the live peers that have not proved
+// themselves at the cluster address they gossip: to Raft placement those
+// look absent, so they are never added, and a server that cannot prove
+// itself at a new address is removed after the grace of a dead one. Dead
+// and departed members stay, so placement sees how they went.
+func provenMembers(self string, v clusterView) []membership.Member {
+	out := make([]membership.Member, 0, len(v.members))
+	for _, m := range v.members {
+		if m.ID == self || !usable(m.State) || v.proven[m.ID] == m.ClusterAddr && m.ClusterAddr != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// proveAll asks every live peer that has not proved itself at its
+// cluster address to do so; every node does, so that whoever leads next
+// knows already.
+func (p *clusterPolicy) proveAll(v clusterView, out []action) []action {
+	for _, m := range v.members {
+		if m.ID != p.self && usable(m.State) && m.ClusterAddr != "" && v.proven[m.ID] != m.ClusterAddr {
+			out = append(out, prove{node: m.ID, addr: m.ClusterAddr})
 		}
 	}
 	return out

@@ -83,13 +83,21 @@ func membersOf(others ...string) []membership.Member {
 }
 
 // leaderView is a view from the Raft leader, followerView one from a
-// follower of leader "c".
+// follower of leader "c"; every member has proved itself.
 func leaderView(ms []membership.Member) clusterView {
-	return clusterView{members: ms, leading: true, leader: selfID, servers: []string{selfID}}
+	return clusterView{members: ms, leading: true, leader: selfID, servers: []string{selfID}, proven: allProven(ms)}
 }
 
 func followerView(ms []membership.Member) clusterView {
-	return clusterView{members: ms, leader: "c", servers: []string{selfID}}
+	return clusterView{members: ms, leader: "c", servers: []string{selfID}, proven: allProven(ms)}
+}
+
+func allProven(ms []membership.Member) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		out[m.ID] = m.ClusterAddr
+	}
+	return out
 }
 
 // sec is d seconds, to the millisecond.
@@ -394,6 +402,22 @@ func TestPolicyLeaderReconcilesEveryTick(t *testing.T) {
 	})
 }
 
+// TestPolicyRaftGetsOnlyProvenPeers: the leader's placement sees a live
+// peer only once it answered at the cluster address it gossips; every
+// node asks the live peers that have not yet.
+func TestPolicyRaftGetsOnlyProvenPeers(t *testing.T) {
+	m := membersOf("b=alive", "c=alive", "d=dead", "e=suspect", "f=left")
+	proven := map[string]string{selfID: "a:7000", "b": "b:7000", "e": "elsewhere:7000"}
+	leader := clusterView{members: m, leading: true, leader: selfID, servers: []string{selfID}, proven: proven}
+	follower := clusterView{members: m, leader: "b", servers: []string{selfID}, proven: proven}
+	placed := []membership.Member{m[0], m[1], m[3], m[5]} // a, b, and d and f to be seen gone
+	asks := []action{prove{"c", "c:7000"}, prove{"e", "e:7000"}}
+	playPolicy(t, []action{reconcile{}, prove{}}, []policyScenario{
+		{"leader", []policyStep{{at: sec(1), view: leader, want: append([]action{reconcile{placed}}, asks...)}}},
+		{"follower", []policyStep{{at: sec(1), view: follower, want: asks}}},
+	})
+}
+
 // TestPolicyActionOrder pins the order of one tick's actions, which the
 // control loop performs one after the other.
 func TestPolicyActionOrder(t *testing.T) {
@@ -454,6 +478,8 @@ func TestPolicyInvariants(t *testing.T) {
 				leaderOnly := false
 				switch a := a.(type) {
 				case nodeUp:
+					node = a.node
+				case prove:
 					node = a.node
 				case rebackup:
 					node = a.node

@@ -71,6 +71,10 @@ type Cluster struct {
 	// Durability is "replicated" when acknowledged messages are on two
 	// live nodes, "local" when this node sees no other live node.
 	Durability string `json:"durability"`
+	// ClusterTLS says whether this node's cluster port takes only mutual
+	// TLS with a certificate of the cluster CA; false means the cluster
+	// ports must be on a private network.
+	ClusterTLS bool `json:"cluster_tls"`
 }
 
 // ClusterNode is one node of a Cluster answer.

@@ -12,6 +12,7 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,6 +51,10 @@ type Options struct {
 	// Faults routes node-to-node links through proxies so that the test
 	// can cut and slow them: Partition, Isolate, Heal, Latency (faults.go).
 	Faults bool
+	// ClusterTLS starts the nodes with mutual TLS on the cluster port, and
+	// PublicTLS with HTTPS and WSS on the public listener, with
+	// certificates of one CA made for the cluster (CertDir, tls.go).
+	ClusterTLS, PublicTLS bool
 }
 
 // Cluster is a set of in-process nodes.
@@ -63,7 +68,10 @@ type Cluster struct {
 	nodes map[string]*node.Node
 	ids   []string
 
-	faults *faults // nil unless Options.Faults
+	faults *faults      // nil unless Options.Faults
+	certs  string       // CertDir; "" without TLS
+	hc     *http.Client // trusts the cluster's CA with PublicTLS
+	tls    *tls.Config  // ClientTLS
 }
 
 // Start starts n nodes (n1 bootstraps, the rest join it) and waits until
@@ -83,6 +91,14 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 		o.Logger = TestLogger(t)
 	}
 	c := &Cluster{t: t, opts: o, dir: t.TempDir(), cfgs: map[string]node.Config{}, nodes: map[string]*node.Node{}}
+	c.hc = &http.Client{Timeout: 10 * time.Second}
+	if o.ClusterTLS || o.PublicTLS {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("n%d", i+1)
+		}
+		c.initTLS(ids)
+	}
 	ports := freePorts(t, 3*n)
 	if o.Faults {
 		// Registered before c.Stop, so proxies close after the nodes.
@@ -97,17 +113,7 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 	var seed string
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
-		region, zone := splitZone(o.Zones[i%len(o.Zones)])
-		cfg := node.DefaultConfig()
-		cfg.NodeID, cfg.Region, cfg.Zone = id, region, zone
-		cfg.DataDir = filepath.Join(c.dir, id)
-		cfg.PublicAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i])
-		cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+1])
-		cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[3*i+2])
-		cfg.TokenSecret, cfg.APIKey, cfg.AdminKey = []byte(TokenSecret), APIKey, AdminKey
-		cfg.Profile = "local"
-		cfg.Gateway.Heartbeat = time.Second
-		cfg.Logger = o.Logger.With("node", id)
+		cfg := c.newConfig(id, o.Zones[i%len(o.Zones)], ports[3*i:3*i+3])
 		if c.faults != nil {
 			cfg.Dial = c.faults.dialer(id)
 		}
@@ -132,6 +138,52 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 	}
 	c.WaitVoters(min(n, 3))
 	return c
+}
+
+// newConfig is the config of node id in zone ("region/zone") on three
+// loopback ports: public, cluster, gossip.
+func (c *Cluster) newConfig(id, zone string, ports []int) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.NodeID = id
+	cfg.Region, cfg.Zone = splitZone(zone)
+	cfg.DataDir = filepath.Join(c.dir, id)
+	cfg.PublicAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	cfg.TokenSecret, cfg.APIKey, cfg.AdminKey = []byte(TokenSecret), APIKey, AdminKey
+	cfg.Profile = "local"
+	cfg.Gateway.Heartbeat = time.Second
+	cfg.Logger = c.opts.Logger.With("node", id)
+	c.configureTLS(id, &cfg)
+	return cfg
+}
+
+// AddNode starts one more node, id, in the first zone, joining the
+// cluster through n1; with TLS it gets certificates of the cluster's CA.
+// configure may change its config (give it certificates of another CA,
+// say). It does not wait for the node to be ready. Not with Faults.
+func (c *Cluster) AddNode(id string, configure func(*node.Config)) *node.Node {
+	c.t.Helper()
+	if c.faults != nil {
+		c.t.Fatal("clustertest: AddNode with Faults")
+	}
+	if c.certs != "" {
+		c.issue(id)
+	}
+	cfg := c.newConfig(id, c.opts.Zones[0], freePorts(c.t, 3))
+	cfg.Join = []string{c.cfgs[c.ids[0]].GossipAddr}
+	if c.opts.Configure != nil {
+		c.opts.Configure(&cfg)
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	c.mu.Lock()
+	c.cfgs[id] = cfg
+	c.ids = append(c.ids, id)
+	c.mu.Unlock()
+	c.startNode(id)
+	return c.Node(id)
 }
 
 func splitZone(s string) (string, string) {
@@ -189,10 +241,18 @@ func (c *Cluster) Running() []string {
 }
 
 // URL returns a node's public base URL (also for a killed node).
-func (c *Cluster) URL(id string) string { return "http://" + c.cfgs[id].PublicAddr }
+func (c *Cluster) URL(id string) string {
+	if c.opts.PublicTLS {
+		return "https://" + c.cfgs[id].PublicAddr
+	}
+	return "http://" + c.cfgs[id].PublicAddr
+}
 
 // ConnectURL returns a node's client WebSocket URL.
 func (c *Cluster) ConnectURL(id string) string {
+	if c.opts.PublicTLS {
+		return "wss://" + c.cfgs[id].PublicAddr + "/v1/connect"
+	}
 	return "ws://" + c.cfgs[id].PublicAddr + "/v1/connect"
 }
 
@@ -259,6 +319,7 @@ func (c *Cluster) Stop() {
 		}()
 	}
 	wg.Wait()
+	c.hc.CloseIdleConnections()
 }
 
 // Token mints a client token for user.
@@ -380,8 +441,6 @@ func (c *Cluster) Publish(id, user string, data any, msgID string) (int, Publish
 	return st, pr, out
 }
 
-var httpClient = &http.Client{Timeout: 10 * time.Second}
-
 // Get performs a GET on node id with an optional bearer key.
 func (c *Cluster) Get(id, path, key string) (int, []byte) {
 	return c.Do(id, http.MethodGet, path, key, nil)
@@ -399,7 +458,7 @@ func (c *Cluster) Do(id, method, path, key string, body []byte) (int, []byte) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := c.hc.Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}

@@ -179,3 +179,22 @@ func (w *Workload) CheckClientsLeft(node string) {
 		w.t.Errorf("subscribers of %s's users never reconnected: %v", node, stayed)
 	}
 }
+
+// CheckStayedConnected asserts that no subscriber lost its connection: a
+// change that must not touch clients (a certificate rotation) did not.
+func (w *Workload) CheckStayedConnected() {
+	w.t.Helper()
+	var moved []string
+	for _, u := range w.users {
+		u.mu.Lock()
+		for _, e := range u.events {
+			if e.Kind == client.EventDisconnected {
+				moved = append(moved, fmt.Sprintf("%s from %s (close %d: %v)", u.name, e.Node, e.Code, e.Err))
+			}
+		}
+		u.mu.Unlock()
+	}
+	if len(moved) > 0 {
+		w.t.Errorf("subscribers that lost their connection: %v", moved)
+	}
+}

@@ -2,6 +2,7 @@ package faultload
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +16,8 @@ import (
 // operators reach it.
 type Node struct {
 	ID      string
-	BaseURL string // http://host:port: the publish (§4) and admin (§5) APIs
-	WSURL   string // ws://host:port/v1/connect (§3)
+	BaseURL string // http(s)://host:port: the publish (§4) and admin (§5) APIs
+	WSURL   string // ws(s)://host:port/v1/connect (§3)
 }
 
 // Cluster is all the workload knows of the cluster under test: where its
@@ -30,6 +31,9 @@ type Cluster struct {
 	// Live returns the ids of the nodes publishers may send through now;
 	// nil means every node.
 	Live func() []string
+	// TLS is what subscribers and publishers use for https:// and wss://
+	// (the cluster's CA in RootCAs); nil means the system's roots.
+	TLS *tls.Config
 }
 
 // live returns the ids publishers may use now.

@@ -101,6 +101,7 @@ func Start(t testing.TB, c Cluster, o Options) *Workload {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2 * o.Users
+	tr.TLSClientConfig = c.TLS
 	w := &Workload{
 		t: t, cluster: c, opts: o, stop: make(chan struct{}),
 		publishHTTP: &http.Client{Timeout: publishWait, Transport: tr},
@@ -127,6 +128,7 @@ func Start(t testing.TB, c Cluster, o Options) *Workload {
 		cfg := client.DefaultConfig()
 		cfg.Endpoints = eps
 		cfg.Token = func() (string, error) { return c.Token(u.name) }
+		cfg.TLS = c.TLS
 		cfg.BackoffBase, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 		cfg.Logger = slog.New(&u.sdk)
 		dials.Add(1)

@@ -879,9 +879,21 @@ func (c *conn) teardown() {
 		c.poll.remove(c) // before the close, so the descriptor cannot be reused under it
 	}
 	c.mu.Unlock()
-	_ = c.nc.Close()
+	_ = closeSocket(c.nc)
 	c.mu.Lock()
 	c.finishLocked()
+}
+
+// closeSocket closes nc's socket at once. For a TLS connection that is
+// the socket under it: tls.Conn.Close first writes a close_notify alert,
+// which waits up to 5 s on a client that stopped reading, and the
+// sweeper tears connections down on its own goroutine. The WebSocket
+// close handshake has already ended the conversation.
+func closeSocket(nc net.Conn) error {
+	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		return tc.NetConn().Close()
+	}
+	return nc.Close()
 }
 
 // finishLocked completes a dead connection once nobody uses it any more:
