@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,8 +48,9 @@ type adminClient struct {
 	http    *http.Client
 }
 
-func newAdminClient(base, key string, timeout time.Duration) *adminClient {
+func newAdminClient(base, key string, timeout time.Duration, tlsConfig *tls.Config) *adminClient {
 	tr := &http.Transport{
+		TLSClientConfig:       tlsConfig,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   5 * time.Second,

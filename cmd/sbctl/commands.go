@@ -74,6 +74,11 @@ func printStatus(w io.Writer, ci protocol.Cluster) error {
 	if ci.Durability != "" {
 		fmt.Fprintf(tw, "durability\t%s\n", ci.Durability)
 	}
+	clusterTLS := "off (cluster ports must be on a private network)"
+	if ci.ClusterTLS {
+		clusterTLS = "on"
+	}
+	fmt.Fprintf(tw, "cluster tls\t%s\n", clusterTLS)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -1,11 +1,13 @@
 // Command sbctl is the operator CLI for a Switchboard cluster (DESIGN.md §5,
 // §6): cluster status, session lookup, client tokens, drain and leadership
-// transfer, all through a node's admin API.
+// transfer, all through a node's admin API; and the cluster's certificates.
 //
-//	sbctl --addr URL --admin-key K status | sessions USER | token --user U | drain NODE | leader-transfer
+//	sbctl --addr URL --admin-key K [--ca-file F] status | sessions USER | token --user U | drain NODE | leader-transfer
+//	sbctl certs init --dir D --nodes n1,n2,n3 [--hosts h1,h2]
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard/switchboard/internal/certs"
 	"github.com/switchboard/switchboard/internal/secret"
 )
 
@@ -40,11 +43,17 @@ commands:
   token --user U         mint a client token (--ttl 1h, --token-secret-file F)
   drain NODE             ask node NODE to drain its clients and leave
   leader-transfer        move Raft leadership to another voter
+  certs init --dir D --nodes n1,n2,… [--hosts h1,h2,…] [--new-ca] [--validity 8760h]
+                         a cluster CA (D/ca.pem, D/ca-key.pem) and a certificate per node
+                         (D/<id>.pem, D/<id>-key.pem) for --tls-* and --cluster-* alike;
+                         an existing CA in D issues them unless --new-ca
 
 global flags (also after the command):
-  --addr URL             a node's admin API (env SWITCHBOARD_ADDR; default ` + defaultAddr + `)
+  --addr URL             a node's admin API, http:// or https:// (env SWITCHBOARD_ADDR; default ` + defaultAddr + `)
   --admin-key K          admin key (env SWITCHBOARD_ADMIN_KEY)
   --admin-key-file F     file holding the admin key, trimmed (env SWITCHBOARD_ADMIN_KEY_FILE)
+  --ca-file F            PEM CA to trust for https:// instead of the system's roots, e.g. D/ca.pem
+                         (env SWITCHBOARD_CA_FILE)
   --timeout D            HTTP request timeout (default 15s)
 `
 
@@ -79,6 +88,7 @@ type globals struct {
 	addr         string
 	adminKey     string
 	adminKeyFile string
+	caFile       string
 	timeout      time.Duration
 }
 
@@ -89,6 +99,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "a node's admin API base URL")
 	fs.StringVar(&g.adminKey, "admin-key", g.adminKey, "admin key")
 	fs.StringVar(&g.adminKeyFile, "admin-key-file", g.adminKeyFile, "file holding the admin key")
+	fs.StringVar(&g.caFile, "ca-file", g.caFile, "PEM CA to trust for https://")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "HTTP request timeout")
 }
 
@@ -132,6 +143,8 @@ func dispatch(args []string, stdout io.Writer) error {
 		return cmdDrain(g, rest, stdout)
 	case "leader-transfer":
 		return cmdLeaderTransfer(g, rest, stdout)
+	case "certs":
+		return cmdCerts(rest, stdout)
 	case "help":
 		return flag.ErrHelp
 	}
@@ -159,7 +172,28 @@ func (g *globals) adminClient() (*adminClient, error) {
 	if g.timeout <= 0 {
 		return nil, usagef("--timeout must be positive, got %v", g.timeout)
 	}
-	return newAdminClient(base, key, g.timeout), nil
+	tlsConfig, err := g.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return newAdminClient(base, key, g.timeout, tlsConfig), nil
+}
+
+// tlsConfig trusts --ca-file (or SWITCHBOARD_CA_FILE) for https://, in
+// place of the system's roots; nil without one.
+func (g *globals) tlsConfig() (*tls.Config, error) {
+	file := g.caFile
+	if file == "" {
+		file = os.Getenv("SWITCHBOARD_CA_FILE")
+	}
+	if file == "" {
+		return nil, nil
+	}
+	pool, err := certs.ReadPool(file)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // resolveKey picks the admin key: --admin-key, --admin-key-file,

@@ -34,7 +34,7 @@ func sbctl(t *testing.T, args ...string) (int, string, string) {
 
 // clearEnv keeps the developer's environment out of the tests.
 func clearEnv(t *testing.T) {
-	for _, k := range []string{"SWITCHBOARD_ADDR", "SWITCHBOARD_ADMIN_KEY", "SWITCHBOARD_ADMIN_KEY_FILE", "SWITCHBOARD_TOKEN_SECRET_FILE"} {
+	for _, k := range []string{"SWITCHBOARD_ADDR", "SWITCHBOARD_ADMIN_KEY", "SWITCHBOARD_ADMIN_KEY_FILE", "SWITCHBOARD_TOKEN_SECRET_FILE", "SWITCHBOARD_CA_FILE"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k) // t.Setenv restores the old value at the end
 	}

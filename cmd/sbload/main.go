@@ -4,7 +4,7 @@
 // runs against any cluster:
 //
 //	sbload --endpoints http://127.0.0.1:7700,http://127.0.0.1:7710,http://127.0.0.1:7720 \
-//	       --api-key-file F --admin-key-file F --token-secret-file F \
+//	       --api-key-file F --admin-key-file F --token-secret-file F [--ca-file F] \
 //	       --scenario drill --users 60 --rate 300 --duration 20s \
 //	       --target n1 --at 5s --kill-pid 12345
 //
@@ -17,6 +17,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard/switchboard/internal/certs"
 	"github.com/switchboard/switchboard/internal/load"
 	"github.com/switchboard/switchboard/internal/secret"
 )
@@ -73,6 +75,7 @@ type options struct {
 	apiKey, apiKeyFile,
 	adminKey, adminKeyFile,
 	tokenSecret, tokenSecretFile string
+	caFile          string
 	killCmd         string
 	killPID         int
 	pids            string
@@ -102,6 +105,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.adminKeyFile, "admin-key-file", "", "file holding the admin API key (trimmed)")
 	fs.StringVar(&o.tokenSecret, "token-secret", "", "HS256 secret for minting client tokens")
 	fs.StringVar(&o.tokenSecretFile, "token-secret-file", "", "file holding the token secret (trimmed)")
+	fs.StringVar(&o.caFile, "ca-file", "", "PEM CA to trust for https:// and wss:// endpoints instead of the system's roots (sbctl certs init's ca.pem)")
 	fs.IntVar(&c.Users, "users", c.Users, "users, one connection each")
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "total publish rate in messages/s (0 = as fast as the cluster answers)")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to publish (idle: hold; storm: longest wait for reconnects)")
@@ -169,6 +173,13 @@ func (o *options) finish() error {
 		return usagef("--token-secret or --token-secret-file is required")
 	}
 	c.TokenSecret = []byte(ts)
+	if o.caFile != "" {
+		pool, err := certs.ReadPool(o.caFile)
+		if err != nil {
+			return usagef("--ca-file: %v", err)
+		}
+		c.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	switch o.scenario {
 	case "idle", "unicast", "storm", "drill":
 	default:

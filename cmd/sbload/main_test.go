@@ -79,6 +79,7 @@ func TestUsageErrors(t *testing.T) {
 		{"over the process cap", append(base, "--users", "20", "--conns-per-process", "10"), "split the users"},
 		{"bad pids", append(base, "--pids", "n1:12"), "ID=PID"},
 		{"stray argument", append(base, "extra"), "unexpected arguments"},
+		{"missing CA file", append(base, "--ca-file", "/nonexistent/ca.pem"), "--ca-file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,6 +148,22 @@ func TestIdleAndUnicast(t *testing.T) {
 			t.Fatalf("owners: %d checked, %d mismatched", rep.OwnerChecked, rep.OwnerMismatch)
 		}
 	})
+}
+
+// TestUnicastOverTLS: with --ca-file, sbload's clients and HTTP calls
+// reach a cluster that serves HTTPS and WSS with its own CA.
+func TestUnicastOverTLS(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{PublicTLS: true, ClusterTLS: true})
+	args := append(clusterArgs(t, c), "--ca-file", filepath.Join(c.CertDir(), "ca.pem"))
+	code, out, errOut := sbload(t, append(args, "--scenario", "unicast", "--users", "4", "--rate", "200",
+		"--duration", "1s", "--grace", "10s")...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	rep := decode[load.UnicastReport](t, out)
+	if rep.Published < 50 || rep.Acked != rep.Published || rep.Delivered != rep.Acked || rep.Lost != 0 {
+		t.Fatalf("published %d acked %d delivered %d lost %d", rep.Published, rep.Acked, rep.Delivered, rep.Lost)
+	}
 }
 
 // TestStormDrain drains the node every user is on, through the CLI, and

@@ -41,6 +41,7 @@ func newCluster(cfg *Config) *cluster {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = max(cfg.Inflight, 8)
 	tr.MaxIdleConns = 0
+	tr.TLSClientConfig = cfg.TLS
 	return &cluster{
 		hc:       &http.Client{Transport: tr, Timeout: requestTimeout},
 		apiKey:   cfg.APIKey,

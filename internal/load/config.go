@@ -12,6 +12,7 @@ package load
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Config struct {
 	APIKey      string
 	AdminKey    string
 	TokenSecret []byte
+	// TLS is what the clients and HTTP calls use for https:// and wss://
+	// endpoints, e.g. RootCAs with the cluster's CA; nil means the
+	// system's roots.
+	TLS *tls.Config
 
 	// Users is the number of users, one connection each.
 	Users int

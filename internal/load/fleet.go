@@ -143,6 +143,7 @@ func (f *fleet) dial(ctx context.Context, u *user, endpoints []string, ttl time.
 	cc.Buffer = f.cfg.ClientBuffer
 	cc.EventBuffer = 16
 	cc.Dialer = f.dialer
+	cc.TLS = f.cfg.TLS
 	cc.OnWelcome = func(w protocol.Welcome) { f.welcomed(u, w) }
 	dctx, cancel := context.WithTimeout(ctx, dialWait)
 	defer cancel()
