@@ -7,12 +7,9 @@ package node_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -180,62 +177,7 @@ func TestClusterTLSKeepsOutANodeOfAnotherCA(t *testing.T) {
 		t.Fatalf("publish with the stranger around: %d %s", st, body)
 	}
 
-	addr := c.Config("n1").ClusterAddr
-	for _, tt := range []struct {
-		name string
-		tls  *tls.Config
-	}{
-		{"plain TCP", nil},
-		{"TLS without a client certificate", &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}},
-		{"TLS with a certificate of another CA", mutualClient(t, stranger, "n4")},
-	} {
-		got, err := clusterPortAnswer(addr, tt.tls)
-		if tt.tls == nil && len(got) > 0 && got[0] != 0x15 || tt.tls != nil && (len(got) > 0 || err == nil) {
-			t.Errorf("%s: read %q (%v) from the cluster port", tt.name, got, err)
-		}
-	}
-}
-
-// mutualClient is the cluster-port client TLS of node id's certificate
-// in dir.
-func mutualClient(t *testing.T, dir, id string) *tls.Config {
-	t.Helper()
-	s, err := certs.OpenMutual(filepath.Join(dir, certs.CAFile), filepath.Join(dir, certs.CertFile(id)), filepath.Join(dir, certs.KeyFile(id)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.MutualClientConfig()
-}
-
-// clusterPortAnswer connects to a cluster port (over TLS with cfg), sends
-// what a node would (a kind byte and an RPC) and returns all it reads.
-func clusterPortAnswer(addr string, cfg *tls.Config) ([]byte, error) {
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer raw.Close()
-	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
-	conn := raw
-	if cfg != nil {
-		tc := tls.Client(raw, cfg)
-		_ = tc.Handshake() // TLS 1.3: a refusal may come at the first read
-		conn = tc
-	}
-	_, _ = conn.Write(append([]byte{'R'}, "an AppendEntries the node must never read"...))
-	return io.ReadAll(conn)
-}
-
-// servedSerial is the serial of the certificate served at addr (the
-// public port with the cluster's CA, or the cluster port with a node's
-// client certificate).
-func servedSerial(addr string, cfg *tls.Config) (*big.Int, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
+	clustertest.CheckClusterPortRefuses(t, c.Config("n1").ClusterAddr, stranger, "n4")
 }
 
 // TestCertificateRotationKeepsClientsAndMessages: every node's public and
@@ -253,7 +195,7 @@ func TestCertificateRotationKeepsClientsAndMessages(t *testing.T) {
 	public := c.ClientTLS()
 	old := map[string]*big.Int{}
 	for _, id := range c.IDs() {
-		s, err := servedSerial(c.Config(id).PublicAddr, public)
+		s, err := clustertest.ServedSerial(c.Config(id).PublicAddr, public)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,16 +203,9 @@ func TestCertificateRotationKeepsClientsAndMessages(t *testing.T) {
 	}
 	w.MarkFault()
 	c.RenewCerts()
-	cluster := mutualClient(t, c.CertDir(), "n1") // the renewed n1 certificate: accepted too
+	cluster := clustertest.MutualClient(t, c.CertDir(), "n1") // the renewed n1 certificate: accepted too
 	for _, id := range c.IDs() {
-		c.Eventually(10*time.Second, id+" serving its renewed certificates", func() bool {
-			p, err := servedSerial(c.Config(id).PublicAddr, public)
-			if err != nil || p.Cmp(old[id]) == 0 {
-				return false
-			}
-			s, err := servedSerial(c.Config(id).ClusterAddr, cluster)
-			return err == nil && s.Cmp(p) == 0 // one node certificate for both ports
-		})
+		clustertest.WaitRenewed(t, c.Config(id).PublicAddr, c.Config(id).ClusterAddr, public, cluster, old[id])
 	}
 	w.RunThrough(2*time.Second, 10, 15*time.Second)
 	w.CheckStayedConnected()

@@ -30,7 +30,7 @@ const procUsers = 16
 // operators see them; publishers use the nodes live returns (nil: all).
 func contract(live func() []string, nodes ...*member) faultload.Cluster {
 	c := faultload.Cluster{
-		APIKey: procAPIKey, AdminKey: procAdminKey, Live: live,
+		APIKey: procAPIKey, AdminKey: procAdminKey, Live: live, TLS: trusted.config(),
 		Token: func(user string) (string, error) {
 			return token.Mint([]byte(procTokenSecret), user, time.Hour)
 		},

@@ -6,7 +6,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -227,10 +230,22 @@ type member struct {
 	public, cluster, gossip     string
 	region, zone                string
 	tokenSecret, apiKey, admKey string // trimmed values
+	tls                         bool   // its public listener speaks HTTPS and WSS
 }
 
-func (n *member) base() string  { return "http://" + n.public }
-func (n *member) wsURL() string { return "ws://" + n.public + "/v1/connect" }
+func (n *member) base() string {
+	if n.tls {
+		return "https://" + n.public
+	}
+	return "http://" + n.public
+}
+
+func (n *member) wsURL() string {
+	if n.tls {
+		return "wss://" + n.public + "/v1/connect"
+	}
+	return "ws://" + n.public + "/v1/connect"
+}
 
 // freePorts returns n loopback TCP ports that were free a moment ago.
 func freePorts(t *testing.T, n int) []int { return clustertest.FreePorts(t, n) }
@@ -267,7 +282,64 @@ func writeSecrets(t *testing.T, dir string) (tokenFile, apiFile, adminFile strin
 	return write("token-secret", procTokenSecret), write("api-key", procAPIKey), write("admin-key", procAdminKey)
 }
 
-var httpClient = &http.Client{Timeout: 10 * time.Second}
+// trusted holds the CAs of the TLS clusters the tests start; the tests'
+// HTTP and WebSocket clients trust them.
+var trusted rootSet
+
+var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	TLSClientConfig: trusted.config(), MaxIdleConnsPerHost: 4, IdleConnTimeout: 10 * time.Second,
+}}
+
+// rootSet is a set of CAs that grows while clients use it.
+type rootSet struct {
+	mu   sync.Mutex
+	pool *x509.CertPool
+}
+
+// add trusts the CA in the PEM file caFile.
+func (r *rootSet) add(t *testing.T, caFile string) {
+	t.Helper()
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pool := x509.NewCertPool()
+	if r.pool != nil {
+		pool = r.pool.Clone()
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("no certificate in %s", caFile)
+	}
+	r.pool = pool
+}
+
+func (r *rootSet) roots() *x509.CertPool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pool
+}
+
+// config is client TLS that verifies servers against the set as it is at
+// each handshake, names included.
+func (r *rootSet) config() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified below, against the current set
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no server certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: r.roots(), Intermediates: inter, DNSName: cs.ServerName})
+			return err
+		},
+	}
+}
 
 // request answers status 0 with the error text on network errors, which
 // the polling helpers treat like "not yet".
@@ -367,7 +439,7 @@ type frame struct {
 // its welcome.
 func connectWS(t *testing.T, url, tok string) (*websocket.Conn, protocol.Welcome) {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: trusted.config()}
 	ws, _, err := d.Dial(url, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
@@ -601,6 +673,10 @@ func TestEnvironmentConfiguresNode(t *testing.T) {
 	if len(cv.Nodes) != 1 || cv.Leader != "envnode" || cv.Nodes[0].ID != "envnode" ||
 		cv.Nodes[0].Region != "env-region" || cv.Nodes[0].Zone != "env-zone" || cv.Nodes[0].PublicURL != base {
 		t.Fatalf("cluster view from environment config: %+v", cv)
+	}
+	// No cluster TLS flags: said at start, and in the cluster view.
+	if log, _ := os.ReadFile(p.err); cv.ClusterTLS || !strings.Contains(string(log), "cluster ports must be on a private network") {
+		t.Errorf("without cluster TLS: cluster_tls %v, and the log:\n%s", cv.ClusterTLS, log)
 	}
 	tok, _ := token.Mint([]byte(procTokenSecret), "erin", time.Hour)
 	ws, w := connectWS(t, "ws://"+public+"/v1/connect", tok)

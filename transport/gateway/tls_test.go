@@ -1,0 +1,83 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/switchboard/switchboard/internal/testenv"
+	"github.com/switchboard/switchboard/protocol"
+)
+
+// A WSS connection is a *tls.Conn: epoll could only see its encrypted
+// records, so the poller leaves it to a reader goroutine of its own. It
+// is served like any other: heartbeats while idle, and dropped once its
+// client falls silent.
+func TestTLSConnectionsHaveAReaderGoroutine(t *testing.T) {
+	testenv.NoLeaks(t)
+	cfg := withDefaults(Config{Heartbeat: 300 * time.Millisecond})
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	g, err := New(cfg, gwFakeAuth, newGwFakeHub())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(g)
+	srv.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug)
+	srv.StartTLS()
+	defer srv.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: roots}, HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https")+"/v1/connect", http.Header{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	defer ws.Close()
+	gwHello(t, ws, "alice")
+
+	cs := g.snapshot()
+	if len(cs) != 1 {
+		t.Fatalf("%d connections", len(cs))
+	}
+	c := cs[0]
+	c.mu.Lock()
+	watched, reader := c.poll != nil, c.armCh != nil
+	c.mu.Unlock()
+	if watched || !reader {
+		t.Fatalf("TLS connection: watched by the poller %v, reader goroutine %v", watched, reader)
+	}
+
+	// Idle, answering pings (gorilla does while reading): heartbeats come.
+	beats := 0
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		if f := gwMustRead(t, ws, protocol.TypeHeartbeat); f.Type == protocol.TypeHeartbeat {
+			beats++
+		}
+	}
+	if beats < 3 {
+		t.Fatalf("%d heartbeats in 1.5s at a 300ms interval", beats)
+	}
+	// Silent (not reading, so no pongs): dropped after 2.5 intervals.
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Connections() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a silent TLS client was not dropped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
