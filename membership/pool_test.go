@@ -1,13 +1,11 @@
 package membership
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +18,10 @@ import (
 // for TCPTimeout. Nothing is ignored; they get time to end.
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
-// syncBuffer collects logs; it outlives the test because memberlist may log
-// from its goroutines while shutting down, when t.Log would panic.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger keeps logs quiet and shows them only if the test fails.
 func testLogger(t *testing.T) *slog.Logger {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testenv.Buffer{} // outlives the test: memberlist may log while shutting down, when t.Log would panic
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", buf.String())

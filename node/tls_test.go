@@ -5,7 +5,6 @@ package node_test
 // rotated on disk while clients stay connected.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/switchboard/switchboard/internal/certs"
 	"github.com/switchboard/switchboard/internal/clustertest"
 	"github.com/switchboard/switchboard/internal/faultload"
+	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/node"
 	"github.com/switchboard/switchboard/protocol"
 )
@@ -215,7 +214,7 @@ func TestCertificateRotationKeepsClientsAndMessages(t *testing.T) {
 // TestClusterTLSOffIsWarnedAndShown: without the cluster CA flags the node
 // warns at start and /v1/cluster says cluster_tls false.
 func TestClusterTLSOffIsWarnedAndShown(t *testing.T) {
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	c := clustertest.Start(t, 1, clustertest.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	ci, err := c.Cluster("n1")
 	if err != nil {
@@ -229,21 +228,4 @@ func TestClusterTLSOffIsWarnedAndShown(t *testing.T) {
 	if !strings.Contains(logs.String(), "cluster ports must be on a private network") {
 		t.Fatalf("no warning at start:\n%s", logs.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

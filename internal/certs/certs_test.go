@@ -13,9 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchboard/switchboard/internal/testenv"
 )
 
 func initDir(t *testing.T, dir string, o InitOptions) InitResult {
@@ -118,26 +119,6 @@ func TestInitRefusesBadNodeIDs(t *testing.T) {
 	}
 }
 
-// logBuffer collects log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
-
 // waitLooks lets the Source look at its files n more times.
 func waitLooks(s *Source, n int) {
 	for range n {
@@ -149,8 +130,8 @@ func waitLooks(s *Source, n int) {
 func TestSourceReadsChangedFilesAndKeepsTheOldOnesWhenBad(t *testing.T) {
 	dir := t.TempDir()
 	initDir(t, dir, InitOptions{Nodes: []string{"n1"}})
-	var logs logBuffer
-	s, err := OpenMutual(filepath.Join(dir, CAFile), filepath.Join(dir, "n1.pem"), filepath.Join(dir, "n1-key.pem"), logs.logger())
+	var logs testenv.Buffer
+	s, err := OpenMutual(filepath.Join(dir, CAFile), filepath.Join(dir, "n1.pem"), filepath.Join(dir, "n1-key.pem"), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,34 +165,44 @@ func newCAFiles(caPath, caKeyPath string) (*x509.Certificate, crypto.Signer, err
 // NewCA makes a self-signed CA certificate and its key (ECDSA P-256),
 // PEM-encoded, valid for validity.
 func NewCA(validity time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "Switchboard cluster CA " + serial.Text(16)[:8], Organization: []string{"Switchboard"}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(validity),
+	return create(&x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{"Switchboard"}},
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		MaxPathLenZero:        true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	}, validity, nil, nil)
+}
+
+// create makes a new ECDSA P-256 key and a certificate for it from tmpl,
+// with a random serial, valid from a little before now for validity (and
+// no longer than parent), signed by parent's key: self-signed when parent
+// is nil, and then named after its serial.
+func create(tmpl *x509.Certificate, validity time.Duration, parent *x509.Certificate, parentKey crypto.Signer) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPEM, err = encodeKey(key)
+	if tmpl.SerialNumber, err = newSerial(); err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-backdate), now.Add(validity)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+		tmpl.Subject.CommonName = "Switchboard cluster CA " + tmpl.SerialNumber.Text(16)[:8]
+	} else if tmpl.NotAfter.After(parent.NotAfter) {
+		tmpl.NotAfter = parent.NotAfter // a chain is only valid while its CA is
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // loadCA reads a CA certificate and its key, and checks they belong
@@ -245,25 +255,10 @@ func loadCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) 
 
 // issue makes node id's certificate and key, signed by ca.
 func issue(ca *x509.Certificate, caKey crypto.Signer, id string, hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: id, Organization: []string{"Switchboard"}},
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	if tmpl.NotAfter.After(ca.NotAfter) {
-		tmpl.NotAfter = ca.NotAfter // a chain is only valid while its CA is
+		Subject:     pkix.Name{CommonName: id, Organization: []string{"Switchboard"}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, h := range append([]string{id, "localhost", "127.0.0.1", "::1"}, hosts...) {
 		if ip := net.ParseIP(h); ip != nil {
@@ -274,23 +269,11 @@ func issue(ca *x509.Certificate, caKey crypto.Signer, id string, hosts []string,
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	certPEM, keyPEM, err = create(tmpl, validity, ca, caKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certs: issue %s: %w", id, err)
 	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
-}
-
-func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return certPEM, keyPEM, nil
 }
 
 // newSerial is a random 128-bit serial number.

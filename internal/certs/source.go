@@ -219,10 +219,11 @@ func (s *Source) read() (*material, error) {
 		return nil, fmt.Errorf("%s is not a node certificate of the CA in %s: %w", certFile, caFile, err)
 	}
 	m.server = &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    m.roots,
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{cert},
+		ClientAuth:             tls.RequireAndVerifyClientCert,
+		ClientCAs:              m.roots,
+		SessionTicketsDisabled: true,
 	}
 	return m, nil
 }
