@@ -162,8 +162,15 @@ func TestClusterTLSKeepsOutANodeOfAnotherCA(t *testing.T) {
 		ci, err := c.Cluster("n1")
 		return err == nil && raftRole(ci, "n5") == "nonvoter" && raftRole(ci, "n4") == "none"
 	})
+	members := []string{"n1", "n2", "n3", "n5"}
+	for _, id := range members {
+		c.Eventually(15*time.Second, id+" lists n4 from gossip", func() bool {
+			ci, err := c.Cluster(id)
+			return err == nil && raftRole(ci, "n4") == "none"
+		})
+	}
 	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		for _, id := range []string{"n1", "n2", "n3", "n5"} {
+		for _, id := range members {
 			if ci, err := c.Cluster(id); err == nil && raftRole(ci, "n4") != "none" {
 				t.Fatalf("%s lists n4 as Raft %q", id, raftRole(ci, "n4"))
 			}
