@@ -35,9 +35,16 @@ type Config struct {
 	ClusterAddr   string // host:port of the raft + peer listener
 	// Profile selects gossip timings: "lan" (default), "wan" or "local".
 	Profile string
-	// SecretKey, when set, encrypts gossip with AES (16, 24 or 32 bytes). All
-	// nodes must share it. Optional.
-	SecretKey []byte
+	// Keys, when set, encrypt and authenticate gossip (AES-GCM with 16-,
+	// 24- or 32-byte keys): the first is the primary, which encrypts; every
+	// key is tried to decrypt, so that keys rotate online (keyring.go).
+	// Nodes must share at least the primary keys of each other. Optional.
+	Keys [][]byte
+	// KeyringFile, when set, is where the pool keeps its keyring: read at
+	// start in preference to Keys once it exists, written (0600, replaced
+	// whole) when Keys seed it and after every change, so that a restarted
+	// node keeps the keys rotated since. Optional.
+	KeyringFile string
 	// Logger receives pool and memberlist logs; nil means slog.Default().
 	Logger *slog.Logger
 
@@ -83,10 +90,8 @@ func (c Config) Validate() error {
 	if _, err := profileConfig(c.Profile); err != nil {
 		return bad("Profile", "%v", err)
 	}
-	switch len(c.SecretKey) {
-	case 0, 16, 24, 32:
-	default:
-		return bad("SecretKey", "length %d, want 16, 24 or 32 bytes", len(c.SecretKey))
+	if err := validateKeys(c.Keys); err != nil {
+		return bad("Keys", "%v", err)
 	}
 	// Check with the leaving flag set: it is the largest form gossiped.
 	if _, err := encodeMeta(c.meta(), true); err != nil {
@@ -147,9 +152,6 @@ func (c Config) memberlistConfig(d *delegate, logger *slog.Logger) (*memberlist.
 		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitIPPort(c.AdvertiseAddr, false); err != nil {
 			return nil, err
 		}
-	}
-	if len(c.SecretKey) > 0 {
-		mc.SecretKey = append([]byte(nil), c.SecretKey...)
 	}
 	mc.Delegate = d
 	mc.Events = d

@@ -28,7 +28,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bind all interfaces", func(c *Config) { c.BindAddr = ":7702" }, ""},
 		{"advertise", func(c *Config) { c.AdvertiseAddr = "10.0.0.1:7702" }, ""},
 		{"ipv6", func(c *Config) { c.BindAddr = "[::1]:0" }, ""},
-		{"secret key", func(c *Config) { c.SecretKey = make([]byte, 32) }, ""},
+		{"keys", func(c *Config) { c.Keys = [][]byte{make([]byte, 32), make([]byte, 16), make([]byte, 24)} }, ""},
 		{"no node id", func(c *Config) { c.NodeID = "" }, "NodeID"},
 		{"no region", func(c *Config) { c.Region = "" }, "Region"},
 		{"no zone", func(c *Config) { c.Zone = "" }, "Zone"},
@@ -41,7 +41,9 @@ func TestConfigValidate(t *testing.T) {
 		{"public url scheme", func(c *Config) { c.PublicURL = "ftp://h:1" }, "PublicURL"},
 		{"cluster addr", func(c *Config) { c.ClusterAddr = "nohost" }, "ClusterAddr"},
 		{"profile", func(c *Config) { c.Profile = "lann" }, "Profile"},
-		{"secret key length", func(c *Config) { c.SecretKey = make([]byte, 10) }, "SecretKey"},
+		{"key length", func(c *Config) { c.Keys = [][]byte{make([]byte, 16), make([]byte, 10)} }, "Keys: key 2: "},
+		{"empty key", func(c *Config) { c.Keys = [][]byte{{}} }, "Keys: key 1: "},
+		{"duplicate key", func(c *Config) { c.Keys = [][]byte{make([]byte, 16), make([]byte, 32), make([]byte, 16)} }, "key 3 repeats key 1"},
 		{"meta too large", func(c *Config) { c.PublicURL = "http://h/" + strings.Repeat("p", 500) }, "PublicURL"},
 	}
 	for _, tt := range tests {

@@ -22,4 +22,16 @@ var (
 	ErrMetaInvalid = errors.New("membership: invalid node metadata")
 	// ErrMetaVersion reports node metadata written in an unsupported format version.
 	ErrMetaVersion = errors.New("membership: unsupported node metadata version")
+	// ErrInvalidKey reports a gossip key that is not base64 or not 16, 24
+	// or 32 bytes long, a key file line that repeats a key, or an unknown
+	// keyring op.
+	ErrInvalidKey = errors.New("invalid gossip key")
+	// ErrEncryptionOff reports a keyring operation on a pool whose gossip is
+	// not encrypted; encryption cannot be turned on while the pool runs.
+	ErrEncryptionOff = errors.New("gossip encryption is off")
+	// ErrKeyNotInstalled reports a key to use or remove that the keyring
+	// does not hold.
+	ErrKeyNotInstalled = errors.New("gossip key not installed")
+	// ErrPrimaryKey reports an attempt to remove the primary gossip key.
+	ErrPrimaryKey = errors.New("the primary gossip key cannot be removed")
 )

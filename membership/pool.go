@@ -41,6 +41,11 @@ type Pool struct {
 
 	gossipInterval time.Duration // memberlist's, for Leave's propagation delay
 
+	// keyring encrypts gossip; nil when it is plaintext. keyMu serializes
+	// its changes and their persistence (keyring.go).
+	keyring *memberlist.Keyring
+	keyMu   sync.Mutex
+
 	mu      sync.Mutex // guards the fields below; never held while calling memberlist
 	table   *table
 	listed  []Member // table.list() until the table changes; nil: not made yet
@@ -83,6 +88,19 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	keys, fromFile, err := cfg.initialKeys()
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 {
+		if p.keyring, err = memberlist.NewKeyring(keys, keys[0]); err != nil {
+			return nil, fmt.Errorf("%w: Keys: %w", ErrInvalidConfig, err)
+		}
+		mc.Keyring = p.keyring
+		// Refuse what is not encrypted with a key of the ring, and send
+		// nothing in the clear.
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	p.gossipInterval = mc.GossipInterval
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -94,6 +112,15 @@ func New(cfg Config) (*Pool, error) {
 		profile = ProfileLAN
 	}
 	p.logger.Info("gossip started", "gossip_addr", p.Local().GossipAddr, "profile", profile)
+	switch {
+	case fromFile:
+		p.logger.Info("gossip encrypted with the saved keyring", "file", cfg.KeyringFile,
+			"keys", len(keys), "primary", Fingerprint(keys[0]))
+	case len(keys) > 0:
+		p.logger.Info("gossip encrypted", "keys", len(keys), "primary", Fingerprint(keys[0]))
+	default:
+		p.logger.Warn("gossip is not encrypted: gossip ports must be on a private network")
+	}
 	return p, nil
 }
 

@@ -82,6 +82,14 @@ func startCluster(t *testing.T, n int) []*Pool {
 	for i := range pools {
 		pools[i] = startPool(t, i)
 	}
+	joinAll(t, pools)
+	return pools
+}
+
+// joinAll joins pools through the first and waits until every pool sees
+// every one alive.
+func joinAll(t *testing.T, pools []*Pool) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	for _, p := range pools[1:] {
@@ -94,7 +102,6 @@ func startCluster(t *testing.T, n int) []*Pool {
 			waitState(t, p, nodeID(i), StateAlive)
 		}
 	}
-	return pools
 }
 
 // waitState waits until observer reports member id in state want.

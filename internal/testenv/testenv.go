@@ -6,6 +6,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,4 +85,28 @@ var ignoredLeaks = []goleak.Option{
 	// (listeners, accept loops) are still checked.
 	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2/toxics.(*ToxicStub).Run"),
 	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).read"),
+}
+
+// Watch calls check every interval on a goroutine of its own until the
+// returned stop is called, and stop returns everything check reported:
+// for a test that asserts something never happened while it acted.
+func Watch(interval time.Duration, check func() []string) (stop func() []string) {
+	done := make(chan struct{})
+	var seen []string
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			seen = append(seen, check()...)
+			select {
+			case <-done:
+				return
+			case <-time.After(interval):
+			}
+		}
+	})
+	return func() []string {
+		close(done)
+		wg.Wait()
+		return seen
+	}
 }
