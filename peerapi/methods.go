@@ -12,6 +12,7 @@ import (
 	"errors"
 
 	"github.com/switchboard/switchboard/consensus"
+	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/peer"
@@ -32,6 +33,13 @@ var (
 	StreamSeq = peer.Method[session.Key, uint64]{ID: 4, Name: "stream-seq", Req: keyCodec, Resp: uvarintCodec}
 	// TransferLeadership asks the Raft leader to hand leadership over.
 	TransferLeadership = peer.Method[Empty, Empty]{ID: 5, Name: "transfer-leadership", Req: emptyCodec, Resp: emptyCodec}
+	// GossipKeys asks a node for its gossip keyring, as fingerprints, for
+	// GET /v1/gossip/keys.
+	GossipKeys = peer.Method[Empty, []membership.KeyInfo]{ID: 6, Name: "gossip-keys", Req: emptyCodec, Resp: keyInfosCodec}
+	// GossipKeyOp asks a node to install, use or remove a gossip key, for
+	// POST /v1/gossip/keys; the answer says whether its keyring changed.
+	// The key itself travels: see docs/security.md.
+	GossipKeyOp = peer.Method[KeyChange, bool]{ID: 7, Name: "gossip-key-op", Req: keyChangeCodec, Resp: flagCodec}
 )
 
 // Stream calls, served by broker/: routing, replication, takeover and
@@ -94,4 +102,8 @@ var Errors = []error{
 	consensus.ErrNotLeader,
 	consensus.ErrNoLeader,
 	ErrIdle,
+	membership.ErrInvalidKey,
+	membership.ErrEncryptionOff,
+	membership.ErrKeyNotInstalled,
+	membership.ErrPrimaryKey,
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/switchboard/switchboard/internal/wire"
+	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/peer"
 )
@@ -443,5 +444,51 @@ var replicationResultsCodec = peer.Codec[[]error]{
 			return nil, badPayload("replicate results", err)
 		}
 		return errs, nil
+	},
+}
+
+// keyInfosCodec carries a gossip keyring as fingerprints, primary first.
+var keyInfosCodec = peer.Codec[[]membership.KeyInfo]{
+	Append: func(b []byte, keys []membership.KeyInfo) []byte {
+		b = wire.AppendUvarint(b, uint64(len(keys)))
+		for _, k := range keys {
+			b = wire.AppendString(b, k.Fingerprint)
+			b = wire.AppendBool(b, k.Primary)
+		}
+		return b
+	},
+	// Trailing bytes are ignored, so that a later version may append.
+	Decode: func(p []byte) ([]membership.KeyInfo, error) {
+		r := wire.NewReader(p)
+		n := r.Count(2)
+		keys := make([]membership.KeyInfo, 0, n)
+		for i := 0; i < n && r.Err() == nil; i++ {
+			keys = append(keys, membership.KeyInfo{Fingerprint: r.String(), Primary: r.Bool()})
+		}
+		if r.Err() != nil {
+			return nil, badPayload("gossip keys", r.Err())
+		}
+		return keys, nil
+	},
+}
+
+// KeyChange is one change to a node's gossip keyring.
+type KeyChange struct {
+	Op  membership.KeyOp
+	Key []byte
+}
+
+var keyChangeCodec = peer.Codec[KeyChange]{
+	Append: func(b []byte, c KeyChange) []byte {
+		return wire.AppendBytes(append(b, byte(c.Op)), c.Key)
+	},
+	// Trailing bytes are ignored, so that a later version may append.
+	Decode: func(p []byte) (KeyChange, error) {
+		r := wire.NewReader(p)
+		c := KeyChange{Op: membership.KeyOp(r.Byte()), Key: r.Bytes()}
+		if r.Err() != nil {
+			return c, badPayload("gossip key op", r.Err())
+		}
+		return c, nil
 	},
 }

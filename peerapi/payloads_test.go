@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/switchboard/switchboard/internal/wire"
+	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/peer"
 )
@@ -132,6 +133,33 @@ func TestTipsRoundTrip(t *testing.T) {
 	}
 }
 
+func TestGossipKeyPayloadsRoundTrip(t *testing.T) {
+	keys := []membership.KeyInfo{{Fingerprint: "0123456789abcdef", Primary: true}, {Fingerprint: "fedcba9876543210"}}
+	got, err := keyInfosCodec.Decode(keyInfosCodec.Append(nil, keys))
+	if err != nil || len(got) != 2 || got[0] != keys[0] || got[1] != keys[1] {
+		t.Fatalf("keyInfosCodec round trip = %+v, %v", got, err)
+	}
+	if got, err := keyInfosCodec.Decode(keyInfosCodec.Append(nil, nil)); err != nil || len(got) != 0 {
+		t.Fatalf("empty keyring = %+v, %v", got, err)
+	}
+	ch := KeyChange{Op: membership.KeyRemove, Key: []byte("0123456789abcdef")}
+	gotCh, err := keyChangeCodec.Decode(keyChangeCodec.Append(nil, ch))
+	if err != nil || gotCh.Op != ch.Op || !bytes.Equal(gotCh.Key, ch.Key) {
+		t.Fatalf("keyChangeCodec round trip = %+v, %v", gotCh, err)
+	}
+	encKeys, encCh := keyInfosCodec.Append(nil, keys), keyChangeCodec.Append(nil, ch)
+	for _, bad := range [][]byte{encKeys[:len(encKeys)-1], wire.AppendUvarint(nil, 1<<40)} {
+		if _, err := keyInfosCodec.Decode(bad); !errors.Is(err, ErrBadPayload) {
+			t.Fatalf("keyInfosCodec.Decode(%x): err = %v, want ErrBadPayload", bad, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, encCh[:len(encCh)-1]} {
+		if _, err := keyChangeCodec.Decode(bad); !errors.Is(err, ErrBadPayload) {
+			t.Fatalf("keyChangeCodec.Decode(%x): err = %v, want ErrBadPayload", bad, err)
+		}
+	}
+}
+
 // codecs is every payload codec of the method table, as a decoder of bytes
 // from another node and the encoder that must reproduce what it decoded.
 var codecs = map[string]func(p []byte) (again []byte, err error){
@@ -149,6 +177,8 @@ var codecs = map[string]func(p []byte) (again []byte, err error){
 	"replication results": roundTrip(replicationResultsCodec),
 	"stream key":          roundTrip(keyCodec),
 	"uvarint":             roundTrip(uvarintCodec),
+	"gossip keys":         roundTrip(keyInfosCodec),
+	"gossip key op":       roundTrip(keyChangeCodec),
 }
 
 func roundTrip[T any](c peer.Codec[T]) func([]byte) ([]byte, error) {
@@ -182,6 +212,8 @@ func FuzzPeerPayloads(f *testing.F) {
 		tipsCodec.Append(nil, []Tip{{Key: k, Last: 9}}),
 		replicationsCodec.Append(nil, []session.Replication{{Key: k, Session: "s", Epoch: 1, Last: 5, Msgs: msgs}}),
 		replicationResultsCodec.Append(nil, []error{nil, session.ErrGap}),
+		keyInfosCodec.Append(nil, []membership.KeyInfo{{Fingerprint: "0123456789abcdef", Primary: true}, {Fingerprint: "fedcba9876543210"}}),
+		keyChangeCodec.Append(nil, KeyChange{Op: membership.KeyUse, Key: make([]byte, 32)}),
 		{}, {0}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
 		f.Add(seed)

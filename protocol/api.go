@@ -111,3 +111,52 @@ type LeadershipTransfer struct {
 	Previous string `json:"previous"`
 	Leader   string `json:"leader"`
 }
+
+// GossipKeys answers GET /v1/gossip/keys: the gossip keyrings of the live
+// nodes, by fingerprint; never the keys themselves.
+type GossipKeys struct {
+	// Encrypted says whether the node answering encrypts its gossip.
+	Encrypted bool            `json:"encrypted"`
+	Keys      []GossipKeyInfo `json:"keys"`
+	// Nodes is how many live nodes told their keyring; Unreachable lists
+	// the live nodes that could not be asked.
+	Nodes       int      `json:"nodes"`
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// GossipKeyInfo is one key of a GossipKeys answer.
+type GossipKeyInfo struct {
+	Fingerprint string `json:"fingerprint"` // first 16 hex digits of the key's SHA-256
+	// Primary: the key is the primary on every node that answered.
+	Primary bool `json:"primary"`
+	// Nodes holding the key, and on how many of them it is the primary
+	// (during a rotation's use step, fewer than all).
+	Nodes     int `json:"nodes"`
+	PrimaryOn int `json:"primary_on"`
+}
+
+// GossipKeyOp is the body of POST /v1/gossip/keys: op "install", "use"
+// or "remove", and the key in base64.
+type GossipKeyOp struct {
+	Op  string `json:"op"`
+	Key string `json:"key"`
+}
+
+// GossipKeyOpResult answers POST /v1/gossip/keys: the op's outcome on each
+// live node. Error says why when the answer is not 200.
+type GossipKeyOpResult struct {
+	Op          string          `json:"op"`
+	Fingerprint string          `json:"fingerprint"`
+	Nodes       []GossipKeyNode `json:"nodes"`
+	Error       string          `json:"error,omitempty"`
+}
+
+// GossipKeyNode is one node's outcome in a GossipKeyOpResult: OK and
+// whether its keyring changed (installing a key it holds changes
+// nothing), or why not.
+type GossipKeyNode struct {
+	Node    string `json:"node"`
+	OK      bool   `json:"ok"`
+	Changed bool   `json:"changed"`
+	Error   string `json:"error,omitempty"`
+}

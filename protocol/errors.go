@@ -22,6 +22,9 @@ var (
 	ErrForbidden = errors.New("forbidden")
 	// ErrNotFound: no such endpoint, session or node.
 	ErrNotFound = errors.New("not found")
+	// ErrConflict: the request cannot apply to the current state (a gossip
+	// key to remove that is still the primary somewhere, say).
+	ErrConflict = errors.New("conflict")
 	// ErrMethodNotAllowed: the endpoint exists, the method does not.
 	ErrMethodNotAllowed = errors.New("method not allowed")
 	// ErrTooLarge: a body, frame or message over its limit.
@@ -72,6 +75,7 @@ var errorTable = []struct {
 	{ErrForbidden, http.StatusForbidden, 0, ""},
 	{ErrNotFound, http.StatusNotFound, 0, ""},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, 0, ""},
+	{ErrConflict, http.StatusConflict, 0, ""},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge, CloseTooLarge, ""},
 	{ErrInvalidUTF8, http.StatusBadRequest, CloseInvalidUTF8, ""},
 	{ErrProtocolViolation, 0, CloseProtocolViolation, ""},

@@ -31,6 +31,7 @@ func TestErrorsMapToStatusAndCloseCode(t *testing.T) {
 		{ErrContinuityLost, http.StatusServiceUnavailable, CloseContinuityLost, "continuity_lost"},
 		{ErrSlowConsumer, http.StatusInternalServerError, CloseSlowConsumer, "slow_consumer"},
 		{ErrBadFrame, http.StatusBadRequest, CloseProtocol, "protocol_error"},
+		{Errorf(ErrConflict, "key is the primary"), http.StatusConflict, CloseTryAgainLater, "unavailable"},
 		{errors.New("something else"), http.StatusInternalServerError, CloseTryAgainLater, "unavailable"},
 	}
 	for _, tt := range tests {
