@@ -21,6 +21,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/sessions/{user}", n.adminOnly(n.handleSession))
 	mux.HandleFunc("/v1/nodes/{id}/drain", n.adminOnly(n.handleDrain))
 	mux.HandleFunc("/v1/raft/transfer-leadership", n.adminOnly(n.handleTransfer))
+	mux.HandleFunc("/v1/gossip/keys", n.adminOnly(n.handleGossipKeys))
 }
 
 // adminOnly guards an endpoint with the admin key.

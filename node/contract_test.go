@@ -814,6 +814,8 @@ func TestAdminAPIContract(t *testing.T) {
 			{"GET", "/v1/sessions/x"},
 			{"POST", "/v1/nodes/n2/drain"},
 			{"POST", "/v1/raft/transfer-leadership"},
+			{"GET", "/v1/gossip/keys"},
+			{"POST", "/v1/gossip/keys"},
 		} {
 			for _, key := range []string{"", "wrong", clustertest.APIKey} {
 				st, _, body := httpDo(t, ep.method, c.URL("n1")+ep.path, key, nil)
@@ -903,6 +905,19 @@ func TestAdminAPIContract(t *testing.T) {
 			if e, ok := m["epoch"].(float64); !ok || e < 1 {
 				t.Errorf("session on %s: epoch %v", id, m["epoch"])
 			}
+		}
+	})
+
+	// Encrypted clusters: gossiprotation_test.go.
+	t.Run("gossip keys without encryption", func(t *testing.T) {
+		gk, body := gossipKeys(t, c, "n1")
+		if gk.Encrypted || gk.Nodes != 3 || !bytes.Contains(body, []byte(`"keys":[]`)) {
+			t.Fatalf("GET: %s", body)
+		}
+		st, _, body := changeGossipKeys(t, c, "n2", "install", b64(gossipKey(1)))
+		wantErrorJSON(t, "install", st, body, http.StatusConflict)
+		if !bytes.Contains(body, []byte("gossip encryption is off: start the nodes with --gossip-key-file")) {
+			t.Fatalf("POST: %s", body)
 		}
 	})
 

@@ -71,6 +71,14 @@ func TestGuaranteesHoldWhenOwnerNodeIsKilled(t *testing.T) {
 	ownerKilled(t, clustertest.Options{})
 }
 
+// TestGuaranteesHoldWhenOwnerNodeIsKilledWithGossipEncrypted is the same
+// crash with gossip encrypted and authenticated (--gossip-key-file, two
+// keys as in the middle of a rotation): failure detection, promotion and
+// takeover run on encrypted gossip.
+func TestGuaranteesHoldWhenOwnerNodeIsKilledWithGossipEncrypted(t *testing.T) {
+	ownerKilled(t, clustertest.Options{Configure: withGossipKeys(gossipKey(1), gossipKey(2))})
+}
+
 func ownerKilled(t *testing.T, opts clustertest.Options) {
 	c, leader, major, minor := faultRoles(t, opts)
 	w := faultload.Start(t, contract(c), faultload.Options{Users: faultUsers, Placement: []string{major, major, major, leader, minor}})
@@ -87,11 +95,12 @@ func ownerKilled(t *testing.T, opts clustertest.Options) {
 	w.Check(c.Running())
 }
 
-// TestGuaranteesHoldWhenOwnerNodeIsKilledWithTLS is the owner crash with
-// mutual TLS on the cluster port and HTTPS/WSS for the clients: Raft,
-// replication, takeover and resume all run over TLS.
-func TestGuaranteesHoldWhenOwnerNodeIsKilledWithTLS(t *testing.T) {
-	ownerKilled(t, clustertest.Options{ClusterTLS: true, PublicTLS: true})
+// TestGuaranteesHoldWhenOwnerNodeIsKilledSecured is the owner crash with
+// the cluster secured: mutual TLS on the cluster port, HTTPS/WSS for the
+// clients and encrypted gossip. Raft, replication, takeover and resume all
+// run over TLS, failure detection over encrypted gossip.
+func TestGuaranteesHoldWhenOwnerNodeIsKilledSecured(t *testing.T) {
+	ownerKilled(t, clustertest.Options{ClusterTLS: true, PublicTLS: true, Configure: withGossipKeys(gossipKey(1))})
 }
 
 // TestGuaranteesHoldWhenBackupNodeIsKilled: a follower that owns no user

@@ -167,6 +167,7 @@ func New(cfg Config) (n *Node, err error) {
 	mc.BindAddr, mc.AdvertiseAddr = cfg.GossipAddr, cfg.AdvertiseGossip
 	mc.PublicURL, mc.ClusterAddr = n.publicURL, clusterAddr
 	mc.Profile = cfg.Profile
+	mc.KeyringFile = filepath.Join(cfg.DataDir, gossipKeyringFile) // cfg.Gossip.Keys only seed it
 	mc.Logger = cfg.Logger
 	if n.pool, err = membership.New(mc); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)

@@ -33,6 +33,7 @@ func (n *Node) serve(r peer.Registry) {
 	peerapi.TransferLeadership.Serve(r, func(context.Context, string, peerapi.Empty) (peerapi.Empty, error) {
 		return peerapi.Empty{}, n.raft.TransferLeadership()
 	})
+	n.serveGossipKeys(r)
 }
 
 var errNoStream = protocol.Errorf(protocol.ErrNotFound, "stream not held here")

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/base64"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -21,6 +25,62 @@ func TestWildcardPublicAddressNeedsAdvertise(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.flag) {
 			t.Errorf("%s: err = %v, want one naming %s", tt.addr, err, tt.flag)
 		}
+	}
+}
+
+// --gossip-key-file (or SWITCHBOARD_GOSSIP_KEY_FILE) gives the node its
+// gossip keys, the first the primary; a bad line is refused before
+// anything listens, with an error naming the flag and the line but not
+// the line's contents.
+func TestGossipKeyFile(t *testing.T) {
+	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 16)
+	files := map[string]string{
+		"good":         "\n  " + base64.StdEncoding.EncodeToString(k1) + "  \n\n" + base64.StdEncoding.EncodeToString(k2) + "\n",
+		"not base64":   base64.StdEncoding.EncodeToString(k1) + "\nsecret-ish!\n",
+		"wrong length": "\n" + base64.StdEncoding.EncodeToString([]byte("short")),
+		"empty":        " \n",
+	}
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := filepath.Join(dir, "good")
+
+	t.Run("keys in order", func(t *testing.T) {
+		t.Setenv("SWITCHBOARD_GOSSIP_KEY_FILE", good)
+		o, err := parse(nil, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := loadGossipKeys(o); err != nil {
+			t.Fatal(err)
+		}
+		if got := o.cfg.Gossip.Keys; len(got) != 2 || !bytes.Equal(got[0], k1) || !bytes.Equal(got[1], k2) {
+			t.Fatalf("Gossip.Keys = %x", got)
+		}
+	})
+
+	tok, api, admin := writeSecrets(t, t.TempDir())
+	base := []string{"--node-id", "n1", "--data-dir", t.TempDir(), "--public-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--bootstrap",
+		"--token-secret-file", tok, "--api-key-file", api, "--admin-key-file", admin}
+	for _, tt := range []struct{ name, want string }{
+		{"not base64", "line 2: invalid gossip key: not base64"},
+		{"wrong length", "line 2: invalid gossip key: 5 bytes, want 16, 24 or 32"},
+		{"empty", "no key in the file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, tt.name)
+			err := run(append([]string{"--gossip-key-file", p}, base...), io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "--gossip-key-file: "+p+": ") || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want --gossip-key-file, the path and %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "secret-ish") {
+				t.Fatalf("the error shows the line: %v", err)
+			}
+		})
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard/switchboard/internal/secret"
 	"github.com/switchboard/switchboard/internal/token"
+	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/node"
 )
 
@@ -34,6 +35,7 @@ type options struct {
 	cfg                                       node.Config
 	join                                      string
 	tokenSecretFile, apiKeyFile, adminKeyFile string
+	gossipKeyFile                             string
 	logLevel, logFormat                       string
 	drainTimeout                              time.Duration
 }
@@ -65,6 +67,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&c.ClusterTLS.CAFile, "cluster-ca-file", "", "PEM cluster CA: mutual TLS on the cluster port, where peers need a certificate of this CA")
 	fs.StringVar(&c.ClusterTLS.CertFile, "cluster-cert-file", "", "PEM certificate of this node, of the cluster CA, for server and client auth; re-read when it changes")
 	fs.StringVar(&c.ClusterTLS.KeyFile, "cluster-key-file", "", "PEM private key of --cluster-cert-file")
+	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file of base64 AES-128/192/256 keys, one a line, the first the primary: encrypts and authenticates gossip (seeds <data-dir>/gossip-keyring, which wins once it exists)")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "network timing profile: lan or wan")
 	fs.DurationVar(&c.Gateway.Heartbeat, "heartbeat", c.Gateway.Heartbeat, "client heartbeat interval")
 	fs.Var((*millis)(&c.Broker.Stream.Window), "resume-window", "how long a detached session can be resumed")
@@ -155,6 +158,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if err := loadSecrets(o); err != nil {
+		return err
+	}
+	if err := loadGossipKeys(o); err != nil {
 		return err
 	}
 	n, err := node.New(*c)
@@ -261,6 +267,20 @@ func loadSecrets(o *options) error {
 	}
 	o.cfg.AdminKey, err = read(o.adminKeyFile, "admin-key-file")
 	return err
+}
+
+// loadGossipKeys reads --gossip-key-file. The node uses the keys only
+// until it has a keyring of its own in its data dir (node/gossipkeys.go).
+func loadGossipKeys(o *options) error {
+	if o.gossipKeyFile == "" {
+		return nil
+	}
+	keys, err := membership.ReadKeyFile(o.gossipKeyFile)
+	if err != nil {
+		return fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	o.cfg.Gossip.Keys = keys
+	return nil
 }
 
 func printDev(w io.Writer, n *node.Node, c *node.Config) {

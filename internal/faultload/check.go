@@ -166,14 +166,9 @@ func (w *Workload) CheckClientsLeft(node string) {
 	w.t.Helper()
 	var stayed []string
 	for _, u := range w.users {
-		if u.before.Owner != node {
-			continue
-		}
-		u.mu.Lock()
-		if u.reconnects() == 0 {
+		if u.before.Owner == node && u.lockedReconnects() == 0 {
 			stayed = append(stayed, u.name)
 		}
-		u.mu.Unlock()
 	}
 	if len(stayed) > 0 {
 		w.t.Errorf("subscribers of %s's users never reconnected: %v", node, stayed)
@@ -197,4 +192,27 @@ func (w *Workload) CheckStayedConnected() {
 	if len(moved) > 0 {
 		w.t.Errorf("subscribers that lost their connection: %v", moved)
 	}
+}
+
+// CheckClientsStayed asserts that no subscriber ever lost its connection:
+// after an operation that clients must not notice (a gossip key
+// rotation), not even a resume is allowed.
+func (w *Workload) CheckClientsStayed() {
+	w.t.Helper()
+	var moved []string
+	for _, u := range w.users {
+		if n := u.lockedReconnects(); n > 0 {
+			moved = append(moved, fmt.Sprintf("%s (%d times)", u.name, n))
+		}
+	}
+	if len(moved) > 0 {
+		w.t.Errorf("subscribers lost their connection: %v", moved)
+	}
+}
+
+// lockedReconnects is reconnects, taking u.mu.
+func (u *user) lockedReconnects() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.reconnects()
 }
