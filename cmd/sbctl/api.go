@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -23,11 +24,13 @@ const maxResponseBytes = 8 << 20
 // errHTTP marks a non-2xx answer from the admin API.
 var errHTTP = errors.New("admin API error")
 
-// httpError is a non-2xx answer, carrying the server's "error" text.
+// httpError is a non-2xx answer, carrying the server's "error" text and
+// the whole body (which may say more, per node for instance).
 type httpError struct {
 	method, path string
 	status       int
 	msg          string
+	body         []byte
 }
 
 func (e *httpError) Error() string {
@@ -65,14 +68,20 @@ func newAdminClient(base, key string, timeout time.Duration, tlsConfig *tls.Conf
 // no goroutines behind.
 func (c *adminClient) Close() { c.http.CloseIdleConnections() }
 
-// do sends one request and returns the body of a 2xx answer, or an
-// *httpError with the server's message.
-func (c *adminClient) do(method, path string) ([]byte, error) {
+// do sends one request without a body; see send.
+func (c *adminClient) do(method, path string) ([]byte, error) { return c.send(method, path, nil) }
+
+// send sends one request with an optional JSON body and returns the body
+// of a 2xx answer, or an *httpError with the server's message.
+func (c *adminClient) send(method, path string, in []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(in))
 	if err != nil {
 		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Accept", "application/json")
@@ -93,7 +102,7 @@ func (c *adminClient) do(method, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: answer larger than %d bytes", method, c.base+path, maxResponseBytes)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, &httpError{method: method, path: path, status: resp.StatusCode, msg: serverMessage(body)}
+		return nil, &httpError{method: method, path: path, status: resp.StatusCode, msg: serverMessage(body), body: body}
 	}
 	return body, nil
 }

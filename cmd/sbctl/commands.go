@@ -35,13 +35,18 @@ func positional(fs *flag.FlagSet, want int, what string) ([]string, error) {
 	return fs.Args(), nil
 }
 
-func cmdStatus(g *globals, args []string, stdout io.Writer) error {
-	fs := commandFlags("status", g)
+// query runs a read-only command: it parses the command's flags (with
+// --json) and want positional arguments, GETs path(those arguments),
+// decodes the answer into v, and prints it: as it came with --json, else
+// with show.
+func query(g *globals, name string, args []string, want int, what string, path func(pos []string) string, v any, stdout io.Writer, show func() error) error {
+	fs := commandFlags(name, g)
 	raw := fs.Bool("json", false, "print the raw JSON answer")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if _, err := positional(fs, 0, ""); err != nil {
+	pos, err := positional(fs, want, what)
+	if err != nil {
 		return err
 	}
 	c, err := g.adminClient()
@@ -49,16 +54,21 @@ func cmdStatus(g *globals, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	var ci protocol.Cluster
-	body, err := c.getJSON("/v1/cluster", &ci)
-	if err != nil {
+	body, err := c.getJSON(path(pos), v)
+	switch {
+	case err != nil:
 		return err
-	}
-	if *raw {
+	case *raw:
 		_, err = stdout.Write(body)
 		return err
 	}
-	return printStatus(stdout, ci)
+	return show()
+}
+
+func cmdStatus(g *globals, args []string, stdout io.Writer) error {
+	var ci protocol.Cluster
+	return query(g, "status", args, 0, "", func([]string) string { return "/v1/cluster" }, &ci, stdout,
+		func() error { return printStatus(stdout, ci) })
 }
 
 // printStatus renders the cluster as a header and one row per node.
@@ -95,38 +105,19 @@ func printStatus(w io.Writer, ci protocol.Cluster) error {
 }
 
 func cmdSessions(g *globals, args []string, stdout io.Writer) error {
-	fs := commandFlags("sessions", g)
-	raw := fs.Bool("json", false, "print the raw JSON answer")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	pos, err := positional(fs, 1, "USER")
-	if err != nil {
-		return err
-	}
-	c, err := g.adminClient()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	var si protocol.Session
 	// PathEscape: user ids may hold '/', '?' or spaces.
-	body, err := c.getJSON("/v1/sessions/"+url.PathEscape(pos[0]), &si)
-	if err != nil {
-		return err
-	}
-	if *raw {
-		_, err = stdout.Write(body)
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for _, kv := range [][2]string{
-		{"user", si.User}, {"session", si.Session}, {"owner", si.Owner}, {"backup", dash(si.Backup)},
-		{"epoch", strconv.FormatUint(si.Epoch, 10)}, {"state", si.State}, {"seq", strconv.FormatUint(si.Seq, 10)},
-	} {
-		fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
-	}
-	return tw.Flush()
+	path := func(pos []string) string { return "/v1/sessions/" + url.PathEscape(pos[0]) }
+	return query(g, "sessions", args, 1, "USER", path, &si, stdout, func() error {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		for _, kv := range [][2]string{
+			{"user", si.User}, {"session", si.Session}, {"owner", si.Owner}, {"backup", dash(si.Backup)},
+			{"epoch", strconv.FormatUint(si.Epoch, 10)}, {"state", si.State}, {"seq", strconv.FormatUint(si.Seq, 10)},
+		} {
+			fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+		}
+		return tw.Flush()
+	})
 }
 
 func cmdToken(g *globals, args []string, stdout io.Writer) error {

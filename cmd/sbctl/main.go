@@ -4,6 +4,7 @@
 //
 //	sbctl --addr URL --admin-key K [--ca-file F] status | sessions USER | token --user U | drain NODE | leader-transfer
 //	sbctl certs init --dir D --nodes n1,n2,n3 [--hosts h1,h2]
+//	sbctl keyring list | install K | use K | remove K
 package main
 
 import (
@@ -47,6 +48,10 @@ commands:
                          a cluster CA (D/ca.pem, D/ca-key.pem) and a certificate per node
                          (D/<id>.pem, D/<id>-key.pem) for --tls-* and --cluster-* alike;
                          an existing CA in D issues them unless --new-ca
+  keyring list           the gossip keys of the live nodes, by fingerprint (--json for raw JSON)
+  keyring install K      install base64 key K on every live node (or --key-file F)
+  keyring use K          make K the key every live node encrypts gossip with
+  keyring remove K       remove K from every live node; rotate with install, use, remove
 
 global flags (also after the command):
   --addr URL             a node's admin API, http:// or https:// (env SWITCHBOARD_ADDR; default ` + defaultAddr + `)
@@ -145,6 +150,8 @@ func dispatch(args []string, stdout io.Writer) error {
 		return cmdLeaderTransfer(g, rest, stdout)
 	case "certs":
 		return cmdCerts(rest, stdout)
+	case "keyring":
+		return cmdKeyring(g, rest, stdout)
 	case "help":
 		return flag.ErrHelp
 	}
