@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/membership"
@@ -42,9 +43,15 @@ type Config struct {
 	Bootstrap bool     // bootstrap a new cluster (ignored once Raft state exists)
 	Join      []string // gossip addresses of nodes to join
 
-	TokenSecret []byte // HS256 secret for client JWTs
-	APIKey      string // publish API key
-	AdminKey    string // admin API key
+	// Tokens verifies client JWTs: the HS256 secret, public keys, a JWKS,
+	// issuer and audience (auth.Config; at least one key source).
+	Tokens   auth.Config
+	APIKey   string // publish API key
+	AdminKey string // admin API key
+	// AllowedOrigins lists the browser Origins allowed to connect: exact
+	// origins, https://*.example.com, or *. Empty: only an Origin whose
+	// host:port is the request's Host.
+	AllowedOrigins []string
 
 	// TLS serves the public and admin listeners over HTTPS and WSS when
 	// set; the public URLs the node advertises then begin https:// and
@@ -106,11 +113,16 @@ type APIConfig struct {
 	// PublishTimeout bounds a publish request: past it the answer is 503
 	// (retry with the same id) rather than a hung request.
 	PublishTimeout time.Duration
+	// MaxInflight bounds the messages whose publish requests this node is
+	// serving at once; a request that would go over is answered 503 with
+	// Retry-After, never queued. A batch larger than the whole bound runs
+	// only when nothing else does. 0: no bound.
+	MaxInflight int
 }
 
 // DefaultAPIConfig returns the contract's limits (DESIGN.md §4).
 func DefaultAPIConfig() APIConfig {
-	return APIConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10000, PublishTimeout: 10 * time.Second}
+	return APIConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10000, PublishTimeout: 10 * time.Second, MaxInflight: 50000}
 }
 
 // DefaultConfig returns production defaults; identity, addresses and
@@ -120,8 +132,9 @@ func DefaultConfig() Config {
 		Region:  "default",
 		Zone:    "default",
 		Profile: membership.ProfileLAN,
+		Tokens:  auth.DefaultConfig(),
 		API:     DefaultAPIConfig(),
-		Gateway: gateway.DefaultConfig(),
+		Gateway: DefaultGatewayConfig(),
 		Broker:  broker.DefaultConfig(),
 		Raft:    consensus.DefaultConfig(),
 		Gossip:  membership.DefaultConfig(),
@@ -164,8 +177,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if len(c.TokenSecret) == 0 {
-		errs = append(errs, errors.New("token secret is empty (token-secret-file)"))
+	if len(c.Tokens.Secret) == 0 && c.Tokens.PublicKeyFile == "" && c.Tokens.JWKSURL == "" {
+		errs = append(errs, errors.New("no token keys: set token-secret-file, token-public-key-file or token-jwks-url"))
 	}
 	errs = append(errs, allOrNone([]string{c.TLS.CertFile, c.TLS.KeyFile}, []string{"tls-cert-file", "tls-key-file"})...)
 	errs = append(errs, allOrNone([]string{c.ClusterTLS.CAFile, c.ClusterTLS.CertFile, c.ClusterTLS.KeyFile},
@@ -185,6 +198,12 @@ func (c Config) Validate() error {
 	pos(c.API.MaxBodyBytes > 0, "max-body-bytes")
 	pos(c.API.MaxBatch > 0, "max-batch")
 	pos(c.API.PublishTimeout > 0, "publish-timeout")
+	if c.API.MaxInflight < 0 {
+		errs = append(errs, fmt.Errorf("max-inflight-publishes must not be negative"))
+	}
+	if _, err := gateway.OriginPolicy(c.AllowedOrigins); err != nil {
+		errs = append(errs, fmt.Errorf("allowed-origins: %v", err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -207,6 +226,19 @@ func allOrNone(values, names []string) []error {
 		errs = append(errs, fmt.Errorf("%s is required with %s", name, strings.Join(given, " and ")))
 	}
 	return errs
+}
+
+// DefaultGatewayConfig is the gateway's DefaultConfig with the node's
+// limits (DESIGN.md §7), generous enough for the benchmarks: a node holds
+// about 20,000 connections in them, a failed node's share more in a
+// reconnect storm, and the load generator connects from one address.
+func DefaultGatewayConfig() gateway.Config {
+	c := gateway.DefaultConfig()
+	c.MaxConnections = 50000
+	c.MaxConnectionsPerUser = 16
+	c.ConnectRate = 20000
+	c.FrameRate = 100
+	return c
 }
 
 // wildcard says whether host is an address that means every interface.

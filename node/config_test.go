@@ -9,7 +9,7 @@ func validConfig() Config {
 	c := DefaultConfig()
 	c.NodeID, c.DataDir = "n1", "/tmp/n1"
 	c.PublicAddr, c.ClusterAddr, c.GossipAddr = "127.0.0.1:7700", "127.0.0.1:7701", "127.0.0.1:7702"
-	c.TokenSecret, c.APIKey, c.AdminKey = []byte("s"), "a", "b"
+	c.Tokens.Secret, c.APIKey, c.AdminKey = []byte("s"), "a", "b"
 	return c
 }
 

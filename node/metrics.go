@@ -16,6 +16,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/switchboard/switchboard/session"
+	"github.com/switchboard/switchboard/transport/gateway"
 )
 
 // metrics are the node's OpenTelemetry instruments, exported in the
@@ -33,6 +34,9 @@ type metrics struct {
 	// delivery cost 11 % of a node's CPU at 20,000 messages/s.
 	deliveries atomic.Int64
 	published  [2]atomic.Int64 // by resultIndex
+	// overInflight counts the publish requests refused by
+	// API.MaxInflight; the gateway counts its own refusals.
+	overInflight atomic.Int64
 }
 
 func newMetrics(global bool) (*metrics, error) {
@@ -66,8 +70,13 @@ func (m *metrics) observe(n *Node) {
 	applied, _ := meter.Int64ObservableGauge("switchboard_registry_applied_index", metric.WithDescription("Last Raft index applied to the local registry replica."))
 	deliveries, _ := meter.Int64ObservableCounter("switchboard_gateway_deliveries_total", metric.WithDescription("Message frames handed to local client connections."))
 	publishes, _ := meter.Int64ObservableCounter("switchboard_publish_messages_total", metric.WithDescription("Messages published through the API, by result."))
+	refusals, _ := meter.Int64ObservableCounter("switchboard_limit_refusals_total", metric.WithDescription("Connections and requests refused or ended by a limit (docs/security.md), by limit."))
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(deliveries, m.deliveries.Load())
+		for l, count := range n.gateway.Refusals() {
+			o.ObserveInt64(refusals, count, gatewayLimitAttrs[l])
+		}
+		o.ObserveInt64(refusals, m.overInflight.Load(), inflightAttrs)
 		for i := range m.published {
 			o.ObserveInt64(publishes, m.published[i].Load(), publishAttrs[i])
 		}
@@ -80,7 +89,7 @@ func (m *metrics) observe(n *Node) {
 		o.ObserveInt64(sessions, int64(entries))
 		o.ObserveInt64(applied, int64(n.raft.LastApplied()))
 		return nil
-	}, conns, streams, attached, sessions, applied, deliveries, publishes)
+	}, conns, streams, attached, sessions, applied, deliveries, publishes, refusals)
 	if err == nil {
 		m.gauges = reg
 	}
@@ -97,7 +106,14 @@ var (
 		metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok"))),
 		metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "error"))),
 	}
-	proposeAttrs = func() (sets [session.KindExpire + 1][2]metric.MeasurementOption) {
+	gatewayLimitAttrs = func() (sets [len(gateway.Refusals{})]metric.ObserveOption) {
+		for l := range sets {
+			sets[l] = metric.WithAttributeSet(attribute.NewSet(attribute.String("limit", gateway.Limit(l).String())))
+		}
+		return sets
+	}()
+	inflightAttrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("limit", "inflight_publishes")))
+	proposeAttrs  = func() (sets [session.KindExpire + 1][2]metric.MeasurementOption) {
 		for k := range sets {
 			for i, result := range []string{"ok", "error"} {
 				sets[k][i] = metric.WithAttributeSet(attribute.NewSet(
@@ -118,6 +134,8 @@ func resultIndex(err error) int {
 func (m *metrics) publishedN(n int, err error) {
 	m.published[resultIndex(err)].Add(int64(n))
 }
+
+func (m *metrics) refusedPublishes() { m.overInflight.Add(1) }
 
 func (m *metrics) delivered(n int) {
 	m.deliveries.Add(int64(n))

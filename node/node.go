@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/internal/certs"
@@ -41,6 +42,7 @@ type Node struct {
 	pool     *membership.Pool
 	broker   *broker.Broker
 	gateway  *gateway.Gateway
+	tokens   *auth.Verifier
 	http     *http.Server
 	admin    *http.Server
 	metrics  *metrics
@@ -56,6 +58,7 @@ type Node struct {
 	proofDone  chan struct{} // a peer proved itself: the control loop looks again
 	joined     atomic.Bool
 	draining   atomic.Bool
+	inflight   atomic.Int64 // messages of publish requests being served: API.MaxInflight bounds it
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -94,6 +97,13 @@ func New(cfg Config) (n *Node, err error) {
 		}
 	}()
 
+	// Token keys are read (and a JWKS fetch starts) before anything
+	// listens: a bad key file stops the node before it takes a port.
+	tc := cfg.Tokens
+	tc.Logger = cfg.Logger
+	if n.tokens, err = auth.New(tc); err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
 	publicTLS, clusterTLS, err := n.loadTLS()
 	if err != nil {
 		return nil, err
@@ -186,6 +196,9 @@ func New(cfg Config) (n *Node, err error) {
 	gc := cfg.Gateway
 	gc.PingInterval = gc.Heartbeat // one liveness pace for both directions
 	gc.Logger = cfg.Logger
+	if gc.CheckOrigin, err = gateway.OriginPolicy(cfg.AllowedOrigins); err != nil {
+		return nil, fmt.Errorf("allowed origins: %w", err)
+	}
 	if n.gateway, err = gateway.New(gc, n.authenticate, n.broker); err != nil {
 		return nil, err
 	}
@@ -388,6 +401,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) {
 			}
 		}
 		n.wg.Wait()
+		if n.tokens != nil {
+			_ = n.tokens.Close()
+		}
 		if n.metrics != nil {
 			n.metrics.close()
 		}

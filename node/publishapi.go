@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"unicode/utf8"
 
+	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -45,7 +46,7 @@ func (n *Node) checkPublish(p protocol.Publish) (broker.PublishRequest, error) {
 	case len(p.Data) > n.cfg.Gateway.MaxFrameBytes:
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrTooLarge, "data is %d bytes, over the %d-byte frame limit", len(p.Data), n.cfg.Gateway.MaxFrameBytes)
 	}
-	if err := validUser(*p.User); err != nil {
+	if err := auth.ValidUser(*p.User); err != nil {
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "%v", err)
 	}
 	id := ""
@@ -84,6 +85,29 @@ func newPublishID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// admit counts n messages against API.MaxInflight until the returned
+// release is called; false means the node is at its bound and the
+// request was answered 503 with Retry-After. A request larger than the
+// whole bound is counted as the whole bound: it runs alone.
+func (n *Node) admit(w http.ResponseWriter, count int) (release func(), ok bool) {
+	limit := int64(n.cfg.API.MaxInflight)
+	if limit == 0 {
+		return func() {}, true
+	}
+	need := min(int64(count), limit)
+	for {
+		cur := n.inflight.Load()
+		if cur+need > limit {
+			n.metrics.refusedPublishes()
+			writeError(w, protocol.Errorf(protocol.ErrUnavailable, "node is serving %d publishes, its limit is %d: retry later", cur, limit))
+			return nil, false
+		}
+		if n.inflight.CompareAndSwap(cur, cur+need) {
+			return func() { n.inflight.Add(-need) }, true
+		}
+	}
+}
+
 // publishBody runs the checks every publish request shares and reads its
 // body; false means the request was answered.
 func (n *Node) publishBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
@@ -112,6 +136,11 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	release, ok := n.admit(w, 1)
+	if !ok {
+		return
+	}
+	defer release()
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)
 	defer cancel()
 	res := n.broker.Publish(ctx, []broker.PublishRequest{req})[0]
@@ -179,6 +208,11 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		reqs = append(reqs, req)
 		slots = append(slots, i)
 	}
+	release, ok := n.admit(w, len(reqs))
+	if !ok {
+		return
+	}
+	defer release()
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)
 	defer cancel()
 	results := n.broker.Publish(ctx, reqs)

@@ -107,3 +107,26 @@ func TestTLSFlagsAllOrNone(t *testing.T) {
 		}
 	}
 }
+
+// Client tokens need a key source, and a bad --allowed-origins entry is
+// refused, each with an error naming the flag, before anything listens.
+func TestTokenAndOriginFlagsAreChecked(t *testing.T) {
+	_, api, admin := writeSecrets(t, t.TempDir())
+	base := []string{"--node-id", "n1", "--data-dir", t.TempDir(), "--public-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--bootstrap",
+		"--api-key-file", api, "--admin-key-file", admin}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--token-secret-file is required (or --token-public-key-file or --token-jwks-url)"},
+		{[]string{"--token-jwks-url", "ftp://keys.example/jwks"}, "JWKSURL must be an http or https URL"},
+		{[]string{"--token-public-key-file", filepath.Join(t.TempDir(), "missing.pem")}, "missing.pem"},
+		{[]string{"--token-jwks-url", "https://keys.example/jwks", "--allowed-origins", "https://app.example.com,ftp://x/y"}, "allowed-origins"},
+	} {
+		err := run(append(tt.args, base...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want one with %q", tt.args, err, tt.want)
+		}
+	}
+}

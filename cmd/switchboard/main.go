@@ -67,6 +67,16 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&c.ClusterTLS.CAFile, "cluster-ca-file", "", "PEM cluster CA: mutual TLS on the cluster port, where peers need a certificate of this CA")
 	fs.StringVar(&c.ClusterTLS.CertFile, "cluster-cert-file", "", "PEM certificate of this node, of the cluster CA, for server and client auth; re-read when it changes")
 	fs.StringVar(&c.ClusterTLS.KeyFile, "cluster-key-file", "", "PEM private key of --cluster-cert-file")
+	fs.StringVar(&c.Tokens.PublicKeyFile, "token-public-key-file", "", "PEM public keys (or certificates) for RS256/ES256/EdDSA client tokens; re-read when it changes")
+	fs.StringVar(&c.Tokens.JWKSURL, "token-jwks-url", "", "http(s) URL of a JWK Set for client tokens: cached, refetched on an unknown kid (at most once per 5s)")
+	fs.StringVar(&c.Tokens.Issuer, "token-issuer", "", "required iss of every client token, when set")
+	fs.StringVar(&c.Tokens.Audience, "token-audience", "", "required aud of every client token (a string, or one entry of an array), when set")
+	fs.Var((*list)(&c.AllowedOrigins), "allowed-origins", "comma-separated browser Origins allowed to connect: https://app.example.com, https://*.example.com, or *; default: the request's own host only")
+	fs.IntVar(&c.Gateway.MaxConnections, "max-connections", c.Gateway.MaxConnections, "WebSocket connections on this node; over it the upgrade gets 503 with Retry-After (0: no limit)")
+	fs.IntVar(&c.Gateway.MaxConnectionsPerUser, "max-connections-per-user", c.Gateway.MaxConnectionsPerUser, "WebSocket connections of one user on this node; over it the hello gets too_many_connections, close 4029 (0: no limit)")
+	fs.Float64Var(&c.Gateway.ConnectRate, "connect-rate", c.Gateway.ConnectRate, "new WebSocket connections per client IP per second, burst one second's worth; over it 429 with Retry-After (0: no limit)")
+	fs.Float64Var(&c.Gateway.FrameRate, "client-frame-rate", c.Gateway.FrameRate, "frames per second a connection may send, control frames included, burst one second's worth; over it rate_limited, close 4029 (0: no limit)")
+	fs.IntVar(&c.API.MaxInflight, "max-inflight-publishes", c.API.MaxInflight, "messages of publish requests this node serves at once; over it 503 with Retry-After (0: no limit)")
 	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file of base64 AES-128/192/256 keys, one a line, the first the primary: encrypts and authenticates gossip (seeds <data-dir>/gossip-keyring, which wins once it exists)")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "network timing profile: lan or wan")
 	fs.DurationVar(&c.Gateway.Heartbeat, "heartbeat", c.Gateway.Heartbeat, "client heartbeat interval")
@@ -90,6 +100,21 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	return o, nil
+}
+
+// list is a comma-separated flag; blanks around entries are dropped.
+type list []string
+
+func (l *list) String() string { return strings.Join(*l, ",") }
+
+func (l *list) Set(s string) error {
+	*l = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
 }
 
 // millis is a flag holding a duration in whole milliseconds, as the
@@ -246,6 +271,7 @@ func devDefaults(o *options) error {
 }
 
 // loadSecrets reads the secret files; their contents are trimmed (§3).
+// The token secret is optional when tokens have another key source.
 func loadSecrets(o *options) error {
 	read := func(path, flagName string) (string, error) {
 		if path == "" {
@@ -257,11 +283,15 @@ func loadSecrets(o *options) error {
 		}
 		return v, nil
 	}
-	tokenSecret, err := read(o.tokenSecretFile, "token-secret-file")
-	if err != nil {
-		return err
+	t := &o.cfg.Tokens
+	if o.tokenSecretFile != "" || (t.PublicKeyFile == "" && t.JWKSURL == "") {
+		s, err := read(o.tokenSecretFile, "token-secret-file")
+		if err != nil {
+			return fmt.Errorf("%w (or --token-public-key-file or --token-jwks-url)", err)
+		}
+		t.Secret = []byte(s)
 	}
-	o.cfg.TokenSecret = []byte(tokenSecret)
+	var err error
 	if o.cfg.APIKey, err = read(o.apiKeyFile, "api-key-file"); err != nil {
 		return err
 	}
@@ -284,7 +314,7 @@ func loadGossipKeys(o *options) error {
 }
 
 func printDev(w io.Writer, n *node.Node, c *node.Config) {
-	tok, err := token.Mint(c.TokenSecret, "demo", 24*time.Hour)
+	tok, err := token.Mint(c.Tokens.Secret, "demo", 24*time.Hour)
 	if err != nil {
 		tok = "(could not mint: " + err.Error() + ")"
 	}

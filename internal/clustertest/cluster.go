@@ -55,6 +55,9 @@ type Options struct {
 	// PublicTLS with HTTPS and WSS on the public listener, with
 	// certificates of one CA made for the cluster (CertDir, tls.go).
 	ClusterTLS, PublicTLS bool
+	// Token mints the client token of a user for Cluster.Token; nil means
+	// an HS256 token of TokenSecret valid for an hour.
+	Token func(user string) string
 }
 
 // Cluster is a set of in-process nodes.
@@ -150,7 +153,7 @@ func (c *Cluster) newConfig(id, zone string, ports []int) node.Config {
 	cfg.PublicAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	cfg.ClusterAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
-	cfg.TokenSecret, cfg.APIKey, cfg.AdminKey = []byte(TokenSecret), APIKey, AdminKey
+	cfg.Tokens.Secret, cfg.APIKey, cfg.AdminKey = []byte(TokenSecret), APIKey, AdminKey
 	cfg.Profile = "local"
 	cfg.Gateway.Heartbeat = time.Second
 	cfg.Logger = c.opts.Logger.With("node", id)
@@ -324,6 +327,9 @@ func (c *Cluster) Stop() {
 
 // Token mints a client token for user.
 func (c *Cluster) Token(user string) string {
+	if c.opts.Token != nil {
+		return c.opts.Token(user)
+	}
 	tok, err := token.Mint([]byte(TokenSecret), user, time.Hour)
 	if err != nil {
 		c.t.Fatal(err)

@@ -373,6 +373,8 @@ func (c *conn) process() (paused bool) {
 	for {
 		ev, ok, err := c.rd.next()
 		if n := c.rd.takeFrames(); n > 0 && c.frameRate != nil && !c.frameRate.AllowN(time.Now(), n) {
+			c.g.refused(LimitFrameRate)
+			c.frameRate = nil // the reader's own: once over is enough
 			c.Close(protocol.Errorf(protocol.ErrRateLimited, "more than %g frames per second", c.g.cfg.FrameRate), nil)
 		}
 		if err != nil {

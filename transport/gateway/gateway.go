@@ -207,7 +207,8 @@ type Gateway struct {
 	// Wait never races an Add from zero.
 	wg sync.WaitGroup
 
-	ips *ipLimiter // nil: no ConnectRate
+	ips      *ipLimiter // nil: no ConnectRate
+	refusals [numLimits]atomic.Int64
 
 	mu             sync.Mutex
 	conns          map[*conn]struct{}

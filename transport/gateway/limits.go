@@ -20,21 +20,62 @@ import (
 // (connections per user: 4029), and on every frame (frames per
 // connection: 4029, conn.process).
 
+// Limit names one of the gateway's limits, as Refusals counts them.
+type Limit int
+
+// The gateway's limits.
+const (
+	LimitOrigin          Limit = iota // CheckOrigin: 403
+	LimitConnectRate                  // ConnectRate: 429
+	LimitConnections                  // MaxConnections: 503
+	LimitUserConnections              // MaxConnectionsPerUser: 4029
+	LimitFrameRate                    // FrameRate: 4029
+	numLimits
+)
+
+var limitNames = [numLimits]string{"origin", "connect_rate", "connections", "connections_per_user", "frame_rate"}
+
+// String is the limit's metric label.
+func (l Limit) String() string {
+	if l < 0 || l >= numLimits {
+		return "unknown"
+	}
+	return limitNames[l]
+}
+
+// Refusals counts, by Limit, the connections a limit refused or ended.
+type Refusals [numLimits]int64
+
+// Refusals returns how many times each limit has refused a connection or
+// ended one.
+func (g *Gateway) Refusals() (counts Refusals) {
+	for i := range counts {
+		counts[i] = g.refusals[i].Load()
+	}
+	return counts
+}
+
+// refused counts one refusal by l.
+func (g *Gateway) refused(l Limit) { g.refusals[l].Add(1) }
+
 // admit decides whether an upgrade request may become a connection and,
 // if so, holds a connection slot for it (released by releaseSlot if the
 // upgrade fails, else when the connection is unregistered). A refusal
 // says after how many seconds to retry, 0 for none.
 func (g *Gateway) admit(r *http.Request) (retryAfter int, err error) {
 	if r.Header.Get("Origin") != "" && !g.cfg.CheckOrigin(r) {
+		g.refused(LimitOrigin)
 		return 0, protocol.Errorf(protocol.ErrForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
 	}
 	if g.ips != nil && !g.ips.allow(clientIP(r), time.Now()) {
+		g.refused(LimitConnectRate)
 		return int(math.Ceil(1 / g.cfg.ConnectRate)),
 			protocol.Errorf(protocol.ErrRateLimited, "more than %g new connections per second from this address", g.cfg.ConnectRate)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if limit := g.cfg.MaxConnections; limit > 0 && g.slots >= limit {
+		g.refused(LimitConnections)
 		return 1, protocol.Errorf(protocol.ErrTooManyConnections, "node at its limit of %d connections; try another endpoint", limit)
 	}
 	g.slots++
@@ -70,6 +111,7 @@ func (g *Gateway) countUser(c *conn) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.perUser[c.user] >= limit {
+		g.refused(LimitUserConnections)
 		return protocol.Errorf(protocol.ErrTooManyConnections, "user has %d connections on this node, the most allowed", limit)
 	}
 	g.perUser[c.user]++
