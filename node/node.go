@@ -118,7 +118,9 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	if publicTLS != nil {
 		n.scheme = "https"
-		n.publicLn = tls.NewListener(n.publicLn, publicTLS)
+		// The gateway's poller watches WebSockets upgraded from TLS
+		// connections of this listener, as it does plain ones.
+		n.publicLn = tls.NewListener(gateway.PollableListener(n.publicLn), publicTLS)
 		if n.adminLn != nil {
 			n.adminLn = tls.NewListener(n.adminLn, publicTLS)
 		}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,7 +31,7 @@ type rawWS struct {
 // upgrade handshake by hand.
 func (h *gwHarness) dialRaw(local net.Addr, header http.Header) *rawWS {
 	h.t.Helper()
-	nc, br, status, err := rawUpgrade(h.addr(), local, header)
+	nc, br, status, err := h.rawUpgrade(local, header)
 	if err != nil {
 		h.t.Fatalf("upgrade: %v", err)
 	}
@@ -43,15 +44,26 @@ func (h *gwHarness) dialRaw(local net.Addr, header http.Header) *rawWS {
 
 // addr is the gateway's host:port.
 func (h *gwHarness) addr() string {
-	return strings.TrimPrefix(strings.TrimSuffix(h.url, "/v1/connect"), "ws://")
+	return strings.TrimPrefix(strings.TrimPrefix(strings.TrimSuffix(h.url, "/v1/connect"), "ws://"), "wss://")
+}
+
+// rawUpgrade is the package's rawUpgrade to h's gateway, over TLS if h
+// serves it.
+func (h *gwHarness) rawUpgrade(local net.Addr, header http.Header) (net.Conn, *bufio.Reader, int, error) {
+	return rawUpgrade(h.addr(), local, header, h.clientTLS)
 }
 
 // rawUpgrade asks for a WebSocket upgrade on a new TCP connection from
 // local (nil: any) to addr, and returns the connection and the answer's
 // status; the caller closes nc.
-func rawUpgrade(addr string, local net.Addr, header http.Header) (nc net.Conn, br *bufio.Reader, status int, err error) {
+func rawUpgrade(addr string, local net.Addr, header http.Header, tlsCfg *tls.Config) (nc net.Conn, br *bufio.Reader, status int, err error) {
 	d := net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}
-	if nc, err = d.Dial("tcp", addr); err != nil {
+	if tlsCfg != nil {
+		nc, err = tls.DialWithDialer(&d, "tcp", addr, tlsCfg)
+	} else {
+		nc, err = d.Dial("tcp", addr)
+	}
+	if err != nil {
 		return nil, nil, 0, err
 	}
 	var req bytes.Buffer

@@ -73,7 +73,11 @@ type conn struct {
 	frameRate *rate.Limiter   // owned by the running reader; nil: no limit
 	poll      *poller         // the poller watching this socket; nil for a fallback reader
 	rc        syscall.RawConn // the socket's descriptor, for the poller
-	armCh     chan struct{}   // fallback reader only: one more read (reader.go)
+	// tls: the poller reads this connection through tls.Conn, which may
+	// hold records already taken from the socket; unread is set (by the
+	// running reader) while a turn has not ended on an empty read.
+	tls, unread bool
+	armCh       chan struct{} // fallback reader only: one more read (reader.go)
 
 	mu          sync.Mutex
 	q           []item // message frames not yet taken by the writer
@@ -298,10 +302,14 @@ func (c *conn) onReadable(buf []byte, read func([]byte) (int, error)) {
 	c.mu.Unlock()
 
 	paused, failed := false, error(nil)
+	c.unread = true
 	func() {
 		defer c.recoverReader()
 		for i := 0; i < readsPerWake; i++ {
 			n, err := read(buf)
+			if errors.Is(err, errWouldBlock) {
+				c.unread = false
+			}
 			if n > 0 {
 				c.lastRead.Store(monoNow())
 				c.rd.feed(buf[:n])
@@ -344,8 +352,13 @@ func (c *conn) doneReading() {
 	c.finishLocked()
 }
 
-// armLocked asks for the next readiness event.
+// armLocked asks for the next readiness event; for a TLS connection that
+// may hold unread records, it starts another turn instead.
 func (c *conn) armLocked() {
+	if c.tls && c.unread {
+		go c.tlsCatchUp()
+		return
+	}
 	if c.poll != nil {
 		if err := c.poll.arm(c); err != nil {
 			c.g.log.Debug("poller arm failed", "conn", c.id, "err", err)

@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,6 +136,23 @@ func gwToken(user string, exp time.Time) string {
 	return "good-" + user + "~" + strconv.FormatInt(exp.UnixMilli(), 10)
 }
 
+// gwTestTLS makes startGW serve its gateway over TLS, on a listener
+// PollableListener wraps, and its clients dial with TLS.
+var gwTestTLS bool
+
+// TestGatewayOverTLS runs the gateway's behaviour tests again over TLS:
+// the poller reads those connections through tls.Conn, which must never
+// leave a record it has taken from the socket unread.
+func TestGatewayOverTLS(t *testing.T) {
+	gwTestTLS = true
+	defer func() { gwTestTLS = false }()
+	for name, test := range gatewayBehaviour {
+		t.Run(name, test)
+	}
+	t.Run("Floods", TestGatewaySurvivesFloods)
+	t.Run("PerUser", TestGatewayMaxConnectionsPerUser)
+}
+
 // gwTestNoPoller makes startGW's gateways give every connection a reader
 // goroutine (the path of non-Linux systems and of sockets epoll cannot
 // watch) instead of the epoll poller.
@@ -144,31 +163,35 @@ var gwTestNoPoller bool
 func TestGatewayWithReaderGoroutines(t *testing.T) {
 	gwTestNoPoller = true
 	defer func() { gwTestNoPoller = false }()
-	for name, test := range map[string]func(*testing.T){
-		"ClosePaths":            TestGatewayClosePaths,
-		"PingPong":              TestGatewayPingPongEchoesIDVerbatim,
-		"Ack":                   TestGatewayAckReachesHub,
-		"Heartbeat":             TestGatewayHeartbeatWhenIdle,
-		"WebSocketPings":        TestGatewayWebSocketPings,
-		"SlowConsumer":          TestGatewaySlowConsumerIsClosed,
-		"SinkClose":             TestGatewaySinkClose,
-		"Shutdown":              TestGatewayShutdown,
-		"ShutdownCuts":          TestGatewayShutdownCutsWhenContextEnds,
-		"BlockedHelloIsBounded": TestGatewayBlockedHelloIsBounded,
-		"HubPanicIsContained":   TestGatewayHubPanicIsContained,
-		"PingFlood":             TestGatewayPingFloodIsBounded,
-		"EveryPing":             TestGatewayEveryPingGetsItsPong,
-		"Conformance":           TestGatewayConformance,
-		"FrameRate":             TestGatewayFrameRate,
-		"TokenExpiry":           TestGatewayTokenExpiryCloses,
-		"Refresh":               TestGatewayRefresh,
-		"BlockingRefresh":       TestGatewayBlockingRefreshHoldsNoOtherConnection,
-		"SlowReader":            TestGatewaySlowReaderGetsItsBacklog,
-		"SlowHello":             TestGatewaySlowHelloIsNotAReadTimeout,
-		"IdleHasNoWriter":       TestGatewayIdleConnectionHasNoWriter,
-	} {
+	for name, test := range gatewayBehaviour {
 		t.Run(name, test)
 	}
+}
+
+// gatewayBehaviour are the behaviour tests that run on every reading path:
+// the poller, reader goroutines, and the poller through TLS.
+var gatewayBehaviour = map[string]func(*testing.T){
+	"ClosePaths":            TestGatewayClosePaths,
+	"PingPong":              TestGatewayPingPongEchoesIDVerbatim,
+	"Ack":                   TestGatewayAckReachesHub,
+	"Heartbeat":             TestGatewayHeartbeatWhenIdle,
+	"WebSocketPings":        TestGatewayWebSocketPings,
+	"SlowConsumer":          TestGatewaySlowConsumerIsClosed,
+	"SinkClose":             TestGatewaySinkClose,
+	"Shutdown":              TestGatewayShutdown,
+	"ShutdownCuts":          TestGatewayShutdownCutsWhenContextEnds,
+	"BlockedHelloIsBounded": TestGatewayBlockedHelloIsBounded,
+	"HubPanicIsContained":   TestGatewayHubPanicIsContained,
+	"PingFlood":             TestGatewayPingFloodIsBounded,
+	"EveryPing":             TestGatewayEveryPingGetsItsPong,
+	"Conformance":           TestGatewayConformance,
+	"FrameRate":             TestGatewayFrameRate,
+	"TokenExpiry":           TestGatewayTokenExpiryCloses,
+	"Refresh":               TestGatewayRefresh,
+	"BlockingRefresh":       TestGatewayBlockingRefreshHoldsNoOtherConnection,
+	"SlowReader":            TestGatewaySlowReaderGetsItsBacklog,
+	"SlowHello":             TestGatewaySlowHelloIsNotAReadTimeout,
+	"IdleHasNoWriter":       TestGatewayIdleConnectionHasNoWriter,
 }
 
 // withDefaults fills c's zero fields from DefaultConfig, so that a test
@@ -199,6 +222,9 @@ type gwHarness struct {
 	g   *Gateway
 	hub *gwFakeHub
 	url string
+	// clientTLS is the clients' TLS config when the gateway is served
+	// over TLS (gwTestTLS); nil otherwise.
+	clientTLS *tls.Config
 }
 
 // startGW serves a gateway on an httptest server. cfg fields left zero take
@@ -223,7 +249,17 @@ func startGWAuth(t *testing.T, cfg Config, hub *gwFakeHub, auth Authenticator) *
 	g.noPoller = gwTestNoPoller
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/connect", g)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	var clientTLS *tls.Config
+	if gwTestTLS {
+		srv.Listener = PollableListener(srv.Listener)
+		srv.StartTLS()
+		roots := x509.NewCertPool()
+		roots.AddCert(srv.Certificate())
+		clientTLS = &tls.Config{RootCAs: roots}
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -232,12 +268,13 @@ func startGWAuth(t *testing.T, cfg Config, hub *gwFakeHub, auth Authenticator) *
 		}
 		srv.Close()
 	})
-	return &gwHarness{t: t, g: g, hub: hub, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/connect"}
+	return &gwHarness{t: t, g: g, hub: hub, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/connect", clientTLS: clientTLS}
 }
 
 func (h *gwHarness) dial(header http.Header) *websocket.Conn {
 	h.t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(h.url, header)
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: h.clientTLS}
+	ws, resp, err := d.Dial(h.url, header)
 	if err != nil {
 		h.t.Fatalf("dial: %v", err)
 	}
@@ -1056,7 +1093,7 @@ func TestGwAppendPong(t *testing.T) {
 // all makes the server's writes block after a few KiB instead of megabytes.
 func (h *gwHarness) dialSmallBuffers(size int) (*websocket.Conn, *conn) {
 	h.t.Helper()
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+	d := websocket.Dialer{TLSClientConfig: h.clientTLS, NetDial: func(network, addr string) (net.Conn, error) {
 		nc, err := net.Dial(network, addr)
 		if err == nil {
 			err = nc.(*net.TCPConn).SetReadBuffer(size)

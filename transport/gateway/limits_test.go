@@ -29,7 +29,7 @@ func loopback(t testing.TB, last byte) net.Addr {
 
 // dialFrom dials from local (nil: any) with header.
 func (h *gwHarness) dialFrom(local net.Addr, header http.Header) (*websocket.Conn, *http.Response, error) {
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+	d := websocket.Dialer{TLSClientConfig: h.clientTLS, NetDial: func(network, addr string) (net.Conn, error) {
 		return (&net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}).Dial(network, addr)
 	}}
 	ws, resp, err := d.Dial(h.url, header)
@@ -366,7 +366,7 @@ func TestGatewaySurvivesFloods(t *testing.T) {
 		wg.Go(func() {
 			for i := range 2000 / workers {
 				hdr := badHandshakes[(w+i)%len(badHandshakes)]
-				nc, _, status, err := rawUpgrade(h.addr(), loopback(t, 1), hdr)
+				nc, _, status, err := h.rawUpgrade(loopback(t, 1), hdr)
 				if err != nil {
 					unexpected.Add(1)
 					continue
@@ -395,7 +395,7 @@ func TestGatewaySurvivesFloods(t *testing.T) {
 		wg.Go(func() {
 			for i := range 800 / workers {
 				from := loopback(t, byte(10+(w*800/workers+i)%200)) // 4 connections per address
-				nc, br, status, err := rawUpgrade(h.addr(), from, nil)
+				nc, br, status, err := h.rawUpgrade(from, nil)
 				if err != nil || status != http.StatusSwitchingProtocols {
 					unexpected.Add(1)
 					if nc != nil {

@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -77,16 +78,30 @@ func pollToken(ev *unix.EpollEvent) uint64 {
 }
 
 // watch starts watching c's socket, armed for its first event. It returns
-// false when the socket is not one epoll can watch (no descriptor, e.g. a
-// TLS connection): c then needs a reader goroutine.
+// false when the socket is not one epoll can watch (no descriptor, or a
+// TLS connection from a listener PollableListener did not wrap): c then
+// needs a reader goroutine.
 func (p *poller) watch(c *conn) (bool, error) {
-	sc, ok := c.nc.(syscall.Conn)
+	socket := c.nc
+	var under *tlsSocket
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if under, ok = tc.NetConn().(*tlsSocket); !ok {
+			return false, nil
+		}
+		socket = under
+	}
+	sc, ok := socket.(syscall.Conn)
 	if !ok {
 		return false, nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false, err
+	}
+	if under != nil {
+		under.rc = rc
+		under.nonblocking.Store(true)
+		c.tls = true
 	}
 	p.mu.Lock()
 	if p.failed {
@@ -193,12 +208,21 @@ func (p *poller) close() {
 	unix.Close(p.epfd)
 }
 
-// readNow reads what the socket holds without waiting: errWouldBlock
-// when it holds nothing.
+// readNow reads what the socket holds without waiting (through TLS, if
+// the connection has it): errWouldBlock when it holds nothing.
 func (c *conn) readNow(buf []byte) (int, error) {
+	if c.tls {
+		return c.nc.Read(buf)
+	}
+	return readRaw(c.rc, buf)
+}
+
+// readRaw reads what the socket rc holds without waiting: errWouldBlock
+// when it holds nothing.
+func readRaw(rc syscall.RawConn, buf []byte) (int, error) {
 	var n int
 	var err error
-	cerr := c.rc.Read(func(fd uintptr) bool {
+	cerr := rc.Read(func(fd uintptr) bool {
 		for {
 			n, err = unix.Read(int(fd), buf)
 			if err != unix.EINTR {

@@ -1,11 +1,7 @@
 package gateway
 
-import (
-	"errors"
-)
-
 // errWouldBlock ends a reader's turn: the socket has nothing more now.
-var errWouldBlock = errors.New("transport: read would block")
+var errWouldBlock error = wouldBlock{}
 
 // fallbackReadBuf is the read buffer of a connection that has a reader
 // goroutine of its own.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,10 +17,10 @@ import (
 	"github.com/switchboard/switchboard/protocol"
 )
 
-// A WSS connection is a *tls.Conn: epoll could only see its encrypted
-// records, so the poller leaves it to a reader goroutine of its own. It
-// is served like any other: heartbeats while idle, and dropped once its
-// client falls silent.
+// A WSS connection is a *tls.Conn: from a listener that PollableListener
+// did not wrap, the poller cannot read it without blocking, and leaves it
+// to a reader goroutine of its own. It is served like any other:
+// heartbeats while idle, and dropped once its client falls silent.
 func TestTLSConnectionsHaveAReaderGoroutine(t *testing.T) {
 	testenv.NoLeaks(t)
 	cfg := withDefaults(Config{Heartbeat: 300 * time.Millisecond})
@@ -79,5 +80,45 @@ func TestTLSConnectionsHaveAReaderGoroutine(t *testing.T) {
 			t.Fatal("a silent TLS client was not dropped")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// From a listener PollableListener wraps, a WSS connection is watched by
+// the poller like a plain one (no goroutine while idle), and records that
+// tls.Conn took from the socket in one read are all acted on even when
+// nothing more arrives: here many small records, written one by one and
+// read by the server at once, each a ping that wants its pong.
+func TestPolledTLSConnectionsReadEveryRecord(t *testing.T) {
+	testenv.NoLeaks(t)
+	gwTestTLS = true
+	h := startGW(t, Config{}, nil)
+	gwTestTLS = false
+	ws := h.dial(nil)
+	gwHello(t, ws, "alice")
+	cs := h.g.snapshot()
+	if len(cs) != 1 {
+		t.Fatalf("%d connections", len(cs))
+	}
+	c := cs[0]
+	c.mu.Lock()
+	watched, reader := c.poll != nil, c.armCh != nil
+	c.mu.Unlock()
+	if !watched || reader {
+		t.Fatalf("TLS connection: watched by the poller %v, reader goroutine %v", watched, reader)
+	}
+
+	// gorilla writes each message in one TLS record; a batch of them
+	// arrives together.
+	const n = 10 * readsPerWake
+	for round := range 20 {
+		for i := range n {
+			gwSend(t, ws, fmt.Sprintf(`{"type":"ping","id":"%d-%d"}`, round, i))
+		}
+		for i := range n {
+			f := gwMustRead(t, ws, protocol.TypePong)
+			if want := fmt.Sprintf(`"%d-%d"`, round, i); string(f.ID) != want {
+				t.Fatalf("pong %s, want %s", f.ID, want)
+			}
+		}
 	}
 }
