@@ -14,8 +14,13 @@ import (
 // JWKSURL; the algorithms accepted are exactly those of the keys set.
 type Config struct {
 	// Secret is the HS256 key: the token secret file's bytes, surrounding
-	// white space trimmed by the caller. Empty: HS256 tokens are refused.
+	// white space trimmed by the caller. Empty: HS256 tokens are refused
+	// (unless SecretFile is set).
 	Secret []byte
+	// SecretFile is a file of HS256 keys, one a line (internal/secret),
+	// every one accepted, re-read when it changes (see KeyFileCheck): the
+	// token secret rotates without a restart. Empty: none.
+	SecretFile string
 	// PublicKeyFile is a PEM file of public keys and certificates (RSA
 	// 2048–8192 bits → RS256, ECDSA P-256 → ES256, Ed25519 → EdDSA; at most
 	// 64). Its keys have no kid: each is tried for every token of its
@@ -44,7 +49,7 @@ type Config struct {
 	// none: the node ends live connections at exp by its own clock, and a
 	// token it would cut at once is not worth accepting.
 	Leeway time.Duration
-	// KeyFileCheck is how often, at most, PublicKeyFile is looked at
+	// KeyFileCheck is how often, at most, PublicKeyFile and SecretFile are looked at
 	// (identity, size and modification time) for a new version. The check
 	// runs inside a verification, never more than one at a time.
 	KeyFileCheck time.Duration
@@ -96,8 +101,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: %s %s", ErrConfig, field, fmt.Sprintf(format, args...))
 	}
 	var errs []error
-	if len(c.Secret) == 0 && c.PublicKeyFile == "" && c.JWKSURL == "" {
-		errs = append(errs, fmt.Errorf("%w: no token keys: set Secret, PublicKeyFile or JWKSURL", ErrConfig))
+	if len(c.Secret) == 0 && c.SecretFile == "" && c.PublicKeyFile == "" && c.JWKSURL == "" {
+		errs = append(errs, fmt.Errorf("%w: no token keys: set Secret, SecretFile, PublicKeyFile or JWKSURL", ErrConfig))
 	}
 	if c.JWKSURL != "" {
 		u, err := url.Parse(c.JWKSURL)

@@ -6,12 +6,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/internal/filewatch"
 )
 
 // maxKeyFileBytes bounds the PEM file: a few keys and certificates take a
@@ -73,112 +71,11 @@ func parsePEM(data []byte) ([]key, error) {
 	return keys, nil
 }
 
-// keyFile holds the keys of the PEM file and re-reads it when it changes.
-type keyFile struct {
-	path  string
-	every time.Duration
-	now   func() time.Time
-	log   *slog.Logger
-
-	keys atomic.Pointer[[]key]
-	// next is when (unix ns by now) the file may be looked at again; the
-	// verification that moves it forward does the look.
-	next atomic.Int64
-
-	mu     sync.Mutex  // serializes loads; guards what follows
-	loaded os.FileInfo // the version whose keys are in force
-	failed os.FileInfo // the last version that failed to load, if any
-	// problem is the last failure logged: a version that fails is logged
-	// once, and so is a file that cannot be opened, however long it stays so.
-	problem string
-}
-
-// loadKeyFile reads path, which must hold usable keys.
-func loadKeyFile(path string, every time.Duration, now func() time.Time, log *slog.Logger) (*keyFile, error) {
-	f := &keyFile{path: path, every: every, now: now, log: log}
-	if err := f.load(); err != nil {
-		return nil, err
-	}
-	f.next.Store(now().Add(every).UnixNano())
-	return f, nil
-}
-
-// current returns the keys in force.
-func (f *keyFile) current() []key { return *f.keys.Load() }
-
-// maybeReload looks at the file if KeyFileCheck has passed since the last
-// look and no other verification is looking; otherwise it returns at once.
-func (f *keyFile) maybeReload() {
-	now := f.now().UnixNano()
-	next := f.next.Load()
-	if now < next || !f.next.CompareAndSwap(next, now+int64(f.every)) {
-		return
-	}
-	if !f.mu.TryLock() { // a Reload is at it
-		return
-	}
-	defer f.mu.Unlock()
-	if fi, err := os.Stat(f.path); err == nil && (sameVersion(fi, f.loaded) || sameVersion(fi, f.failed)) {
-		return
-	}
-	_ = f.loadLocked()
-}
-
-// load reads the file and puts its keys in force, or keeps those in force
-// and returns why not.
-func (f *keyFile) load() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.loadLocked()
-}
-
-func (f *keyFile) loadLocked() error {
-	keys, fi, err := readKeyFile(f.path)
-	if err != nil {
-		err = fmt.Errorf("%s: %w", f.path, err)
-		if f.keys.Load() != nil && (fi != nil || err.Error() != f.problem) {
-			f.log.Warn("public key file not reloaded; the previous keys stay in force", "err", err)
-		}
-		f.failed, f.problem = fi, err.Error()
-		return err
-	}
-	first := f.keys.Load() == nil
-	f.keys.Store(&keys)
-	f.loaded, f.failed, f.problem = fi, nil, ""
-	if !first {
-		f.log.Info("public key file reloaded", "path", f.path, "keys", len(keys))
-	}
-	return nil
-}
-
-// readKeyFile returns the keys of the file at path and the file's info as
-// of before the read, so a write that lands during it is seen next time.
-// The info comes back with a parse error too, so that version is not
-// parsed again.
-func readKeyFile(path string) ([]key, os.FileInfo, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer fh.Close()
-	fi, err := fh.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	data, err := io.ReadAll(io.LimitReader(fh, maxKeyFileBytes+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(data) > maxKeyFileBytes {
-		return nil, fi, fmt.Errorf("larger than %d bytes", maxKeyFileBytes)
-	}
-	keys, err := parsePEM(data)
-	return keys, fi, err
-}
-
-// sameVersion tells whether a and b are the same file with the same size
-// and modification time: a replacement by rename, an edit in place and a
-// truncation all differ.
-func sameVersion(a, b os.FileInfo) bool {
-	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+// loadKeyFile reads path, which must hold usable keys, and keeps its keys
+// current: the file is looked at again at most once per every.
+func loadKeyFile(path string, every time.Duration, now func() time.Time, log *slog.Logger) (*filewatch.File[[]key], error) {
+	return filewatch.Load(filewatch.Config[[]key]{
+		Path: path, What: "public key file", Every: every, MaxBytes: maxKeyFileBytes,
+		Parse: parsePEM, Now: now, Logger: log,
+	})
 }

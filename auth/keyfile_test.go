@@ -109,3 +109,34 @@ func TestReloadWithoutFile(t *testing.T) {
 		t.Fatalf("Reload without a key file: %v", err)
 	}
 }
+
+// TestSecretFileRotation follows an operator rotating the HS256 secret
+// without a restart: the new secret is added as a second line (both
+// verify), issuers move to it, and the old one is removed.
+func TestSecretFileRotation(t *testing.T) {
+	old, next := []byte("old-secret-0123456789"), []byte("new-secret-0123456789")
+	path := filepath.Join(t.TempDir(), "token-secret")
+	writeFile(t, path, append(old, '\n'))
+	clk := newClock()
+	cfg := testConfig(t, clk)
+	cfg.SecretFile = path
+	v := newVerifier(t, cfg)
+	tokOld, tokNew := signHS256(t, old, "", claims(nil)), signHS256(t, next, "", claims(nil))
+	wantOK(t, v, tokOld)
+	wantRefused(t, v, tokNew, "signature")
+
+	writeFile(t, path, []byte(string(next)+"\n"+string(old)+"\n"))
+	clk.Advance(time.Second)
+	wantOK(t, v, tokNew)
+	wantOK(t, v, tokOld)
+
+	writeFile(t, path, append(next, '\n'))
+	clk.Advance(time.Second)
+	wantOK(t, v, tokNew)
+	wantRefused(t, v, tokOld, "signature")
+
+	// A version without a key keeps the one in force.
+	writeFile(t, path, []byte(" \n"))
+	clk.Advance(time.Second)
+	wantOK(t, v, tokNew)
+}

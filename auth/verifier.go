@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/switchboard/switchboard/internal/filewatch"
+	secretfile "github.com/switchboard/switchboard/internal/secret"
 )
 
 // ErrUnauthorized is wrapped by every error of Verify.
@@ -41,9 +43,10 @@ type Identity struct {
 // Verifier verifies client tokens. It is safe for concurrent use.
 type Verifier struct {
 	secret  []byte
-	file    *keyFile // nil without Config.PublicKeyFile
-	jwks    *jwks    // nil without Config.JWKSURL
-	methods []string // the algorithms accepted
+	secrets *filewatch.File[[]string] // nil without Config.SecretFile
+	file    *filewatch.File[[]key]    // nil without Config.PublicKeyFile
+	jwks    *jwks                     // nil without Config.JWKSURL
+	methods []string                  // the algorithms accepted
 	parser  *jwt.Parser
 	rules   claimRules
 	now     func() time.Time
@@ -72,8 +75,18 @@ func New(cfg Config) (*Verifier, error) {
 		rules:  claimRules{issuer: cfg.Issuer, audience: cfg.Audience, leeway: cfg.Leeway},
 		now:    cfg.Now,
 	}
-	if len(v.secret) > 0 {
+	if len(v.secret) > 0 || cfg.SecretFile != "" {
 		v.methods = append(v.methods, algHS256)
+	}
+	if cfg.SecretFile != "" {
+		f, err := filewatch.Load(filewatch.Config[[]string]{
+			Path: cfg.SecretFile, What: "token secret file", Every: cfg.KeyFileCheck,
+			MaxBytes: maxKeyFileBytes, Parse: secretfile.ParseKeys, Now: cfg.Now, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: SecretFile %w", ErrConfig, err)
+		}
+		v.secrets = f
 	}
 	if cfg.PublicKeyFile != "" || cfg.JWKSURL != "" {
 		v.methods = append(v.methods, algRS256, algES256, algEdDSA)
@@ -105,9 +118,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: no token", ErrUnauthorized)
 	case len(token) > maxTokenBytes:
 		return Identity{}, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthorized, maxTokenBytes)
-	}
-	if v.file != nil {
-		v.file.maybeReload()
 	}
 	if v.jwks != nil {
 		v.jwks.refreshIfStale()
@@ -159,9 +169,14 @@ func (v *Verifier) verify(token string) (Identity, *lacking, error) {
 			if len(v.secret) > 0 {
 				keys = append(keys, v.secret)
 			}
+			if v.secrets != nil {
+				for _, s := range v.secrets.Current() {
+					keys = append(keys, []byte(s))
+				}
+			}
 		} else {
 			if v.file != nil {
-				keys = match(keys, v.file.current(), alg, kid)
+				keys = match(keys, v.file.Current(), alg, kid)
 			}
 			if v.jwks != nil {
 				set := v.jwks.snapshot()
@@ -208,15 +223,20 @@ func (v *Verifier) reason(tok *jwt.Token, err error) error {
 	return errors.New("token refused")
 }
 
-// Reload re-reads Config.PublicKeyFile now, whatever its version, and
-// returns why its keys could not be put in force (the previous keys then
-// stay). Without a file it does nothing. Verifications do this on their
-// own when the file changes; Reload is for a caller that wants the answer.
+// Reload re-reads Config.PublicKeyFile and Config.SecretFile now,
+// whatever their versions, and returns why their keys could not be put in
+// force (the previous keys then stay). Without files it does nothing.
+// Verifications do this on their own when a file changes; Reload is for a
+// caller that wants the answer.
 func (v *Verifier) Reload() error {
-	if v.file == nil {
-		return nil
+	var errs []error
+	if v.file != nil {
+		errs = append(errs, v.file.Reload())
 	}
-	return v.file.load()
+	if v.secrets != nil {
+		errs = append(errs, v.secrets.Reload())
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops JWKS fetching: it cancels a fetch in flight and waits for

@@ -27,7 +27,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 // adminOnly guards an endpoint with the admin key.
 func (n *Node) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !bearer(r, n.cfg.AdminKey) {
+		if !bearer(r, n.adminKeys()) {
 			writeError(w, protocol.Errorf(protocol.ErrUnauthorized, "missing or bad admin key"))
 			return
 		}

@@ -2,8 +2,11 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/switchboard/switchboard/internal/secret"
 
 	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/transport/gateway"
@@ -23,12 +26,34 @@ func (n *Node) authenticate(token string) (gateway.Identity, error) {
 	return gateway.Identity{User: id.User, Expires: id.Expires}, nil
 }
 
-// bearer checks the Authorization header against key in constant time.
-func bearer(r *http.Request, key string) bool {
+// bearer checks the Authorization header against each of keys in
+// constant time.
+func bearer(r *http.Request, keys []string) bool {
 	h := r.Header.Get("Authorization")
 	const p = "Bearer "
 	if len(h) < len(p) || !strings.EqualFold(h[:len(p)], p) {
 		return false
 	}
-	return auth.KeyMatches(strings.TrimSpace(h[len(p):]), key)
+	got, ok := strings.TrimSpace(h[len(p):]), false
+	for _, k := range keys {
+		ok = auth.KeyMatches(got, k) || ok // every key compared: the time does not say which
+	}
+	return ok
+}
+
+// keySource returns the keys in force: those of file, re-read when it
+// changes, or the one key given.
+type keySource func() []string
+
+// newKeySource watches file if given, else serves key.
+func newKeySource(key, file, what string, log *slog.Logger) (keySource, error) {
+	if file == "" {
+		keys := []string{key}
+		return func() []string { return keys }, nil
+	}
+	f, err := secret.Watch(file, what, log)
+	if err != nil {
+		return nil, err
+	}
+	return f.Current, nil
 }

@@ -48,6 +48,11 @@ type Config struct {
 	Tokens   auth.Config
 	APIKey   string // publish API key
 	AdminKey string // admin API key
+	// APIKeyFile and AdminKeyFile, when set, hold the keys instead of
+	// APIKey and AdminKey: one key, or several (one a line) while one is
+	// rotated, all accepted; re-read when the file changes, at most once a
+	// second (internal/secret).
+	APIKeyFile, AdminKeyFile string
 	// AllowedOrigins lists the browser Origins allowed to connect: exact
 	// origins, https://*.example.com, or *. Empty: only an Origin whose
 	// host:port is the request's Host.
@@ -177,14 +182,14 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if len(c.Tokens.Secret) == 0 && c.Tokens.PublicKeyFile == "" && c.Tokens.JWKSURL == "" {
+	if len(c.Tokens.Secret) == 0 && c.Tokens.SecretFile == "" && c.Tokens.PublicKeyFile == "" && c.Tokens.JWKSURL == "" {
 		errs = append(errs, errors.New("no token keys: set token-secret-file, token-public-key-file or token-jwks-url"))
 	}
 	errs = append(errs, allOrNone([]string{c.TLS.CertFile, c.TLS.KeyFile}, []string{"tls-cert-file", "tls-key-file"})...)
 	errs = append(errs, allOrNone([]string{c.ClusterTLS.CAFile, c.ClusterTLS.CertFile, c.ClusterTLS.KeyFile},
 		[]string{"cluster-ca-file", "cluster-cert-file", "cluster-key-file"})...)
-	req(c.APIKey, "api key (api-key-file)")
-	req(c.AdminKey, "admin key (admin-key-file)")
+	req(c.APIKey+c.APIKeyFile, "api key (api-key-file)")
+	req(c.AdminKey+c.AdminKeyFile, "admin key (admin-key-file)")
 	switch c.Profile {
 	case membership.ProfileLAN, membership.ProfileWAN, membership.ProfileLocal:
 	default:

@@ -33,19 +33,21 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	publicLn net.Listener
-	adminLn  net.Listener
-	mux      *clusterport.Mux
-	peers    *peer.Links
-	machine  *session.Machine
-	raft     *consensus.Raft
-	pool     *membership.Pool
-	broker   *broker.Broker
-	gateway  *gateway.Gateway
-	tokens   *auth.Verifier
-	http     *http.Server
-	admin    *http.Server
-	metrics  *metrics
+	publicLn  net.Listener
+	adminLn   net.Listener
+	mux       *clusterport.Mux
+	peers     *peer.Links
+	machine   *session.Machine
+	raft      *consensus.Raft
+	pool      *membership.Pool
+	broker    *broker.Broker
+	gateway   *gateway.Gateway
+	tokens    *auth.Verifier
+	apiKeys   keySource
+	adminKeys keySource
+	http      *http.Server
+	admin     *http.Server
+	metrics   *metrics
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.
@@ -103,6 +105,12 @@ func New(cfg Config) (n *Node, err error) {
 	tc.Logger = cfg.Logger
 	if n.tokens, err = auth.New(tc); err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	if n.apiKeys, err = newKeySource(cfg.APIKey, cfg.APIKeyFile, "API key file", n.log); err != nil {
+		return nil, fmt.Errorf("api key file: %w", err)
+	}
+	if n.adminKeys, err = newKeySource(cfg.AdminKey, cfg.AdminKeyFile, "admin key file", n.log); err != nil {
+		return nil, fmt.Errorf("admin key file: %w", err)
 	}
 	publicTLS, clusterTLS, err := n.loadTLS()
 	if err != nil {

@@ -114,7 +114,7 @@ func (n *Node) publishBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	if !only(http.MethodPost, w, r) {
 		return nil, false
 	}
-	if !bearer(r, n.cfg.APIKey) {
+	if !bearer(r, n.apiKeys()) {
 		writeError(w, protocol.Errorf(protocol.ErrUnauthorized, "missing or bad API key"))
 		return nil, false
 	}

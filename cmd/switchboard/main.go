@@ -35,6 +35,7 @@ type options struct {
 	cfg                                       node.Config
 	join                                      string
 	tokenSecretFile, apiKeyFile, adminKeyFile string
+	tokenSecret                               []byte // the first key of tokenSecretFile
 	gossipKeyFile                             string
 	logLevel, logFormat                       string
 	drainTimeout                              time.Duration
@@ -193,7 +194,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.dev {
-		printDev(stdout, n, c)
+		printDev(stdout, n, o)
 	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -289,14 +290,21 @@ func loadSecrets(o *options) error {
 		if err != nil {
 			return fmt.Errorf("%w (or --token-public-key-file or --token-jwks-url)", err)
 		}
-		t.Secret = []byte(s)
+		// The node watches the file, so the secret rotates without a
+		// restart; the first key signs --dev's demo token.
+		t.SecretFile, o.tokenSecret = o.tokenSecretFile, []byte(s)
 	}
+	// The node watches the key files (a rotation needs no restart); the
+	// keys read here are checked now and printed by --dev.
 	var err error
 	if o.cfg.APIKey, err = read(o.apiKeyFile, "api-key-file"); err != nil {
 		return err
 	}
-	o.cfg.AdminKey, err = read(o.adminKeyFile, "admin-key-file")
-	return err
+	if o.cfg.AdminKey, err = read(o.adminKeyFile, "admin-key-file"); err != nil {
+		return err
+	}
+	o.cfg.APIKeyFile, o.cfg.AdminKeyFile = o.apiKeyFile, o.adminKeyFile
+	return nil
 }
 
 // loadGossipKeys reads --gossip-key-file. The node uses the keys only
@@ -313,8 +321,9 @@ func loadGossipKeys(o *options) error {
 	return nil
 }
 
-func printDev(w io.Writer, n *node.Node, c *node.Config) {
-	tok, err := token.Mint(c.Tokens.Secret, "demo", 24*time.Hour)
+func printDev(w io.Writer, n *node.Node, o *options) {
+	c := &o.cfg
+	tok, err := token.Mint(o.tokenSecret, "demo", 24*time.Hour)
 	if err != nil {
 		tok = "(could not mint: " + err.Error() + ")"
 	}

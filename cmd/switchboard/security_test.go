@@ -172,3 +172,97 @@ func readToClose(t *testing.T, ws *websocket.Conn) (errCode string, closeCode in
 		}
 	}
 }
+
+// Rotating the API key, the admin key and the token secret needs no
+// restart: the new key goes in as a second line (both accepted), callers
+// move to it, the old line goes; a connected client notices nothing.
+func TestKeyRotationWithoutRestart(t *testing.T) {
+	f := newFleet(t)
+	ports := freePorts(t, 3)
+	tokenFile, apiFile, adminFile := writeSecrets(t, f.dir)
+	public := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	p := f.start("rot", "", []string{
+		"--node-id", "rot", "--data-dir", filepath.Join(f.dir, "rot"), "--bootstrap",
+		"--public-addr", public,
+		"--cluster-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		"--token-secret-file", tokenFile, "--api-key-file", apiFile, "--admin-key-file", adminFile,
+	}, nil)
+	base, url := "http://"+public, "ws://"+public+"/v1/connect"
+	waitReady(t, base, p)
+	mint := func(secret, user string) string {
+		tok, err := token.Mint([]byte(secret), user, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	ws, _ := connectWS(t, url, mint(procTokenSecret, "alice"))
+	seq := 0
+	published := func(key string) int {
+		seq++
+		st, _, body := publish(base, key, "alice", fmt.Sprintf("r%d", seq), seq)
+		if st != http.StatusOK {
+			seq--
+			return st
+		}
+		if m := nextFrame(t, ws); m.Type != protocol.TypeMessage || m.Seq != uint64(seq) {
+			t.Fatalf("want message %d, got %s (%s)", seq, m.raw, body)
+		}
+		return st
+	}
+	admin := func(key string) int {
+		st, _, _ := request(http.MethodGet, base+"/v1/cluster", key, nil)
+		return st
+	}
+	welcomed := func(secret string) bool {
+		d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		c, _, err := d.Dial(url, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		hello, _ := json.Marshal(protocol.ClientFrame{Type: protocol.TypeHello, Token: mint(secret, "bob")})
+		_ = c.WriteMessage(websocket.TextMessage, hello)
+		return nextFrame(t, c).Type == protocol.TypeWelcome
+	}
+	rewrite := func(path, content string) {
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if published(procAPIKey) != http.StatusOK || admin(procAdminKey) != http.StatusOK || !welcomed(procTokenSecret) {
+		t.Fatal("the first keys are not accepted")
+	}
+	// Step 1: the new keys beside the old ones.
+	rewrite(apiFile, "api-2\n"+procAPIKey+"\n")
+	rewrite(adminFile, "admin-2\n"+procAdminKey+"\n")
+	rewrite(tokenFile, "secret-2\n"+procTokenSecret+"\n")
+	eventually(t, 10*time.Second, "the new keys accepted", []*proc{p}, func() bool {
+		return published("api-2") == http.StatusOK && admin("admin-2") == http.StatusOK && welcomed("secret-2")
+	})
+	if published(procAPIKey) != http.StatusOK || admin(procAdminKey) != http.StatusOK || !welcomed(procTokenSecret) {
+		t.Fatal("the old keys were refused while both are in the files")
+	}
+	// Step 2: the old keys withdrawn.
+	rewrite(apiFile, "api-2\n")
+	rewrite(adminFile, "admin-2\n")
+	rewrite(tokenFile, "secret-2\n")
+	eventually(t, 10*time.Second, "the old keys refused", []*proc{p}, func() bool {
+		return published(procAPIKey) == http.StatusUnauthorized && admin(procAdminKey) == http.StatusUnauthorized && !welcomed(procTokenSecret)
+	})
+	if published("api-2") != http.StatusOK || admin("admin-2") != http.StatusOK || !welcomed("secret-2") {
+		t.Fatal("the new keys were refused")
+	}
+	// A version without a key is ignored.
+	rewrite(apiFile, "\n")
+	time.Sleep(1100 * time.Millisecond)
+	if published("api-2") != http.StatusOK {
+		t.Fatal("an empty key file took the key away")
+	}
+}

@@ -26,3 +26,22 @@ func TestReadFileTrimsAndRefusesEmpty(t *testing.T) {
 		t.Error("a missing file was read")
 	}
 }
+
+// A file being rotated holds several keys, one a line; the tools use the
+// first, a node accepts all.
+func TestSeveralKeys(t *testing.T) {
+	keys, err := ParseKeys([]byte("\n  new-key \r\n\nold-key\n"))
+	if err != nil || len(keys) != 2 || keys[0] != "new-key" || keys[1] != "old-key" {
+		t.Fatalf("ParseKeys = %q, %v", keys, err)
+	}
+	p := filepath.Join(t.TempDir(), "k")
+	if err := os.WriteFile(p, []byte("new-key\nold-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := ReadFile(p); err != nil || v != "new-key" {
+		t.Errorf("ReadFile = %q, %v; want the first key", v, err)
+	}
+	if _, err := ParseKeys([]byte(strings.Repeat("k\n", MaxKeys+1))); err == nil {
+		t.Errorf("%d keys accepted", MaxKeys+1)
+	}
+}

@@ -1111,10 +1111,16 @@ func (h *gwHarness) dialSmallBuffers(size int) (*websocket.Conn, *conn) {
 	for {
 		for _, c := range h.g.snapshot() {
 			if !slices.Contains(before, c) {
-				if tc, ok := c.nc.(*net.TCPConn); ok {
-					if err := tc.SetWriteBuffer(size); err != nil {
-						h.t.Fatal(err)
-					}
+				socket := c.nc
+				if tc, ok := socket.(*tls.Conn); ok {
+					socket = tc.NetConn()
+				}
+				bufs, ok := socket.(interface{ SetWriteBuffer(int) error })
+				if !ok {
+					h.t.Fatalf("cannot shrink the send buffer of a %T", socket)
+				}
+				if err := bufs.SetWriteBuffer(size); err != nil {
+					h.t.Fatal(err)
 				}
 				return ws, c
 			}
