@@ -356,7 +356,7 @@ func (c *conn) doneReading() {
 // may hold unread records, it starts another turn instead.
 func (c *conn) armLocked() {
 	if c.tls && c.unread {
-		go c.tlsCatchUp()
+		go c.tlsTurn()
 		return
 	}
 	if c.poll != nil {

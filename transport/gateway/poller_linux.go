@@ -173,7 +173,14 @@ func (p *poller) run() {
 			p.mu.Lock()
 			c := p.conns[token]
 			p.mu.Unlock()
-			if c != nil {
+			switch {
+			case c == nil:
+			case c.tls:
+				// tls.Conn.Read may write (an alert, a KeyUpdate answer)
+				// and so wait for a writer stuck on a client that does not
+				// read: never on the poller.
+				go c.tlsTurn()
+			default:
 				c.onReadable(buf, c.readNow)
 			}
 		}

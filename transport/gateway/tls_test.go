@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -121,4 +122,41 @@ func TestPolledTLSConnectionsReadEveryRecord(t *testing.T) {
 			}
 		}
 	}
+}
+
+// tls.Conn.Read may write: a bad record is answered with an alert, which
+// waits for the connection's writer. A client that stops reading (its
+// writer stuck on the socket) and then sends a bad record holds up its
+// own connection only: the poller goes on serving every other one.
+func TestBadTLSRecordWithAStuckWriterHoldsNoOtherConnection(t *testing.T) {
+	testenv.NoLeaks(t)
+	gwTestTLS = true
+	h := startGW(t, Config{WriteTimeout: 30 * time.Second}, nil)
+	gwTestTLS = false
+	stuck, _ := h.dialSmallBuffers(4096)
+	gwHello(t, stuck, "stuck")
+	sink := h.hub.sink(t)
+	data := json.RawMessage(`"` + strings.Repeat("x", 1000) + `"`)
+	for seq := uint64(1); seq <= 200; seq++ {
+		if !sink.Send(seq, protocol.AppendMessage(nil, seq, "m", 0, data)) {
+			t.Fatalf("message %d refused", seq)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the writer fills the socket and waits on it
+	// A record that does not decrypt, straight onto the TCP connection.
+	raw := stuck.NetConn().(*tls.Conn).NetConn()
+	if _, err := raw.Write([]byte{23, 3, 3, 0, 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	other := h.dial(nil)
+	gwHello(t, other, "other")
+	start := time.Now()
+	gwSend(t, other, `{"type":"ping","id":"p"}`)
+	gwMustRead(t, other, protocol.TypePong)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("a ping on another connection took %v: the poller waited for the stuck writer", d)
+	}
+	stuck.Close()
 }

@@ -56,17 +56,19 @@ func (wouldBlock) Temporary() bool { return true }
 
 var _ net.Error = wouldBlock{}
 
-// tlsReadBuf is the read buffer of a reader turn that does not run on the
-// poller (tlsCatchUp): a TLS record's plaintext is at most 16 KiB.
+// tlsReadBuf is the read buffer of a TLS connection's reader turn: a TLS
+// record's plaintext is at most 16 KiB.
 const tlsReadBuf = 16 << 10
 
 var tlsReadBufs = sync.Pool{New: func() any { b := make([]byte, tlsReadBuf); return &b }}
 
-// tlsCatchUp runs one reader turn off the poller, for a TLS connection
-// whose last turn ended before a read came back empty: tls.Conn may
-// hold records it has read from the socket already, which no readiness
-// event would announce.
-func (c *conn) tlsCatchUp() {
+// tlsTurn runs one reader turn of a TLS connection, on a goroutine of its
+// own that ends with the turn: when the poller reports the socket
+// readable, and when the last turn ended before a read came back empty
+// (tls.Conn may hold records it took from the socket already, which no
+// readiness event would announce). An idle TLS connection has no
+// goroutine, as a plain one.
+func (c *conn) tlsTurn() {
 	bp := tlsReadBufs.Get().(*[]byte)
 	defer tlsReadBufs.Put(bp)
 	c.onReadable(*bp, c.readNow)
