@@ -8,6 +8,14 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// tokenClaims are the claims a client token may carry: the registered
+// ones and the channels it may subscribe to (DESIGN.md §3a). A channels
+// claim that is not an array of strings makes the token malformed.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Channels []string `json:"channels,omitempty"`
+}
+
 // claimRules are the checks a token's claims must pass once its signature
 // holds.
 type claimRules struct {

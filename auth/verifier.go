@@ -38,6 +38,9 @@ const maxTokenBytes = 64 << 10
 type Identity struct {
 	User    string    // sub
 	Expires time.Time // exp
+	// Channels are the token's channel patterns (claim `channels`, a JSON
+	// array of strings): exact names or prefixes ending in `*`.
+	Channels []string
 }
 
 // Verifier verifies client tokens. It is safe for concurrent use.
@@ -149,7 +152,7 @@ type lacking struct {
 // verify checks token against the keys in force. lacking is not nil when
 // a fresher JWK Set might change the answer.
 func (v *Verifier) verify(token string) (Identity, *lacking, error) {
-	var claims jwt.RegisteredClaims
+	var claims tokenClaims
 	var unknown *lacking
 	tok, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		if _, ok := t.Header["crit"]; ok {
@@ -197,7 +200,10 @@ func (v *Verifier) verify(token string) (Identity, *lacking, error) {
 		}
 		return Identity{}, unknown, v.reason(tok, err)
 	}
-	id, err := v.rules.check(&claims, v.now())
+	id, err := v.rules.check(&claims.RegisteredClaims, v.now())
+	if err == nil {
+		id.Channels = claims.Channels
+	}
 	return id, nil, err
 }
 

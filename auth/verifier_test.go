@@ -43,7 +43,7 @@ func wantRefused(t testing.TB, v *Verifier, token, reason string) {
 	if !strings.Contains(err.Error(), reason) {
 		t.Fatalf("Verify: %q, want it to say %q", err, reason)
 	}
-	if id != (Identity{}) {
+	if id.User != "" || !id.Expires.IsZero() || id.Channels != nil {
 		t.Fatalf("a refused token came with identity %+v", id)
 	}
 }
@@ -398,4 +398,22 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("DefaultConfig with a secret: %v", err)
 	}
+}
+
+// The channels claim (DESIGN.md §3a) comes with the identity; a claim
+// that is not an array of strings refuses the token.
+func TestChannelsClaim(t *testing.T) {
+	cfg := testConfig(t, newClock())
+	cfg.Secret = secret
+	v := newVerifier(t, cfg)
+	id, err := v.Verify(context.Background(), signHS256(t, secret, "", claims(map[string]any{"channels": []string{"ticker:*", "room:42"}})))
+	if err != nil || len(id.Channels) != 2 || id.Channels[0] != "ticker:*" || id.Channels[1] != "room:42" {
+		t.Fatalf("Verify = %+v, %v", id, err)
+	}
+	id, err = v.Verify(context.Background(), signHS256(t, secret, "", claims(nil)))
+	if err != nil || id.Channels != nil {
+		t.Fatalf("no claim: %+v, %v", id, err)
+	}
+	wantRefused(t, v, signHS256(t, secret, "", claims(map[string]any{"channels": "ticker:*"})), "malformed token")
+	wantRefused(t, v, signHS256(t, secret, "", claims(map[string]any{"channels": []any{1}})), "malformed token")
 }

@@ -50,12 +50,11 @@ type remoteSink struct {
 // attachRemote attaches sink to its stream at owner. With release, an
 // owner whose stream is idle answers peerapi.ErrIdle instead: it lets this
 // node take the stream over.
-func (b *Broker) attachRemote(ctx context.Context, owner string, release bool, sink gateway.Sink, resume *protocol.Resume) error {
-	key := session.UserKey(sink.User())
+func (b *Broker) attachRemote(ctx context.Context, key session.Key, owner string, release bool, sink gateway.Sink, pos position) error {
 	rs := &remoteSink{sink: sink}
 	a := b.attachment(key, owner, rs)
-	req := peerapi.AttachRequest{Key: key, Node: b.cfg.NodeID, Release: release, Nonce: a.nonce}
-	req.Session, req.After, _ = resumeArgs(resume)
+	req := peerapi.AttachRequest{Key: key, Node: b.cfg.NodeID, Release: release, Nonce: a.nonce,
+		Session: pos.session, After: pos.after, Live: pos.live}
 	cctx, cancel := b.callCtx(ctx)
 	rep, err := peerapi.Attach.Call(cctx, b.peers, owner, req)
 	cancel()
@@ -63,7 +62,7 @@ func (b *Broker) attachRemote(ctx context.Context, owner string, release bool, s
 		a.remove(sink.ID())
 		return err
 	}
-	a.ready(rs, rep, resume != nil)
+	a.ready(rs, rep, pos.asked || pos.live)
 	return nil
 }
 
@@ -116,12 +115,11 @@ func (a *attached) ready(rs *remoteSink, rep peerapi.AttachReply, asked bool) {
 	}
 	rs.session = rep.Session
 	resumed := asked && rep.Resumed
-	w := a.b.welcome(rep.Session, rep.Last, resumed, a.b.endpoints())
-	rs.sink.Send(rep.Last, w)
+	a.b.greet(rs.sink, rep.Session, rep.Last, resumed, a.b.endpoints)
 	rs.last = rep.Last
 	if resumed {
 		rs.last = rep.Last - uint64(len(rep.Msgs))
-		a.sendLocked(rs, rep.Msgs)
+		a.sendLocked(rs, a.b.frames(a.key, rep.Msgs))
 	}
 	a.sendLocked(rs, rs.pending)
 	rs.pending, rs.ready = nil, true
@@ -143,6 +141,7 @@ func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
 
 // deliver fans messages from the owner out to local connections.
 func (a *attached) deliver(msgs []session.Message) {
+	msgs = a.b.frames(a.key, msgs) // once for every connection here
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.heard = a.b.cfg.Now()
@@ -169,9 +168,6 @@ func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
 		if m.Seq != rs.last+1 {
 			a.closeLocked(rs, protocol.Errorf(protocol.ErrMoved, "missed messages %d..%d between nodes: reconnect to resume", rs.last+1, m.Seq-1))
 			return
-		}
-		if m.Frame == nil {
-			m.Frame = protocol.AppendMessage(nil, m.Seq, m.ID, m.TS, m.Data)
 		}
 		if !rs.sink.Send(m.Seq, m.Frame) {
 			return

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,14 @@ type Broker struct {
 	forwards   *combiner[peerapi.PublishItem, forwarded]
 	replicates *combiner[session.Replication, replicated]
 
+	// subs are the channel subscriptions of this node's connections, by
+	// connection id and channel (subscription.go); subSeq numbers their
+	// registrations.
+	subsMu sync.Mutex
+	subs   map[uint64]map[string]*subscription
+	subSeq atomic.Uint64
+	pres   presence // presence.go
+
 	states  *stateRecorder // attach/detach records (state.go)
 	applied chan session.Entry
 	ctx     context.Context
@@ -191,6 +200,8 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 		outboxes: make(map[string]*outbox),
 		reps:     replicas{m: make(map[session.Key]*replica), fences: make(map[session.Key]fence)},
 		down:     make(map[string]time.Time),
+		subs:     make(map[uint64]map[string]*subscription),
+		pres:     newPresence(),
 		applied:  make(chan session.Entry, 4096),
 		ctx:      ctx, cancel: cancel,
 	}
@@ -199,8 +210,9 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 	b.states = newStateRecorder(b)
 	b.forwards = newCombiner(b.sendPublish, publishItemSize, func(err error) forwarded { return forwarded{err: err} })
 	b.replicates = newCombiner(b.sendReplicate, replicationSize, func(err error) replicated { return replicated{err: err} })
-	b.wg.Add(3)
+	b.wg.Add(4)
 	go b.watchRegistry()
+	go b.reportPresence()
 	// Expiry trims streams, retires idle ones and repairs those left
 	// without a backup; tips tell attached nodes how far their streams are
 	// acknowledged (attached.go).
@@ -285,6 +297,35 @@ func (b *Broker) Stats() Stats {
 }
 
 func (b *Broker) now() int64 { return b.cfg.Now().UnixMilli() }
+
+// streamConfig is the configuration of key's stream: a channel's messages
+// are framed with the channel's name.
+func (b *Broker) streamConfig(key session.Key) session.StreamConfig {
+	cfg := b.cfg.Stream
+	if key.Kind == session.ChannelStream {
+		cfg.Frame = func(m session.Message) []byte {
+			return protocol.AppendChannelMessage(nil, key.Name, m.Seq, m.ID, m.TS, m.Data)
+		}
+	}
+	return cfg
+}
+
+// frames returns msgs, each with its client frame for key's stream: made
+// once per message, and shared by every connection it goes to.
+func (b *Broker) frames(key session.Key, msgs []session.Message) []session.Message {
+	var frame func(session.Message) []byte
+	for i := range msgs {
+		if msgs[i].Frame != nil {
+			continue
+		}
+		if frame == nil {
+			frame = b.streamConfig(key).Frame
+			msgs = slices.Clone(msgs)
+		}
+		msgs[i].Frame = frame(msgs[i])
+	}
+	return msgs
+}
 
 // local returns the live (unsealed) stream held here, if any; a sealed one
 // is retired on the way.

@@ -23,8 +23,16 @@ import (
 //
 // Welcome and replay are queued on the sink before any live message.
 func (b *Broker) Hello(ctx context.Context, sink gateway.Sink, user string, resume *protocol.Resume) error {
-	key := session.UserKey(user)
+	return b.connect(ctx, session.UserKey(user), sink, positionOf(resume))
+}
+
+// connect serves sink from key's stream, from pos: the routing of a hello,
+// and of a channel subscription, which is a connection to the channel's
+// stream. A user's idle stream follows its connection to this node; a
+// channel stays with its owner.
+func (b *Broker) connect(ctx context.Context, key session.Key, sink gateway.Sink, pos position) error {
 	rt := newRouting(true)
+	rt.follow = key.Kind == session.UserStream
 	var last error
 	err := b.attempts(ctx, func() bool {
 		w, err := b.route(ctx, key, rt)
@@ -33,7 +41,7 @@ func (b *Broker) Hello(ctx context.Context, sink gateway.Sink, user string, resu
 			last = err
 			return reroute(err)
 		case w.h == nil:
-			err = b.attachRemote(ctx, w.owner, w.release, sink, resume)
+			err = b.attachRemote(ctx, key, w.owner, w.release, sink, pos)
 			last = err
 			switch {
 			case err == nil:
@@ -53,7 +61,7 @@ func (b *Broker) Hello(ctx context.Context, sink gateway.Sink, user string, resu
 			last = fmt.Errorf("%w: attaching to %s: %v", protocol.ErrUnavailable, w.owner, err)
 			return false
 		}
-		err = w.h.attach(ctx, sink, resume)
+		err = w.h.attach(ctx, sink, pos)
 		if err != nil && !reroute(err) {
 			// A claim may have recorded this connection as attached; it is not.
 			w.h.settle()
@@ -67,24 +75,49 @@ func (b *Broker) Hello(ctx context.Context, sink gateway.Sink, user string, resu
 	case errors.Is(err, ErrRerouted):
 		return fmt.Errorf("%w: stream %s: %v", ErrRerouted, key, last)
 	}
-	return fmt.Errorf("%w: hello: %v", protocol.ErrUnavailable, err)
+	return fmt.Errorf("%w: connecting to %s: %v", protocol.ErrUnavailable, key, err)
+}
+
+// position is where a connection starts reading a stream: after `after`
+// in session (asked; session "" matches any), only what comes next
+// (live: a channel subscription without seq), or, neither, wherever the
+// stream is now (a first connect, welcomed with resumed:false).
+type position struct {
+	session string
+	after   uint64
+	asked   bool
+	live    bool
+}
+
+// positionOf is a hello's resume point.
+func positionOf(r *protocol.Resume) position {
+	if r == nil {
+		return position{}
+	}
+	return position{session: r.Session, after: r.Seq, asked: true}
 }
 
 // Ack records a client's cumulative acknowledgement. Streams are bounded
 // by count and window rather than by acks, so there is nothing to free yet.
 func (b *Broker) Ack(gateway.Sink, uint64) {}
 
-// Gone forgets a closed connection.
+// Gone forgets a closed connection and ends its subscriptions.
 func (b *Broker) Gone(sink gateway.Sink) {
-	key := session.UserKey(sink.User())
+	b.detach(session.UserKey(sink.User()), sink.ID())
+	b.endSubscriptions(sink.ID())
+}
+
+// detach forgets the connection id of key's stream, held here or attached
+// to its owner.
+func (b *Broker) detach(key session.Key, id uint64) {
 	if h := b.local(key); h != nil {
-		h.detachSink(sink.ID())
+		h.detachSink(id)
 	}
 	b.mu.Lock()
 	a := b.remote[key]
 	b.mu.Unlock()
 	if a != nil {
-		a.remove(sink.ID())
+		a.remove(id)
 	}
 }
 

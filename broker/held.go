@@ -39,6 +39,9 @@ type held struct {
 	gone atomic.Bool
 	// retiredAt is when it was retired (unix ms), for the retired purge.
 	retiredAt atomic.Int64
+	// quietUntil: a channel taken over from another owner sends no
+	// presence events before then (unix ms; presence.go).
+	quietUntil atomic.Int64
 }
 
 // newHeld wraps a stream this node just took over (session.NewOwned).
@@ -238,17 +241,9 @@ func (h *held) endBatchLocked(req session.Replication, backup string, err error,
 // takeover: the hello routes again shortly, to the new owner.
 var errReleased = fmt.Errorf("%w: stream being handed to another node", protocol.ErrUnavailable)
 
-// resumeArgs unpacks a hello's resume point.
-func resumeArgs(r *protocol.Resume) (sess string, after uint64, asked bool) {
-	if r == nil {
-		return "", 0, false
-	}
-	return r.Session, r.Seq, true
-}
-
 // attach sends a local connection the welcome and the replay and registers
 // it, all under mu so that no delivery can slip between them.
-func (h *held) attach(ctx context.Context, sink gateway.Sink, resume *protocol.Resume) error {
+func (h *held) attach(ctx context.Context, sink gateway.Sink, pos position) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.o.Sealed() {
@@ -272,15 +267,16 @@ func (h *held) attach(ctx context.Context, sink gateway.Sink, resume *protocol.R
 		return session.ErrSealed
 	}
 	now := h.b.now()
-	sess, after, asked := resumeArgs(resume)
-	if h.o.CatchingUp(sess, after, asked) {
-		if err := h.waitAckedLocked(ctx, after); err != nil {
-			return err
+	resumed, replay := true, []session.Message(nil)
+	if !pos.live {
+		if h.o.CatchingUp(pos.session, pos.after, pos.asked) {
+			if err := h.waitAckedLocked(ctx, pos.after); err != nil {
+				return err
+			}
 		}
+		resumed, replay = h.o.ResumePoint(pos.session, pos.after, pos.asked)
 	}
-	resumed, replay := h.o.ResumePoint(sess, after, asked)
-	w := h.b.welcome(h.o.Session(), h.o.Acked(), resumed, h.b.endpointsFor(h.key, h.o.Backup()))
-	if !sink.Send(h.o.Acked(), w) {
+	if !h.b.greet(sink, h.o.Session(), h.o.Acked(), resumed, func() []string { return h.b.endpointsFor(h.key, h.o.Backup()) }) {
 		return fmt.Errorf("%w: connection closed before welcome", protocol.ErrUnavailable)
 	}
 	for _, m := range replay {
@@ -314,6 +310,10 @@ func (h *held) attachRemote(req peerapi.AttachRequest) (peerapi.AttachReply, err
 	now := h.b.now()
 	if req.Release && h.o.Release(now, now+h.b.cfg.CallTimeout.Milliseconds()) {
 		return peerapi.AttachReply{}, fmt.Errorf("%w: %s", peerapi.ErrIdle, h.key)
+	}
+	if req.Live {
+		h.applyLocked(h.o.AddRemote(req.Node, req.Nonce, now), "")
+		return peerapi.AttachReply{Session: h.o.Session(), Epoch: h.o.Epoch(), Last: h.o.Acked(), Resumed: true}, nil
 	}
 	if h.o.CatchingUp(req.Session, req.After, true) {
 		// This runs on the peer link's read loop and must not wait: the
@@ -368,6 +368,22 @@ func (h *held) handoff(epoch uint64) (session.Tail, error) {
 	h.cond.Broadcast()
 	h.applyLocked(eff, "session moved to another node")
 	return tail, nil
+}
+
+// greeter is a sink that writes its own welcome: a channel subscription
+// answers with `subscribed`, or with nothing when it resumes unnoticed.
+type greeter interface {
+	greet(session string, seq uint64, resumed bool) bool
+}
+
+// greet queues the welcome of a connection served from a stream at
+// session whose highest visible seq is seq; endpoints are computed only
+// for a connection that gets a welcome frame. False: the sink is closed.
+func (b *Broker) greet(sink gateway.Sink, sess string, seq uint64, resumed bool, endpoints func() []string) bool {
+	if g, ok := sink.(greeter); ok {
+		return g.greet(sess, seq, resumed)
+	}
+	return sink.Send(seq, b.welcome(sess, seq, resumed, endpoints()))
 }
 
 // welcome encodes the welcome frame for a connection served from a

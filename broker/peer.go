@@ -57,6 +57,21 @@ func (b *Broker) Serve(r peer.Registry) {
 	peerapi.Tips.Serve(r, func(_ context.Context, from string, tips []peerapi.Tip) {
 		b.serveTips(from, tips)
 	})
+	peerapi.ReportPresence.Serve(r, func(_ context.Context, _ string, rep peerapi.PresenceReport) {
+		b.takeReport(rep)
+	})
+	peerapi.PresenceEvents.Serve(r, func(_ context.Context, _ string, evs []peerapi.PresenceEvent) {
+		b.deliverPresence(evs)
+	})
+	peerapi.Presence.Serve(r, func(_ context.Context, _ string, rep peerapi.PresenceReport) ([]session.Member, error) {
+		return b.servePresence(rep)
+	})
+	peerapi.Subscribers.Serve(r, func(_ context.Context, _ string, key session.Key) (uint64, error) {
+		return uint64(b.Subscribers(key.Name)), nil
+	})
+	peerapi.History.Serve(r, func(_ context.Context, _ string, req peerapi.HistoryRequest) (peerapi.HistoryReply, error) {
+		return b.serveHistory(req)
+	})
 	peerapi.Evict.Serve(r, func(_ context.Context, from string, m peerapi.KeyNode) {
 		b.mu.Lock()
 		a := b.remote[m.Key]

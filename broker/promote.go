@@ -38,6 +38,7 @@ func (b *Broker) NodeDown(node string) {
 	}
 	b.Rebackup(node)
 	b.promote(node)
+	b.presenceDown(node)
 }
 
 // promote takes over every stream whose registry owner is node and whose

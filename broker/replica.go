@@ -75,7 +75,7 @@ func (b *Broker) serveReplicate(from string, req session.Replication) error {
 			b.reps.mu.Unlock()
 			return fmt.Errorf("%w: no replica of %s here", session.ErrGap, req.Key)
 		}
-		s := session.NewStream(req.Key.String(), req.Session, req.Epoch, b.cfg.Stream)
+		s := session.NewStream(req.Key.String(), req.Session, req.Epoch, b.streamConfig(req.Key))
 		if err := s.Load(req.Last, req.Msgs); err != nil {
 			b.reps.mu.Unlock()
 			return err

@@ -23,6 +23,9 @@ type routing struct {
 	// hello says the request serves a connection: it attaches to a live
 	// owner rather than forwarding to it.
 	hello bool
+	// follow says an idle stream moves to the node of its connection (a
+	// user's does; a channel's stays with its owner).
+	follow bool
 }
 
 func newRouting(hello bool) *routing {
@@ -47,7 +50,7 @@ func (b *Broker) route(ctx context.Context, key session.Key, rt *routing) (where
 	}
 	e, ok := b.entry(key, rt)
 	if ok && b.usable(e.Owner, rt.avoid) && !rt.refused[e.Owner] {
-		return where{owner: e.Owner, release: rt.hello && e.State != session.Attached}, nil
+		return where{owner: e.Owner, release: rt.hello && rt.follow && e.State != session.Attached}, nil
 	}
 	if b.draining.Load() {
 		// A draining node takes nothing over: another node will.

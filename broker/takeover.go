@@ -90,7 +90,7 @@ func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bo
 	}
 	b.log.Debug("claimed", "stream", key, "epoch", res.Entry.Epoch, "session", sess, "new_session", sess != e.Session,
 		"was_owner", e.Owner, "was_backup", e.Backup, "backup", res.Entry.Backup)
-	stream := session.NewStream(name, sess, res.Entry.Epoch, b.cfg.Stream)
+	stream := session.NewStream(name, sess, res.Entry.Epoch, b.streamConfig(key))
 	replicated := false
 	if ok && sess == e.Session {
 		// The backup the registry keeps naming, if it is to stay the
@@ -117,7 +117,13 @@ func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bo
 	if !b.usable(backup, avoid) || !b.isPeer(backup) {
 		backup = "" // the first flush chooses (and records) another one
 	}
-	return b.serve(ctx, key, stream, backup, replicated && backup != "", attach)
+	h, err := b.serve(ctx, key, stream, backup, replicated && backup != "", attach)
+	if err == nil && key.Kind == session.ChannelStream && ok && sess == e.Session && e.Owner != "" && e.Owner != b.cfg.NodeID {
+		// Another owner had the channel's presence set: rebuild it
+		// quietly (presence.go).
+		h.quietUntil.Store(b.now() + b.presenceQuiet().Milliseconds())
+	}
+	return h, err
 }
 
 // reachable says whether some holder of e's stream can be asked for it now.

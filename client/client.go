@@ -53,8 +53,9 @@ type Client struct {
 	mu      sync.Mutex
 	session string
 	node    string
-	cur     *conn // the welcomed connection, nil between connections
-	lastErr error // why the last connection attempt ended
+	cur     *conn                    // the welcomed connection, nil between connections
+	lastErr error                    // why the last connection attempt ended
+	subs    map[string]*Subscription // by channel (channel.go)
 
 	// Owned by the run goroutine.
 	eps         *endpointList
@@ -201,6 +202,7 @@ func (c *Client) run() {
 	defer close(c.done)
 	defer close(c.events)
 	defer close(c.msgs)
+	defer c.finishSubscriptions()
 	fails := 0
 	for {
 		if d := backoff(fails, c.cfg.BackoffBase, c.cfg.BackoffMax, c.randN); d > 0 {

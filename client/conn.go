@@ -30,6 +30,9 @@ type conn struct {
 
 	mu    sync.Mutex
 	pings map[uint64]chan struct{}
+	// inHello are the channels the hello subscribed; the others are
+	// subscribed once welcomed.
+	inHello map[string]bool
 }
 
 func (cn *conn) write(b []byte, timeout time.Duration) error {
@@ -129,6 +132,11 @@ func (c *Client) connect(ep string) (out outcome) {
 	session := c.session
 	c.mu.Unlock()
 	hello := helloFrame(token, session, c.lastSeq.Load(), c.cfg.ResumeOffline, c.freshResume)
+	hello.Subscriptions = c.subscriptions()
+	cn.inHello = make(map[string]bool, len(hello.Subscriptions))
+	for _, s := range hello.Subscriptions {
+		cn.inHello[s.Channel] = true
+	}
 	out.resumeSent = hello.Resume != nil && (hello.Resume.Session != "" || hello.Resume.Seq > 0)
 	b, err := json.Marshal(hello)
 	if err != nil {
@@ -229,7 +237,19 @@ func (c *Client) readLoop(ep string, cn *conn, sent *protocol.Resume, out *outco
 				out.err = fmt.Errorf("%w: undecodable message: %w", ErrProtocol, err)
 				return
 			}
+			if m.Channel != "" {
+				if err := c.onChannelFrame(frameType, data); err != nil {
+					out.err = err
+					return
+				}
+				continue
+			}
 			if err := c.deliverMessage(m); err != nil {
+				out.err = err
+				return
+			}
+		case protocol.TypeSubscribed, protocol.TypeUnsubscribed, protocol.TypeJoin, protocol.TypeLeave, protocol.TypePresence:
+			if err := c.onChannelFrame(frameType, data); err != nil {
 				out.err = err
 				return
 			}
@@ -246,6 +266,17 @@ func (c *Client) readLoop(ep string, cn *conn, sent *protocol.Resume, out *outco
 			if err := json.Unmarshal(data, &f); err != nil {
 				out.err = fmt.Errorf("%w: undecodable error frame: %w", ErrProtocol, err)
 				return
+			}
+			var about struct {
+				Channel string `json:"channel"`
+			}
+			if json.Unmarshal(data, &about) == nil && about.Channel != "" {
+				// A subscription's error: the connection goes on.
+				if err := c.onChannelFrame(frameType, data); err != nil {
+					out.err = err
+					return
+				}
+				continue
 			}
 			errFrame = &f
 			c.log.Warn("server error frame", "endpoint", ep, "code", f.Code, "message", f.Message)
@@ -288,7 +319,19 @@ func (c *Client) onWelcome(ep string, cn *conn, w protocol.Welcome, sent *protoc
 
 	c.mu.Lock()
 	c.session, c.node, c.cur = w.Session, w.Node, cn
+	// Subscriptions made after the hello went out: from now on Subscribe
+	// writes its own frame.
+	var late []*Subscription
+	for ch, s := range c.subs {
+		if !cn.inHello[ch] {
+			late = append(late, s)
+		}
+	}
 	c.mu.Unlock()
+	for _, s := range late {
+		b, _ := json.Marshal(protocol.NewSubscribe(s.request()))
+		_ = cn.write(b, c.cfg.DialTimeout) // a failed write ends the connection
+	}
 	c.freshResume = false
 
 	ev := Event{Endpoint: ep, Node: w.Node, Session: w.Session}

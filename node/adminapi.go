@@ -22,6 +22,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/nodes/{id}/drain", n.adminOnly(n.handleDrain))
 	mux.HandleFunc("/v1/raft/transfer-leadership", n.adminOnly(n.handleTransfer))
 	mux.HandleFunc("/v1/gossip/keys", n.adminOnly(n.handleGossipKeys))
+	mux.HandleFunc("GET /v1/channels/{channel}", n.adminOnly(n.handleChannel))
 }
 
 // adminOnly guards an endpoint with the admin key.

@@ -23,7 +23,7 @@ func (n *Node) authenticate(token string) (gateway.Identity, error) {
 	if err != nil {
 		return gateway.Identity{}, err
 	}
-	return gateway.Identity{User: id.User, Expires: id.Expires}, nil
+	return gateway.Identity{User: id.User, Expires: id.Expires, Channels: id.Channels}, nil
 }
 
 // bearer checks the Authorization header against each of keys in

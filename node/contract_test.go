@@ -320,7 +320,7 @@ func TestClientProtocolContract(t *testing.T) {
 		{"not JSON", websocket.TextMessage, []byte(`hello there`), 4002},
 		{"JSON but not an object", websocket.TextMessage, []byte(`[1,2]`), 4002},
 		{"missing type", websocket.TextMessage, []byte(`{"token":"x","id":1}`), 4002},
-		{"unknown type", websocket.TextMessage, []byte(`{"type":"subscribe"}`), 4002},
+		{"unknown type", websocket.TextMessage, []byte(`{"type":"bogus"}`), 4002},
 		{"binary frame", websocket.BinaryMessage, []byte(`{"type":"ping","id":1}`), 1003},
 		{"invalid UTF-8", websocket.TextMessage, []byte("{\"type\":\"ping\",\"id\":\"\xff\xfe\"}"), 1007},
 		{"frame over 64 KiB", websocket.TextMessage, tooLarge(), 1009},

@@ -21,6 +21,8 @@ import (
 func (n *Node) publishRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/publish", n.handlePublish)
 	mux.HandleFunc("/v1/publish/batch", n.handlePublishBatch)
+	mux.HandleFunc("GET /v1/channels/{channel}/history", n.handleHistory)
+	mux.HandleFunc("GET /v1/channels/{channel}/presence", n.handleChannelPresence)
 }
 
 // maxIDLen bounds idempotency keys, which streams remember for the window.
@@ -39,15 +41,26 @@ func (n *Node) parsePublish(raw []byte) (broker.PublishRequest, error) {
 // checkPublish validates one decoded message.
 func (n *Node) checkPublish(p protocol.Publish) (broker.PublishRequest, error) {
 	switch {
-	case p.User == nil:
-		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "user is required")
+	case p.User == nil && p.Channel == nil:
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "user or channel is required")
+	case p.User != nil && p.Channel != nil:
+		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "user and channel are exclusive: publish to one of them")
 	case len(p.Data) == 0:
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "data is required")
 	case len(p.Data) > n.cfg.Gateway.MaxFrameBytes:
 		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrTooLarge, "data is %d bytes, over the %d-byte frame limit", len(p.Data), n.cfg.Gateway.MaxFrameBytes)
 	}
-	if err := auth.ValidUser(*p.User); err != nil {
-		return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "%v", err)
+	var key session.Key
+	if p.Channel != nil {
+		if err := protocol.ValidChannel(*p.Channel); err != nil {
+			return broker.PublishRequest{}, err
+		}
+		key = session.ChannelKey(*p.Channel)
+	} else {
+		if err := auth.ValidUser(*p.User); err != nil {
+			return broker.PublishRequest{}, protocol.Errorf(protocol.ErrBadRequest, "%v", err)
+		}
+		key = session.UserKey(*p.User)
 	}
 	id := ""
 	if p.ID != nil {
@@ -60,7 +73,18 @@ func (n *Node) checkPublish(p protocol.Publish) (broker.PublishRequest, error) {
 	}
 	data := make([]byte, 0, len(p.Data))
 	data = appendCompact(data, p.Data)
-	return broker.PublishRequest{Key: session.UserKey(*p.User), ID: id, Data: data}, nil
+	return broker.PublishRequest{Key: key, ID: id, Data: data}, nil
+}
+
+// publishResult is the answer to a stored publish.
+func publishResult(req broker.PublishRequest, res broker.PublishResult) protocol.PublishResult {
+	r := protocol.PublishResult{Seq: res.Seq, ID: req.ID, Node: res.Node}
+	if req.Key.Kind == session.ChannelStream {
+		r.Channel = req.Key.Name
+	} else {
+		r.User = req.Key.Name
+	}
+	return r
 }
 
 // appendCompact strips insignificant white space so frames stay small; the
@@ -149,7 +173,7 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, publishError(res.Err))
 		return
 	}
-	writeJSON(w, http.StatusOK, protocol.PublishResult{User: req.Key.Name, Seq: res.Seq, ID: req.ID, Node: res.Node})
+	writeJSON(w, http.StatusOK, publishResult(req, res))
 }
 
 // publishError is what a publish the broker could not store answers: a
@@ -223,7 +247,7 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 			answers[i].Error = res.Err.Error()
 			continue
 		}
-		answers[i] = protocol.PublishResult{User: req.Key.Name, Seq: res.Seq, ID: req.ID, Node: res.Node}
+		answers[i] = publishResult(req, res)
 	}
 	writeJSON(w, http.StatusOK, protocol.PublishBatchResult{Results: answers})
 }

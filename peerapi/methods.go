@@ -82,6 +82,25 @@ var (
 	Tips = peer.OneWay[[]Tip]{ID: 21, Name: "tip", Inline: true, Msg: tipsCodec}
 )
 
+// Channel calls, served by broker/: presence lives with a channel's owner.
+var (
+	// ReportPresence tells a channel's owner the members a node's
+	// connections make.
+	ReportPresence = peer.OneWay[PresenceReport]{ID: 22, Name: "presence-report", Inline: true, Msg: presenceReportCodec}
+	// PresenceEvents carries joins and leaves from a channel's owner to a
+	// node with subscribers, in order.
+	PresenceEvents = peer.OneWay[[]PresenceEvent]{ID: 23, Name: "presence-events", Inline: true, Msg: presenceEventsCodec}
+	// Presence asks a channel's owner for its presence set; the request is
+	// the asking node's own report, taken first, so that a connection sees
+	// its own subscription in the answer.
+	Presence = peer.Method[PresenceReport, []session.Member]{ID: 24, Name: "presence", Inline: true, Req: presenceReportCodec, Resp: membersCodec}
+	// Subscribers asks a node how many of its connections subscribe to a
+	// channel, for GET /v1/channels/{channel}.
+	Subscribers = peer.Method[session.Key, uint64]{ID: 25, Name: "subscribers", Inline: true, Req: keyCodec, Resp: uvarintCodec}
+	// History asks a channel's owner for acknowledged messages after a seq.
+	History = peer.Method[HistoryRequest, HistoryReply]{ID: 26, Name: "history", Req: historyRequestCodec, Resp: historyReplyCodec}
+)
+
 // ErrNotHere answers a call about a stream this node does not hold.
 var ErrNotHere = errors.New("stream not held here")
 

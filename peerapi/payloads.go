@@ -99,6 +99,10 @@ type AttachRequest struct {
 	// detach it overtook on its way leaves it alone. An optional trailing
 	// value after Release.
 	Nonce uint64
+	// Live asks for what comes next only (a channel subscription without
+	// seq): resumed, with no replay. An optional trailing byte after
+	// Nonce.
+	Live bool
 }
 
 var attachRequestCodec = peer.Codec[AttachRequest]{
@@ -107,11 +111,14 @@ var attachRequestCodec = peer.Codec[AttachRequest]{
 		b = wire.AppendString(b, a.Node)
 		b = wire.AppendString(b, a.Session)
 		b = wire.AppendUvarint(b, a.After)
-		if a.Release || a.Nonce != 0 {
+		if a.Release || a.Nonce != 0 || a.Live {
 			b = wire.AppendBool(b, a.Release)
 		}
-		if a.Nonce != 0 {
+		if a.Nonce != 0 || a.Live {
 			b = wire.AppendUvarint(b, a.Nonce)
+		}
+		if a.Live {
+			b = wire.AppendBool(b, a.Live)
 		}
 		return b
 	},
@@ -123,6 +130,9 @@ var attachRequestCodec = peer.Codec[AttachRequest]{
 		}
 		if r.Len() > 0 {
 			a.Nonce = r.Uvarint()
+		}
+		if r.Len() > 0 {
+			a.Live = r.Bool()
 		}
 		if r.Err() != nil {
 			return a, badPayload("attach", r.Err())

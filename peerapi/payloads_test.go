@@ -179,6 +179,11 @@ var codecs = map[string]func(p []byte) (again []byte, err error){
 	"uvarint":             roundTrip(uvarintCodec),
 	"gossip keys":         roundTrip(keyInfosCodec),
 	"gossip key op":       roundTrip(keyChangeCodec),
+	"presence report":     roundTrip(presenceReportCodec),
+	"members":             roundTrip(membersCodec),
+	"presence events":     roundTrip(presenceEventsCodec),
+	"history request":     roundTrip(historyRequestCodec),
+	"history reply":       roundTrip(historyReplyCodec),
 }
 
 func roundTrip[T any](c peer.Codec[T]) func([]byte) ([]byte, error) {
@@ -214,6 +219,10 @@ func FuzzPeerPayloads(f *testing.F) {
 		replicationResultsCodec.Append(nil, []error{nil, session.ErrGap}),
 		keyInfosCodec.Append(nil, []membership.KeyInfo{{Fingerprint: "0123456789abcdef", Primary: true}, {Fingerprint: "fedcba9876543210"}}),
 		keyChangeCodec.Append(nil, KeyChange{Op: membership.KeyUse, Key: make([]byte, 32)}),
+		presenceReportCodec.Append(nil, PresenceReport{Key: session.ChannelKey("c"), Node: "n2", Gen: 9, Members: []session.Member{{User: "a", Conns: 2}}}),
+		presenceEventsCodec.Append(nil, []PresenceEvent{{Key: session.ChannelKey("c"), User: "a", Join: true}}),
+		historyRequestCodec.Append(nil, HistoryRequest{Key: session.ChannelKey("c"), Since: 3, Limit: 100}),
+		historyReplyCodec.Append(nil, HistoryReply{Last: 5, Msgs: msgs}),
 		{}, {0}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
 		f.Add(seed)
@@ -253,6 +262,8 @@ func TestTrailingFieldsKeepOldEncodings(t *testing.T) {
 		{Key: k, Node: "n2", Session: "s", After: 4, Release: true},
 		{Key: k, Node: "n2", Session: "s", After: 4, Nonce: 9},
 		{Key: k, Node: "n2", Session: "s", After: 4, Release: true, Nonce: 9},
+		{Key: session.ChannelKey("c"), Node: "n2", Nonce: 9, Live: true},
+		{Key: k, Node: "n2", Live: true},
 	} {
 		got, err := attachRequestCodec.Decode(attachRequestCodec.Append(nil, want))
 		if err != nil || got != want {

@@ -3,13 +3,15 @@ package protocol
 import "encoding/json"
 
 // Publish is the body of POST /v1/publish and one message of a batch
-// (DESIGN.md §4). User and ID are pointers so that a node can tell a
-// missing field from an empty one: a missing id is generated, an empty
-// one is refused.
+// (DESIGN.md §4): to a user or to a channel, exactly one of the two.
+// User, Channel and ID are pointers so that a node can tell a missing
+// field from an empty one: a missing id is generated, an empty one is
+// refused.
 type Publish struct {
-	User *string         `json:"user,omitempty"`
-	Data json.RawMessage `json:"data"`
-	ID   *string         `json:"id,omitempty"`
+	User    *string         `json:"user,omitempty"`
+	Channel *string         `json:"channel,omitempty"`
+	Data    json.RawMessage `json:"data"`
+	ID      *string         `json:"id,omitempty"`
 }
 
 // NewPublish returns the body that publishes data to user; id "" leaves
@@ -22,14 +24,25 @@ func NewPublish(user string, data json.RawMessage, id string) Publish {
 	return p
 }
 
+// NewChannelPublish returns the body that publishes data to channel; id
+// "" leaves the id for the node to choose.
+func NewChannelPublish(channel string, data json.RawMessage, id string) Publish {
+	p := Publish{Channel: &channel, Data: data}
+	if id != "" {
+		p.ID = &id
+	}
+	return p
+}
+
 // PublishResult answers one publish: the stored message's seq, its id
 // and the owner node that stored it; or, within a batch, Error alone.
 type PublishResult struct {
-	User  string `json:"user,omitempty"`
-	Seq   uint64 `json:"seq,omitempty"`
-	ID    string `json:"id,omitempty"`
-	Node  string `json:"node,omitempty"`
-	Error string `json:"error,omitempty"`
+	User    string `json:"user,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	Seq     uint64 `json:"seq,omitempty"`
+	ID      string `json:"id,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // PublishBatch is the body of POST /v1/publish/batch.

@@ -28,13 +28,21 @@ type Resume struct {
 }
 
 // ClientFrame is any frame a client sends; which fields matter depends on
-// Type: hello (Token, Resume), ping (ID), ack (Seq), refresh (Token).
+// Type: hello (Token, Resume, Subscriptions), ping (ID), ack (Seq),
+// refresh (Token), subscribe (Sub), unsubscribe and presence (Channel).
 type ClientFrame struct {
 	Type   string          `json:"type"`
 	Token  string          `json:"token,omitempty"`
 	Resume *Resume         `json:"resume,omitempty"`
 	ID     json.RawMessage `json:"id,omitempty"` // ping id, echoed verbatim in the pong
 	Seq    uint64          `json:"seq,omitempty"`
+	// Channel names the channel of an unsubscribe or presence frame.
+	Channel string `json:"channel,omitempty"`
+	// Subscriptions are a hello's channels to subscribe (or resume).
+	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+	// Sub is a subscribe frame's request, decoded from the same object
+	// (its seq may be absent, which Seq cannot tell from 0).
+	Sub *Subscription `json:"-"`
 }
 
 // ErrBadFrame wraps every DecodeClientFrame error; it matches
@@ -51,7 +59,13 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 	switch f.Type {
 	case "":
 		return f, fmt.Errorf("%w: missing type", ErrBadFrame)
-	case TypeHello, TypeAck, TypeRefresh:
+	case TypeHello, TypeAck, TypeRefresh, TypeUnsubscribe, TypePresence:
+	case TypeSubscribe:
+		var sub Subscription
+		if err := json.Unmarshal(b, &sub); err != nil {
+			return f, fmt.Errorf("%w: subscribe: %v", ErrBadFrame, err)
+		}
+		f.Sub = &sub
 	case TypePing:
 		if len(f.ID) > 0 && !json.Valid(f.ID) {
 			return f, fmt.Errorf("%w: bad ping id", ErrBadFrame)

@@ -9,11 +9,14 @@ import (
 
 // Message is one stream message as sent to a client.
 type Message struct {
-	Type string          `json:"type"`
-	Seq  uint64          `json:"seq"`
-	ID   string          `json:"id"`
-	TS   int64           `json:"ts"`
-	Data json.RawMessage `json:"data"`
+	Type string `json:"type"`
+	// Channel names the channel of a channel message; a user-stream
+	// message has none.
+	Channel string          `json:"channel,omitempty"`
+	Seq     uint64          `json:"seq"`
+	ID      string          `json:"id"`
+	TS      int64           `json:"ts"`
+	Data    json.RawMessage `json:"data"`
 }
 
 // AppendMessage appends the encoded message frame to dst. A stream encodes

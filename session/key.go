@@ -63,3 +63,6 @@ func ParseKey(s string) (Key, error) {
 	}
 	return UserKey(s), nil
 }
+
+// ChannelKey is the key of channel's stream.
+func ChannelKey(channel string) Key { return Key{Kind: ChannelStream, Name: channel} }

@@ -321,6 +321,12 @@ func (o *Owned) ResumePoint(sess string, after uint64, asked bool) (resumed bool
 	return true, msgs[:n]
 }
 
+// History returns at most limit acknowledged messages after `after` that
+// the stream still keeps, oldest first.
+func (o *Owned) History(after uint64, limit int) []Message {
+	return o.s.Range(after, o.acked, limit)
+}
+
 // CatchingUp says whether a resume asks for a point the stream holds but
 // has not yet replicated: just taken over, its first copy to the new
 // backup in flight. The client saw those messages at the old owner;

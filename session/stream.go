@@ -221,6 +221,23 @@ func (s *Stream) Since(after uint64) ([]Message, error) {
 	return out, nil
 }
 
+// Range returns at most limit retained messages with after < seq <= upto,
+// oldest first: what is still kept, whatever was trimmed before it.
+func (s *Stream) Range(after, upto uint64, limit int) []Message {
+	upto = min(upto, s.last)
+	first := s.last - uint64(s.n) + 1
+	if s.n == 0 || upto <= after {
+		return nil
+	}
+	from := max(after+1, first)
+	var out []Message
+	for seq := from; seq <= upto && len(out) < limit; seq++ {
+		m, _ := s.get(seq)
+		out = append(out, m)
+	}
+	return out
+}
+
 // Trim drops messages older than the window and idempotency ids older
 // than the id window, as of now (unix ms).
 func (s *Stream) Trim(now int64) {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -759,5 +760,38 @@ func TestReadMessagesLeavesTheRest(t *testing.T) {
 	}
 	if _, err := ReadMessages(wire.NewReader(b[:3])); !errors.Is(err, ErrBadCommand) {
 		t.Fatalf("truncated: err = %v, want ErrBadCommand", err)
+	}
+}
+
+func TestStreamRangeReturnsWhatIsKept(t *testing.T) {
+	cfg := DefaultStreamConfig()
+	cfg.MaxMessages = 4
+	s := NewStream("c", "s", 1, cfg)
+	for i := 0; i < 6; i++ {
+		if _, _, err := s.Append("", []byte("1"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seqs := func(ms []Message) (out []uint64) {
+		for _, m := range ms {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		after, upto uint64
+		limit       int
+		want        []uint64
+	}{
+		{0, 6, 100, []uint64{3, 4, 5, 6}}, // 1 and 2 fell out of the ring
+		{4, 6, 100, []uint64{5, 6}},
+		{0, 6, 2, []uint64{3, 4}},
+		{0, 5, 100, []uint64{3, 4, 5}}, // not past what is acknowledged
+		{6, 6, 100, nil},
+		{9, 6, 100, nil},
+	} {
+		if got := seqs(s.Range(tc.after, tc.upto, tc.limit)); !slices.Equal(got, tc.want) {
+			t.Errorf("Range(%d, %d, %d) = %v, want %v", tc.after, tc.upto, tc.limit, got, tc.want)
+		}
 	}
 }

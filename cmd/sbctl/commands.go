@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -120,11 +121,29 @@ func cmdSessions(g *globals, args []string, stdout io.Writer) error {
 	})
 }
 
+func cmdChannels(g *globals, args []string, stdout io.Writer) error {
+	var ci protocol.ChannelInfo
+	path := func(pos []string) string { return "/v1/channels/" + url.PathEscape(pos[0]) }
+	return query(g, "channels", args, 1, "NAME", path, &ci, stdout, func() error {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		nodes := strings.Join(ci.Nodes, ",")
+		for _, kv := range [][2]string{
+			{"channel", ci.Channel}, {"owner", dash(ci.Owner)}, {"backup", dash(ci.Backup)},
+			{"epoch", strconv.FormatUint(ci.Epoch, 10)}, {"seq", strconv.FormatUint(ci.Seq, 10)},
+			{"subscribers", strconv.Itoa(ci.Subscribers)}, {"nodes", dash(nodes)},
+		} {
+			fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+		}
+		return tw.Flush()
+	})
+}
+
 func cmdToken(g *globals, args []string, stdout io.Writer) error {
 	fs := commandFlags("token", g)
 	user := fs.String("user", "", "user id (the token's sub claim)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	secretFile := fs.String("token-secret-file", "", "file holding the token secret (env SWITCHBOARD_TOKEN_SECRET_FILE)")
+	channels := fs.String("channels", "", "comma-separated channel patterns the token allows (exact names, or prefixes ending in *)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -147,7 +166,11 @@ func cmdToken(g *globals, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token secret file: %w", err)
 	}
-	tok, err := token.Mint([]byte(tokenSecret), *user, *ttl)
+	var patterns []string
+	if *channels != "" {
+		patterns = strings.Split(*channels, ",")
+	}
+	tok, err := token.MintChannels([]byte(tokenSecret), *user, *ttl, patterns)
 	if err != nil {
 		return err
 	}

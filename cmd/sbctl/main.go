@@ -2,7 +2,7 @@
 // §6): cluster status, session lookup, client tokens, drain and leadership
 // transfer, all through a node's admin API; and the cluster's certificates.
 //
-//	sbctl --addr URL --admin-key K [--ca-file F] status | sessions USER | token --user U | drain NODE | leader-transfer
+//	sbctl --addr URL --admin-key K [--ca-file F] status | sessions USER | channels NAME | token --user U | drain NODE | leader-transfer
 //	sbctl certs init --dir D --nodes n1,n2,n3 [--hosts h1,h2]
 //	sbctl keyring list | install K | use K | remove K
 package main
@@ -41,7 +41,8 @@ const usageText = `usage: sbctl [global flags] <command> [command flags]
 commands:
   status                 cluster leader, term, commit index and nodes (--json for raw JSON)
   sessions USER          a user's registry entry (--json for raw JSON)
-  token --user U         mint a client token (--ttl 1h, --token-secret-file F)
+  channels NAME          a channel's owner, backup, seq and subscribers (--json for raw JSON)
+  token --user U         mint a client token (--ttl 1h, --token-secret-file F, --channels 'ticker:*,room:42')
   drain NODE             ask node NODE to drain its clients and leave
   leader-transfer        move Raft leadership to another voter
   certs init --dir D --nodes n1,n2,… [--hosts h1,h2,…] [--new-ca] [--validity 8760h]
@@ -142,6 +143,8 @@ func dispatch(args []string, stdout io.Writer) error {
 		return cmdStatus(g, rest, stdout)
 	case "sessions", "session":
 		return cmdSessions(g, rest, stdout)
+	case "channels", "channel":
+		return cmdChannels(g, rest, stdout)
 	case "token":
 		return cmdToken(g, rest, stdout)
 	case "drain":

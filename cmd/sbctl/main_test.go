@@ -141,6 +141,17 @@ func TestAgainstCluster(t *testing.T) {
 		if code != 0 || json.Unmarshal([]byte(out), &si) != nil || si.Session != welcome.Session {
 			t.Errorf("sessions --json: exit %d, %s", code, out)
 		}
+
+		if code, _, errOut := sbctl(t, append(admin, "channels", "news")...); code != 1 || !strings.Contains(errOut, "404") {
+			t.Errorf("channels of an unknown channel: exit %d, %s", code, errOut)
+		}
+		if st, _, body := c.PublishChannel("n1", "news", "hi", ""); st != 200 {
+			t.Fatalf("publish to news: %d %s", st, body)
+		}
+		code, out, errOut = sbctl(t, append(admin, "channels", "news")...)
+		if code != 0 || !strings.Contains(out, "owner        n1") || !strings.Contains(out, "seq          1") {
+			t.Errorf("channels news: exit %d, %s%s", code, out, errOut)
+		}
 	})
 
 	t.Run("drain of an unknown node fails cleanly", func(t *testing.T) {

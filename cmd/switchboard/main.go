@@ -76,6 +76,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.Gateway.MaxConnections, "max-connections", c.Gateway.MaxConnections, "WebSocket connections on this node; over it the upgrade gets 503 with Retry-After (0: no limit)")
 	fs.IntVar(&c.Gateway.MaxConnectionsPerUser, "max-connections-per-user", c.Gateway.MaxConnectionsPerUser, "WebSocket connections of one user on this node; over it the hello gets too_many_connections, close 4029 (0: no limit)")
 	fs.Float64Var(&c.Gateway.ConnectRate, "connect-rate", c.Gateway.ConnectRate, "new WebSocket connections per client IP per second, burst one second's worth; over it 429 with Retry-After (0: no limit)")
+	fs.IntVar(&c.Gateway.MaxChannelsPerConn, "max-channels-per-conn", c.Gateway.MaxChannelsPerConn, "channel subscriptions a connection may hold; over it the subscribe is answered too_many_channels (0: no limit)")
 	fs.Float64Var(&c.Gateway.FrameRate, "client-frame-rate", c.Gateway.FrameRate, "frames per second a connection may send, control frames included, burst one second's worth; over it rate_limited, close 4029 (0: no limit)")
 	fs.IntVar(&c.API.MaxInflight, "max-inflight-publishes", c.API.MaxInflight, "messages of publish requests this node serves at once; over it 503 with Retry-After (0: no limit)")
 	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file of base64 AES-128/192/256 keys, one a line, the first the primary: encrypts and authenticates gossip (seeds <data-dir>/gossip-keyring, which wins once it exists)")
@@ -323,7 +324,7 @@ func loadGossipKeys(o *options) error {
 
 func printDev(w io.Writer, n *node.Node, o *options) {
 	c := &o.cfg
-	tok, err := token.Mint(o.tokenSecret, "demo", 24*time.Hour)
+	tok, err := token.MintChannels(o.tokenSecret, "demo", 24*time.Hour, []string{"*"})
 	if err != nil {
 		tok = "(could not mint: " + err.Error() + ")"
 	}

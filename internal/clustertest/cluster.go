@@ -325,12 +325,18 @@ func (c *Cluster) Stop() {
 	c.hc.CloseIdleConnections()
 }
 
-// Token mints a client token for user.
+// Token mints a client token for user that allows every channel.
 func (c *Cluster) Token(user string) string {
 	if c.opts.Token != nil {
 		return c.opts.Token(user)
 	}
-	tok, err := token.Mint([]byte(TokenSecret), user, time.Hour)
+	return c.TokenFor(user, "*")
+}
+
+// TokenFor mints a client token for user that allows the channels matching
+// patterns.
+func (c *Cluster) TokenFor(user string, patterns ...string) string {
+	tok, err := token.MintChannels([]byte(TokenSecret), user, time.Hour, patterns)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -439,6 +445,22 @@ func (c *Cluster) Publish(id, user string, data any, msgID string) (int, Publish
 		c.t.Fatal(err)
 	}
 	b, _ := json.Marshal(protocol.NewPublish(user, raw, msgID))
+	st, out := c.Do(id, http.MethodPost, "/v1/publish", APIKey, b)
+	var pr PublishResult
+	if st == http.StatusOK {
+		_ = json.Unmarshal(out, &pr)
+	}
+	return st, pr, out
+}
+
+// PublishChannel posts one message to channel through node id and returns
+// the status and answer.
+func (c *Cluster) PublishChannel(id, channel string, data any, msgID string) (int, PublishResult, []byte) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	b, _ := json.Marshal(protocol.NewChannelPublish(channel, raw, msgID))
 	st, out := c.Do(id, http.MethodPost, "/v1/publish", APIKey, b)
 	var pr PublishResult
 	if st == http.StatusOK {

@@ -63,6 +63,9 @@ type conn struct {
 	// set by the hello, moved later by each valid refresh, read by the
 	// sweeper.
 	expires atomic.Int64
+	// chans are the connection's channel subscriptions and what its token
+	// allows (channels.go); only the reader's turn touches them.
+	chans channelState
 
 	born      int64        // monoNow() at accept: the hello deadline counts from it
 	lastRead  atomic.Int64 // monoNow() when bytes last arrived
@@ -445,6 +448,8 @@ func (c *conn) handleMessage(payload []byte) (paused bool) {
 		c.Send(0, protocol.AppendPong(nil, f.ID))
 	case f.Type == protocol.TypeAck:
 		c.guard("Hub.Ack", func() { c.g.hub.Ack(c, f.Seq) })
+	case f.Type == protocol.TypeSubscribe, f.Type == protocol.TypeUnsubscribe, f.Type == protocol.TypePresence:
+		return c.channelFrame(f)
 	}
 	return false
 }
@@ -590,6 +595,7 @@ func (c *conn) hello(ctx context.Context, f protocol.ClientFrame) bool {
 	user := id.User
 	c.user = user
 	c.expires.Store(unixNano(id.Expires))
+	c.chans.allowed = id.Channels
 	if err := c.g.countUser(c); err != nil {
 		c.Close(err, nil)
 		return false
@@ -601,6 +607,9 @@ func (c *conn) hello(ctx context.Context, f protocol.ClientFrame) bool {
 		return false
 	}
 	c.g.log.Debug("welcomed", "conn", c.id, "user", user)
+	for _, s := range f.Subscriptions {
+		c.subscribe(ctx, s)
+	}
 	return true
 }
 
@@ -641,6 +650,7 @@ func (c *conn) refresh(token string) {
 		why = "the token does not expire later than the current one"
 	default:
 		c.expires.Store(unixNano(id.Expires))
+		c.chans.allowed = id.Channels // for subscriptions from now on
 		exp := int64(0)
 		if !id.Expires.IsZero() {
 			exp = id.Expires.Unix()

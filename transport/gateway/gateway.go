@@ -32,7 +32,8 @@ type Config struct {
 	// is answered with frame_too_large and close 1009.
 	MaxFrameBytes int
 	// HelloTimeout bounds the wait for the first frame (hello) and the
-	// Hub.Hello call that answers it.
+	// Hub.Hello call that answers it; it also bounds a subscribe and a
+	// presence question.
 	HelloTimeout time.Duration
 	// Heartbeat is the idle time after which an application heartbeat frame
 	// is written; the hub reports it to clients as welcome.heartbeat_ms.
@@ -67,6 +68,9 @@ type Config struct {
 	// WebSocket control frames included, with a burst of one second's
 	// worth; over it: rate_limited and close 4029.
 	FrameRate float64
+	// MaxChannelsPerConn bounds a connection's channel subscriptions; a
+	// subscribe over it is answered too_many_channels.
+	MaxChannelsPerConn int
 
 	// Logger receives the gateway's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -81,6 +85,8 @@ func DefaultConfig() Config {
 		PingInterval:  5 * time.Second,
 		WriteTimeout:  10 * time.Second,
 		SendQueue:     4096,
+
+		MaxChannelsPerConn: 128,
 	}
 }
 
@@ -120,6 +126,7 @@ func (c Config) Validate() error {
 		limit(c.MaxConnectionsPerUser >= 0, "MaxConnectionsPerUser", c.MaxConnectionsPerUser),
 		limit(rateOK(c.ConnectRate), "ConnectRate", c.ConnectRate),
 		limit(rateOK(c.FrameRate), "FrameRate", c.FrameRate),
+		limit(c.MaxChannelsPerConn >= 0, "MaxChannelsPerConn", c.MaxChannelsPerConn),
 	)
 }
 
@@ -128,6 +135,9 @@ func (c Config) Validate() error {
 type Identity struct {
 	User    string
 	Expires time.Time
+	// Channels are the token's channel patterns (DESIGN.md §3a): exact
+	// names, or prefixes ending in `*`. None: no channels.
+	Channels []string
 }
 
 // Authenticator verifies a token. The gateway calls it for a hello and for
@@ -173,6 +183,22 @@ type Hub interface {
 	// connection closed for any reason. It must not block: Shutdown waits
 	// for it.
 	Gone(sink Sink)
+
+	// Channels (DESIGN.md §3a). The gateway has checked the channel's
+	// name, the token's channels and the connection's limit; errors are
+	// answered with an error frame naming the channel
+	// (protocol.ChannelSlugOf) and the connection goes on.
+
+	// Subscribe subscribes sink's connection to sub.Channel, replacing a
+	// subscription it has there: it queues `subscribed` and any replay on
+	// sink, or returns why not. It may block (a takeover); ctx bounds it.
+	Subscribe(ctx context.Context, sink Sink, sub protocol.Subscription) error
+	// Unsubscribe ends the connection's subscription to channel. It must
+	// not block.
+	Unsubscribe(sink Sink, channel string) error
+	// Presence answers a presence frame about channel. It may block (a
+	// call to the channel's owner); ctx bounds it.
+	Presence(ctx context.Context, sink Sink, channel string) (protocol.Presence, error)
 }
 
 // closeWait is how long a connection waits, after sending its close frame

@@ -84,6 +84,23 @@ func (h *gwFakeHub) Ack(sink Sink, seq uint64) {
 	sink.Send(seq, protocol.AppendMessage(nil, seq, "ack", 0, json.RawMessage(`{"acked":true}`)))
 }
 
+// Subscribe answers subscribed at seq 0, or fails for channels named
+// "fail…" as an unreachable owner would.
+func (h *gwFakeHub) Subscribe(_ context.Context, sink Sink, sub protocol.Subscription) error {
+	if strings.HasPrefix(sub.Channel, "fail") {
+		return protocol.Errorf(protocol.ErrUnavailable, "owner of %s unreachable", sub.Channel)
+	}
+	sink.Send(0, protocol.AppendSubscribed(nil, sub.Channel, 0, sub.Seq == nil))
+	return nil
+}
+
+func (h *gwFakeHub) Unsubscribe(Sink, string) error { return nil }
+
+// Presence says the asking user is the channel's one member.
+func (h *gwFakeHub) Presence(_ context.Context, sink Sink, channel string) (protocol.Presence, error) {
+	return protocol.Presence{Channel: channel, Count: 1, Members: []protocol.Member{{User: sink.User(), Conns: 1}}}, nil
+}
+
 func (h *gwFakeHub) Gone(sink Sink) {
 	h.mu.Lock()
 	h.gone[sink.ID()]++
