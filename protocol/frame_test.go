@@ -91,7 +91,11 @@ func FuzzDecodeClientFrame(f *testing.F) {
 			return
 		}
 		switch fr.Type {
-		case TypeHello, TypePing, TypeAck, TypeRefresh:
+		case TypeHello, TypePing, TypeAck, TypeRefresh, TypeUnsubscribe, TypePresence:
+		case TypeSubscribe:
+			if fr.Sub == nil {
+				t.Fatal("accepted a subscribe without decoding its request")
+			}
 		default:
 			t.Fatalf("accepted unknown type %q", fr.Type)
 		}
