@@ -166,6 +166,8 @@ type Broker struct {
 	subs   map[uint64]map[string]*subscription
 	subSeq atomic.Uint64
 	pres   presence // presence.go
+	// chanMsgs and chanSends count channel fan-out (Stats).
+	chanMsgs, chanSends atomic.Int64
 
 	states  *stateRecorder // attach/detach records (state.go)
 	applied chan session.Entry
@@ -283,12 +285,17 @@ type Stats struct {
 	Streams  int // streams held here
 	Attached int // streams served here from another owner
 	Replicas int // streams backed up here
+	// ChannelMessages counts the messages the channels held here
+	// acknowledged; ChannelPeerDeliveries the times one went to another
+	// node (once per message and node with subscribers).
+	ChannelMessages, ChannelPeerDeliveries int64
 }
 
 // Stats returns current counts.
 func (b *Broker) Stats() Stats {
 	b.mu.Lock()
-	st := Stats{Streams: len(b.held), Attached: len(b.remote)}
+	st := Stats{Streams: len(b.held), Attached: len(b.remote),
+		ChannelMessages: b.chanMsgs.Load(), ChannelPeerDeliveries: b.chanSends.Load()}
 	b.mu.Unlock()
 	b.reps.mu.Lock()
 	st.Replicas = len(b.reps.m)

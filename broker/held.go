@@ -66,6 +66,10 @@ func (h *held) applyLocked(eff session.Effects, why string) {
 		if h.b.cfg.OnDeliver != nil && len(h.sinks) > 0 {
 			h.b.cfg.OnDeliver(len(h.sinks) * len(eff.Deliver))
 		}
+		if h.key.Kind == session.ChannelStream {
+			h.b.chanMsgs.Add(int64(len(eff.Deliver)))
+			h.b.chanSends.Add(int64(len(eff.Deliver) * len(eff.To)))
+		}
 		if len(eff.To) > 0 {
 			d := peerapi.Delivery{Key: h.key, Epoch: h.o.Epoch(), Msgs: eff.Deliver}
 			for _, node := range eff.To {

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -127,8 +129,8 @@ func (b *Broker) localMembersLocked(key session.Key) peerapi.PresenceReport {
 	}
 	b.pres.gen++
 	rep := peerapi.PresenceReport{Key: key, Node: b.cfg.NodeID, Gen: b.pres.gen}
-	for u, n := range count {
-		rep.Members = append(rep.Members, session.Member{User: u, Conns: n})
+	for _, u := range slices.Sorted(maps.Keys(count)) {
+		rep.Members = append(rep.Members, session.Member{User: u, Conns: count[u]})
 	}
 	return rep
 }
@@ -191,19 +193,52 @@ func (b *Broker) sendReports(all bool) {
 		reps = append(reps, rep)
 	}
 	b.pres.mu.Unlock()
+	retry := false
 	for _, rep := range reps {
-		e, ok := b.reg.Get(rep.Key.String())
+		owner := b.channelOwner(rep.Key)
 		switch {
-		case !ok || e.Owner == "":
-			// No owner yet: the next round finds one.
-		case e.Owner == b.cfg.NodeID:
+		case owner == "" && len(rep.Members) > 0:
+			// This node's registry replica may not have the claim yet:
+			// soon again, rather than at the next round.
+			b.pres.mu.Lock()
+			b.pres.dirty[rep.Key] = true
+			b.pres.mu.Unlock()
+			retry = true
+		case owner == "":
+		case owner == b.cfg.NodeID:
 			b.takeReport(rep)
 		default:
-			b.outbox(e.Owner).push(outFrame{send: func(ctx context.Context) error {
-				return peerapi.ReportPresence.Send(ctx, b.peers, e.Owner, rep)
+			b.outbox(owner).push(outFrame{send: func(ctx context.Context) error {
+				return peerapi.ReportPresence.Send(ctx, b.peers, owner, rep)
 			}})
 		}
 	}
+	if retry {
+		time.AfterFunc(50*time.Millisecond, func() {
+			select {
+			case b.pres.kick <- struct{}{}:
+			default:
+			}
+		})
+	}
+}
+
+// channelOwner is where key's channel is owned, as this node knows best:
+// here, the owner its subscribers are attached to, or the registry's.
+func (b *Broker) channelOwner(key session.Key) string {
+	if b.local(key) != nil {
+		return b.cfg.NodeID
+	}
+	b.mu.Lock()
+	a := b.remote[key]
+	b.mu.Unlock()
+	if a != nil {
+		return a.owner
+	}
+	if e, ok := b.reg.Get(key.String()); ok {
+		return e.Owner
+	}
+	return ""
 }
 
 // takeReport applies a node's report to the channel's presence set and
@@ -309,25 +344,23 @@ func (b *Broker) Presence(ctx context.Context, _ gateway.Sink, channel string) (
 	rep := b.localMembersLocked(key)
 	b.pres.mu.Unlock()
 	var members []session.Member
-	if h := b.local(key); h != nil {
+	switch owner := b.channelOwner(key); owner {
+	case b.cfg.NodeID:
 		b.takeReport(rep)
 		b.pres.mu.Lock()
 		if t := b.pres.tables[key]; t != nil {
 			members = t.Members()
 		}
 		b.pres.mu.Unlock()
-	} else {
-		e, ok := b.reg.Get(key.String())
-		if !ok || e.Owner == "" {
-			members = rep.Members // nobody owns it: this node's are all there are
-		} else {
-			cctx, cancel := b.callCtx(ctx)
-			var err error
-			members, err = peerapi.Presence.Call(cctx, b.peers, e.Owner, rep)
-			cancel()
-			if err != nil {
-				return protocol.Presence{}, fmt.Errorf("%w: asking %s, the owner of %s: %v", protocol.ErrUnavailable, e.Owner, channel, err)
-			}
+	case "":
+		members = rep.Members // nobody owns it: this node's are all there are
+	default:
+		cctx, cancel := b.callCtx(ctx)
+		var err error
+		members, err = peerapi.Presence.Call(cctx, b.peers, owner, rep)
+		cancel()
+		if err != nil {
+			return protocol.Presence{}, fmt.Errorf("%w: asking %s, the owner of %s: %v", protocol.ErrUnavailable, owner, channel, err)
 		}
 	}
 	p := protocol.Presence{Type: protocol.TypePresence, Channel: channel, Count: len(members), Members: make([]protocol.Member, len(members))}

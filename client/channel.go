@@ -286,7 +286,7 @@ func (c *Client) onChannelFrame(frameType string, data []byte) error {
 	}
 	switch frameType {
 	case protocol.TypeMessage:
-		return s.deliver(ChannelMessage{Channel: f.Channel, Seq: f.Seq, ID: f.ID, TS: time.UnixMilli(f.TS), Data: f.Data})
+		return c.deliverChannel(protocol.Message{Channel: f.Channel, Seq: f.Seq, ID: f.ID, TS: f.TS, Data: f.Data})
 	case protocol.TypeSubscribed:
 		s.mu.Lock()
 		asked := s.started || s.opts.From != nil
@@ -330,6 +330,15 @@ func (c *Client) onChannelFrame(frameType string, data []byte) error {
 		s.emit(SubscriptionEvent{Kind: SubError, Code: f.Code, Err: err})
 	}
 	return nil
+}
+
+// deliverChannel hands a channel message to its subscription, if any.
+func (c *Client) deliverChannel(m protocol.Message) error {
+	s := c.subscription(m.Channel)
+	if s == nil {
+		return nil // unsubscribed meanwhile
+	}
+	return s.deliver(ChannelMessage{Channel: m.Channel, Seq: m.Seq, ID: m.ID, TS: time.UnixMilli(m.TS), Data: m.Data})
 }
 
 // deliver hands a message to the application unless it had it; like the

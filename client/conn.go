@@ -203,6 +203,13 @@ func (c *Client) readLoop(ep string, cn *conn, sent *protocol.Resume, out *outco
 				out.err = fmt.Errorf("%w: message before welcome", ErrProtocol)
 				return
 			}
+			if m.Channel != "" {
+				if err := c.deliverChannel(m); err != nil {
+					out.err = err
+					return
+				}
+				continue
+			}
 			if err := c.deliverMessage(m); err != nil {
 				out.err = err
 				return

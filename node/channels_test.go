@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,6 +143,13 @@ func TestChannelAcrossNodes(t *testing.T) {
 	for _, s := range subs {
 		s.messages(ch, 0, 20)
 	}
+	// Fan-out: the owner sent each message once to each of the two other
+	// nodes with subscribers.
+	owner := channelInfo(t, c, ids[0], ch).Owner
+	msgs, sends := metric(t, c, owner, "switchboard_channel_messages_total"), metric(t, c, owner, "switchboard_channel_peer_deliveries_total")
+	if msgs != 20 || sends != 40 {
+		t.Fatalf("owner %s: %v channel messages, %v peer deliveries; want 20 and 40 (one per message and other node)", owner, msgs, sends)
+	}
 
 	// A late subscriber asks for everything and gets it, replayed.
 	late := dialChannels(t, c, ids[2], "late")
@@ -259,4 +268,24 @@ func TestChannelMembersOfADeadNodeLeave(t *testing.T) {
 	if f := watcher.expect("presence", ch); f.Count != 1 || f.Members[0].User != "watcher" {
 		t.Fatalf("presence after the kill: %+v", f)
 	}
+}
+
+// metric reads a counter without labels from node id's /metrics.
+func metric(t testing.TB, c *clustertest.Cluster, id, name string) float64 {
+	t.Helper()
+	st, body := c.Get(id, "/metrics", "")
+	if st != http.StatusOK {
+		t.Fatalf("/metrics on %s: %d", id, st)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %q", name, line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s not in /metrics of %s", name, id)
+	return 0
 }

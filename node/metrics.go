@@ -70,6 +70,8 @@ func (m *metrics) observe(n *Node) {
 	applied, _ := meter.Int64ObservableGauge("switchboard_registry_applied_index", metric.WithDescription("Last Raft index applied to the local registry replica."))
 	deliveries, _ := meter.Int64ObservableCounter("switchboard_gateway_deliveries_total", metric.WithDescription("Message frames handed to local client connections."))
 	publishes, _ := meter.Int64ObservableCounter("switchboard_publish_messages_total", metric.WithDescription("Messages published through the API, by result."))
+	chanMsgs, _ := meter.Int64ObservableCounter("switchboard_channel_messages_total", metric.WithDescription("Channel messages acknowledged by the channels this node owns."))
+	chanSends, _ := meter.Int64ObservableCounter("switchboard_channel_peer_deliveries_total", metric.WithDescription("Channel messages sent to other nodes, once per message and node with subscribers (fan-out across the cluster)."))
 	refusals, _ := meter.Int64ObservableCounter("switchboard_limit_refusals_total", metric.WithDescription("Connections and requests refused or ended by a limit (docs/security.md), by limit."))
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(deliveries, m.deliveries.Load())
@@ -84,12 +86,14 @@ func (m *metrics) observe(n *Node) {
 		st := n.broker.Stats()
 		o.ObserveInt64(streams, int64(st.Streams))
 		o.ObserveInt64(attached, int64(st.Attached))
+		o.ObserveInt64(chanMsgs, st.ChannelMessages)
+		o.ObserveInt64(chanSends, st.ChannelPeerDeliveries)
 		var entries int
 		n.raft.Read(func() { entries = n.machine.Registry.Len() })
 		o.ObserveInt64(sessions, int64(entries))
 		o.ObserveInt64(applied, int64(n.raft.LastApplied()))
 		return nil
-	}, conns, streams, attached, sessions, applied, deliveries, publishes, refusals)
+	}, conns, streams, attached, sessions, applied, deliveries, publishes, refusals, chanMsgs, chanSends)
 	if err == nil {
 		m.gauges = reg
 	}

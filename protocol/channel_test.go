@@ -88,8 +88,11 @@ func TestChannelFramesAreTheirTypes(t *testing.T) {
 	if m.Channel != `a"b` || m.Seq != 7 || m.ID != "id\n" || m.TS != 9 || string(m.Data) != string(data) {
 		t.Fatalf("channel message: %+v", m)
 	}
-	if _, ok := ParseMessage(AppendChannelMessage(nil, "c", 1, "i", 1, data)); ok {
-		t.Fatal("the user-stream fast path took a channel message")
+	if pm, ok := ParseMessage(AppendChannelMessage(nil, "ticker:BTC", 3, "i", 1, data)); !ok || pm.Channel != "ticker:BTC" || pm.Seq != 3 || pm.ID != "i" || string(pm.Data) != string(data) {
+		t.Fatalf("fast path on a channel message: %+v %v", pm, ok)
+	}
+	if _, ok := ParseMessage(AppendChannelMessage(nil, `a"b`, 3, "i", 1, data)); ok {
+		t.Fatal("the fast path took a channel name with an escape")
 	}
 	var s Subscribed
 	if err := json.Unmarshal(AppendSubscribed(nil, "c", 12, true), &s); err != nil || s != (Subscribed{TypeSubscribed, "c", 12, true}) {

@@ -46,15 +46,29 @@ const messagePrefix = `{"type":"message","seq":`
 
 // ParseMessage is the fast path for message frames, the bulk of what a
 // client reads: it takes a frame apart if it has exactly the layout
-// AppendMessage writes, with an id free of escapes, and checks that data
+// AppendMessage (or AppendChannelMessage, with a channel name free of
+// escapes) writes, with an id free of escapes, and checks that data
 // is valid JSON. Anything else is ok=false, for encoding/json to decode;
 // so this path decides nothing the general one would decide differently,
 // it only skips the reflection (40 % of a load generator's CPU). Data
 // aliases b.
 func ParseMessage(b []byte) (m Message, ok bool) {
 	rest, ok := bytes.CutPrefix(b, []byte(messagePrefix))
+	channel := ""
 	if !ok {
-		return m, false
+		// A channel message: AppendChannelMessage's layout, with a name
+		// free of escapes.
+		if rest, ok = bytes.CutPrefix(b, []byte(channelMessagePrefix+`"`)); !ok {
+			return m, false
+		}
+		end := bytes.IndexByte(rest, '"')
+		if end <= 0 || bytes.IndexByte(rest[:end], '\\') >= 0 || !printableASCII(rest[:end]) {
+			return m, false
+		}
+		channel = string(rest[:end])
+		if rest, ok = bytes.CutPrefix(rest[end+1:], []byte(`,"seq":`)); !ok {
+			return m, false
+		}
 	}
 	var num []byte
 	if num, rest, ok = cutNumber(rest, `,"id":"`); !ok {
@@ -87,7 +101,7 @@ func ParseMessage(b []byte) (m Message, ok bool) {
 	if len(data) == 0 || isSpace(data[0]) || isSpace(data[len(data)-1]) || !json.Valid(data) {
 		return m, false
 	}
-	return Message{Type: TypeMessage, Seq: seq, ID: id, TS: ts, Data: data}, true
+	return Message{Type: TypeMessage, Channel: channel, Seq: seq, ID: id, TS: ts, Data: data}, true
 }
 
 // cutNumber splits b at sep, which must follow a run of digits (and an

@@ -17,7 +17,7 @@ func checkDecodeMessage(t *testing.T, b []byte) bool {
 	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatalf("fast path took %q, encoding/json refuses it: %v", b, err)
 	}
-	if f.Type != TypeMessage || f.Seq != m.Seq || f.ID != m.ID || f.TS != m.TS || !bytes.Equal(f.Data, m.Data) {
+	if f.Type != TypeMessage || f.Channel != m.Channel || f.Seq != m.Seq || f.ID != m.ID || f.TS != m.TS || !bytes.Equal(f.Data, m.Data) {
 		t.Fatalf("fast path read %q as %+v; encoding/json: %+v", b, m, f)
 	}
 	return true
@@ -62,6 +62,8 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte(`{"type":"message","seq":1,"id":"m","ts":2,"data":{"a":[1,"b"]}}`))
 	f.Add([]byte(`{"type":"message","seq":1,"id":"m","ts":2,"data":1}}`))
 	f.Add([]byte(`{"type":"message","seq":0,"id":"","ts":-0,"data":"\u00e9"}`))
+	f.Add([]byte(`{"type":"message","channel":"ticker:BTC","seq":1,"id":"m","ts":2,"data":{"px":1}}`))
+	f.Add([]byte(`{"type":"message","channel":"a\\"b","seq":1,"id":"m","ts":2,"data":1}`))
 	f.Fuzz(func(t *testing.T, b []byte) { checkDecodeMessage(t, b) })
 }
 
