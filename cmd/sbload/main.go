@@ -83,6 +83,7 @@ type options struct {
 	cpuProfile      string
 	logLevel        string
 	connsPerProcess int
+	channels        int
 }
 
 var errUsage = errors.New("usage")
@@ -96,7 +97,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	c := &o.cfg
 	fs := flag.NewFlagSet("sbload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "unicast", "idle, unicast, storm or drill")
+	fs.StringVar(&o.scenario, "scenario", "unicast", "idle, unicast, broadcast, storm or drill")
+	fs.IntVar(&o.channels, "channels", 1, "broadcast: channels, each owned by a node other than the first endpoint; --users subscribers spread over them and the nodes")
 	fs.StringVar(&o.endpoints, "endpoints", "", "comma-separated node base URLs (http://host:port); the WebSocket URL is derived")
 	fs.StringVar(&o.adminEndpoints, "admin-endpoints", "", "comma-separated admin base URLs in --endpoints order, for nodes with a separate --admin-addr")
 	fs.StringVar(&o.apiKey, "api-key", "", "publish API key")
@@ -120,7 +122,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.killCmd, "kill-cmd", "", "storm/drill: shell command that kills the target")
 	fs.IntVar(&o.killPID, "kill-pid", 0, "storm/drill: PID of the target to SIGKILL")
 	fs.BoolVar(&c.Drain, "drain", false, "storm/drill: drain the target through the admin API instead of killing it")
-	fs.StringVar(&o.pids, "pids", "", "idle: local node processes as ID=PID,… for memory and CPU figures")
+	fs.StringVar(&o.pids, "pids", "", "idle, broadcast: local node processes as ID=PID,… for memory and CPU figures")
 	fs.StringVar(&c.UserPrefix, "user-prefix", "", "user ids are PREFIX-u<i> (default: random per run)")
 	fs.IntVar(&c.ClientBuffer, "client-buffer", c.ClientBuffer, "SDK message buffer per client")
 	fs.IntVar(&o.connsPerProcess, "conns-per-process", 19000, "refuse more users than this in one process (split the run over processes; each connection is an open file)")
@@ -181,9 +183,12 @@ func (o *options) finish() error {
 		c.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	switch o.scenario {
-	case "idle", "unicast", "storm", "drill":
+	case "idle", "unicast", "broadcast", "storm", "drill":
 	default:
-		return usagef("--scenario %q: want idle, unicast, storm or drill", o.scenario)
+		return usagef("--scenario %q: want idle, unicast, broadcast, storm or drill", o.scenario)
+	}
+	if o.channels <= 0 {
+		return usagef("--channels must be positive, got %d", o.channels)
 	}
 	if c.Users > o.connsPerProcess {
 		return usagef("--users %d is over --conns-per-process %d: split the users over several sbload processes (with distinct --user-prefix)", c.Users, o.connsPerProcess)
@@ -302,6 +307,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		result, err = load.Idle(ctx, o.cfg)
 	case "unicast":
 		result, err = load.Unicast(ctx, o.cfg)
+	case "broadcast":
+		var rep load.BroadcastReport
+		rep, err = load.Broadcast(ctx, o.cfg, o.channels)
+		result = rep
+		violation = rep.Lost > 0 || rep.OutOfOrder > 0
 	case "storm":
 		result, err = load.Storm(ctx, o.cfg)
 	case "drill":

@@ -72,7 +72,8 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"no endpoints", []string{"--token-secret", "s"}, "--endpoints is required"},
 		{"no token secret", []string{"--endpoints", "http://127.0.0.1:1"}, "token-secret"},
-		{"bad scenario", append(base, "--scenario", "flood"), "want idle, unicast, storm or drill"},
+		{"bad scenario", append(base, "--scenario", "flood"), "want idle, unicast, broadcast, storm or drill"},
+		{"no channels", append(base, "--scenario", "broadcast", "--channels", "0"), "--channels must be positive"},
 		{"drill without a kill", append(base, "--scenario", "drill", "--target", "n1"), "drill needs"},
 		{"two kills", append(base, "--scenario", "drill", "--target", "n1", "--kill-pid", "1", "--drain"), "one of"},
 		{"key twice", append(base, "--admin-key", "a", "--admin-key-file", "f"), "not both"},
@@ -148,6 +149,39 @@ func TestIdleAndUnicast(t *testing.T) {
 			t.Fatalf("owners: %d checked, %d mismatched", rep.OwnerChecked, rep.OwnerMismatch)
 		}
 	})
+}
+
+// TestBroadcast: subscribers on all three nodes, channels owned by the
+// other nodes, publishes through n1: every subscriber gets every
+// acknowledged message of its channel, once, in order, and each message
+// crosses the cluster once per other node with subscribers.
+func TestBroadcast(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	args := clusterArgs(t, c)
+	code, out, errOut := sbload(t, append(args, "--scenario", "broadcast", "--users", "12", "--channels", "2", "--rate", "200",
+		"--duration", "1s", "--batch", "8", "--grace", "10s", "--pids", "n1="+strconv.Itoa(os.Getpid()))...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	rep := decode[load.BroadcastReport](t, out)
+	switch {
+	case rep.Scenario != "broadcast" || rep.Subscribers != 12 || rep.Channels != 2 || rep.PublishVia != "n1":
+		t.Fatalf("report: %+v", rep)
+	case rep.ChannelOwners["n1"] != 0 || rep.ChannelOwners["n2"]+rep.ChannelOwners["n3"] != 2:
+		t.Fatalf("channel owners %v: n1 must own none", rep.ChannelOwners)
+	case rep.Published < 100 || rep.Expected != rep.Published*6 || rep.Delivered != rep.Expected:
+		t.Fatalf("published %d expected %d delivered %d", rep.Published, rep.Expected, rep.Delivered)
+	case rep.Lost != 0 || rep.OutOfOrder != 0 || rep.ContinuityLost != 0:
+		t.Fatalf("lost %d out of order %d continuity lost %d", rep.Lost, rep.OutOfOrder, rep.ContinuityLost)
+	case rep.PeerDeliveriesPerMessage != 2:
+		// Each channel's subscribers are on all three nodes: its owner
+		// sends each message to the two others, once.
+		t.Fatalf("peer deliveries per message %v, want 2", rep.PeerDeliveriesPerMessage)
+	case rep.Latency.Count != uint64(rep.Delivered) || rep.Latency.P99 < rep.Latency.P50:
+		t.Fatalf("latency: %+v", rep.Latency)
+	case rep.CPUPercent["n1"] <= 0:
+		t.Fatalf("cpu: %v", rep.CPUPercent)
+	}
 }
 
 // TestUnicastOverTLS: with --ca-file, sbload's clients and HTTP calls

@@ -133,7 +133,7 @@ func (f *fleet) connect(ctx context.Context, order func(i int) []string) error {
 }
 
 func (f *fleet) dial(ctx context.Context, u *user, endpoints []string, ttl time.Duration) error {
-	tok, err := token.Mint(f.cfg.TokenSecret, u.name, ttl)
+	tok, err := token.MintChannels(f.cfg.TokenSecret, u.name, ttl, []string{"*"})
 	if err != nil {
 		return fmt.Errorf("%w: mint token: %w", ErrConfig, err)
 	}

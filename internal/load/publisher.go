@@ -48,11 +48,15 @@ type PublishStats struct {
 type publisher struct {
 	cfg *Config
 	cl  *cluster
-	tr  *tracker
+	tr  ledger
 	// nodesFor returns the nodes to publish user u's messages to.
 	nodesFor func(u int) []int
 	idPrefix string
-	names    []string
+	// field and names are what messages go to: "user" and the users'
+	// names, or "channel" and the channels'; message k goes to
+	// names[k % len(names)].
+	field string
+	names []string
 
 	jobs    chan *batchJob
 	sent    atomic.Int64
@@ -61,7 +65,16 @@ type publisher struct {
 	requests, s503, itemErr, netErr, other, retries atomic.Int64
 }
 
-func newPublisher(cfg *Config, cl *cluster, tr *tracker, nodesFor func(int) []int) *publisher {
+// ledger records what a publisher sends and what is acknowledged.
+type ledger interface {
+	// add registers message k as published to target (an index of the
+	// publisher's names).
+	add(k uint64, target int)
+	// ack records message k's acknowledgement with its seq.
+	ack(k, seq uint64, intended int64, now time.Time)
+}
+
+func newPublisher(cfg *Config, cl *cluster, tr ledger, nodesFor func(int) []int) *publisher {
 	names := make([]string, cfg.Users)
 	for i := range names {
 		names[i] = cfg.userName(i)
@@ -69,9 +82,17 @@ func newPublisher(cfg *Config, cl *cluster, tr *tracker, nodesFor func(int) []in
 	return &publisher{
 		cfg: cfg, cl: cl, tr: tr, nodesFor: nodesFor,
 		idPrefix: cfg.UserPrefix + "-m",
+		field:    "user",
 		names:    names,
 		jobs:     make(chan *batchJob, max(cfg.Inflight, 1)),
 	}
+}
+
+// newChannelPublisher publishes to channels instead of users.
+func newChannelPublisher(cfg *Config, cl *cluster, l ledger, channels []string, nodesFor func(int) []int) *publisher {
+	p := newPublisher(cfg, cl, l, nodesFor)
+	p.field, p.names = "channel", channels
+	return p
 }
 
 func (p *publisher) stats() PublishStats {
@@ -131,7 +152,7 @@ func (p *publisher) openLoop(ctx context.Context, start, until time.Time) {
 		}
 		n := due(now.Sub(start), p.cfg.Rate)
 		for ; k < n; k++ {
-			u := int(k % uint64(p.cfg.Users))
+			u := int(k % uint64(len(p.names)))
 			m := pubMsg{k: k, user: u, intended: intendedAt(start, k, p.cfg.Rate).UnixNano()}
 			p.tr.add(k, u)
 			first := p.nodesFor(u)[0]
@@ -160,7 +181,7 @@ func (p *publisher) openLoop(ctx context.Context, start, until time.Time) {
 func (p *publisher) closedLoop(ctx context.Context, until time.Time) {
 	pending := map[int][]pubMsg{}
 	for k := uint64(0); time.Now().Before(until) && ctx.Err() == nil; k++ {
-		u := int(k % uint64(p.cfg.Users))
+		u := int(k % uint64(len(p.names)))
 		p.tr.add(k, u)
 		first := p.nodesFor(u)[0]
 		pending[first] = append(pending[first], pubMsg{k: k, user: u, intended: time.Now().UnixNano()})
@@ -259,7 +280,9 @@ func (p *publisher) encode(dst []byte, msgs []pubMsg) []byte {
 			dst = append(dst, ',')
 		}
 		// Names are safeName-checked: no escaping needed.
-		dst = append(dst, `{"user":"`...)
+		dst = append(dst, `{"`...)
+		dst = append(dst, p.field...)
+		dst = append(dst, `":"`...)
 		dst = append(dst, p.names[m.user]...)
 		dst = append(dst, `","id":"`...)
 		dst = append(dst, p.idPrefix...)
