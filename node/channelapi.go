@@ -41,14 +41,25 @@ func uintParam(r *http.Request, name string, def uint64) (uint64, error) {
 	return v, nil
 }
 
-func (n *Node) handleHistory(w http.ResponseWriter, r *http.Request) {
+// publisherChannel runs the checks both channel reads of the publish API
+// share: the API key and the channel's name; "" means the request was
+// answered.
+func (n *Node) publisherChannel(w http.ResponseWriter, r *http.Request) string {
 	if !bearer(r, n.apiKeys()) {
 		writeError(w, protocol.Errorf(protocol.ErrUnauthorized, "missing or bad API key"))
-		return
+		return ""
 	}
 	channel, err := channelName(r)
 	if err != nil {
 		writeError(w, err)
+		return ""
+	}
+	return channel
+}
+
+func (n *Node) handleHistory(w http.ResponseWriter, r *http.Request) {
+	channel := n.publisherChannel(w, r)
+	if channel == "" {
 		return
 	}
 	since, err := uintParam(r, "since", 0)
@@ -80,13 +91,8 @@ func (n *Node) handleHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleChannelPresence(w http.ResponseWriter, r *http.Request) {
-	if !bearer(r, n.apiKeys()) {
-		writeError(w, protocol.Errorf(protocol.ErrUnauthorized, "missing or bad API key"))
-		return
-	}
-	channel, err := channelName(r)
-	if err != nil {
-		writeError(w, err)
+	channel := n.publisherChannel(w, r)
+	if channel == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)

@@ -90,6 +90,11 @@ func (cc *chanClient) expect(typ, channel string) chanFrame {
 		f, cc.events = cc.events[0], cc.events[1:]
 	} else {
 		f = cc.next()
+		// Presence events come when they come: set aside for later.
+		for typ != "join" && typ != "leave" && (f.Type == "join" || f.Type == "leave") {
+			cc.events = append(cc.events, f)
+			f = cc.next()
+		}
 	}
 	if f.Type != typ || f.Channel != channel {
 		cc.t.Fatalf("%s: got %+v, want %s on %q", cc.user, f, typ, channel)

@@ -222,18 +222,7 @@ func AppendChannelMessage(dst []byte, channel string, seq uint64, id string, ts 
 	dst = append(dst, channelMessagePrefix...)
 	dst = appendJSONString(dst, channel)
 	dst = append(dst, `,"seq":`...)
-	dst = strconv.AppendUint(dst, seq, 10)
-	dst = append(dst, `,"id":`...)
-	dst = appendJSONString(dst, id)
-	dst = append(dst, `,"ts":`...)
-	dst = strconv.AppendInt(dst, ts, 10)
-	dst = append(dst, `,"data":`...)
-	if len(data) == 0 {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, data...)
-	}
-	return append(dst, '}')
+	return appendMessageRest(dst, seq, id, ts, data)
 }
 
 // History answers GET /v1/channels/{channel}/history: the channel's

@@ -27,6 +27,11 @@ func AppendMessage(dst []byte, seq uint64, id string, ts int64, data json.RawMes
 		dst = make([]byte, 0, len(`{"type":"message","seq":,"id":"","ts":,"data":}`)+40+len(id)+len(data))
 	}
 	dst = append(dst, messagePrefix...)
+	return appendMessageRest(dst, seq, id, ts, data)
+}
+
+// appendMessageRest appends a message frame from its seq's value on.
+func appendMessageRest(dst []byte, seq uint64, id string, ts int64, data json.RawMessage) []byte {
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, `,"id":`...)
 	dst = appendJSONString(dst, id)

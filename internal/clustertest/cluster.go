@@ -440,11 +440,16 @@ type PublishResult = protocol.PublishResult
 
 // Publish posts one message through node id and returns the status and answer.
 func (c *Cluster) Publish(id, user string, data any, msgID string) (int, PublishResult, []byte) {
+	return c.publish(id, data, func(raw json.RawMessage) protocol.Publish { return protocol.NewPublish(user, raw, msgID) })
+}
+
+// publish posts the body made of data's JSON through node id.
+func (c *Cluster) publish(id string, data any, body func(json.RawMessage) protocol.Publish) (int, PublishResult, []byte) {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	b, _ := json.Marshal(protocol.NewPublish(user, raw, msgID))
+	b, _ := json.Marshal(body(raw))
 	st, out := c.Do(id, http.MethodPost, "/v1/publish", APIKey, b)
 	var pr PublishResult
 	if st == http.StatusOK {
@@ -456,17 +461,7 @@ func (c *Cluster) Publish(id, user string, data any, msgID string) (int, Publish
 // PublishChannel posts one message to channel through node id and returns
 // the status and answer.
 func (c *Cluster) PublishChannel(id, channel string, data any, msgID string) (int, PublishResult, []byte) {
-	raw, err := json.Marshal(data)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	b, _ := json.Marshal(protocol.NewChannelPublish(channel, raw, msgID))
-	st, out := c.Do(id, http.MethodPost, "/v1/publish", APIKey, b)
-	var pr PublishResult
-	if st == http.StatusOK {
-		_ = json.Unmarshal(out, &pr)
-	}
-	return st, pr, out
+	return c.publish(id, data, func(raw json.RawMessage) protocol.Publish { return protocol.NewChannelPublish(channel, raw, msgID) })
 }
 
 // Get performs a GET on node id with an optional bearer key.
