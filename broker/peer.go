@@ -63,6 +63,12 @@ func (b *Broker) Serve(r peer.Registry) {
 	peerapi.PresenceEvents.Serve(r, func(_ context.Context, _ string, evs []peerapi.PresenceEvent) {
 		b.deliverPresence(evs)
 	})
+	peerapi.PresenceSnapshot.Serve(r, func(_ context.Context, _ string, snap peerapi.PresenceReport) {
+		b.keepSnapshot(snap)
+	})
+	peerapi.FetchPresenceSnapshot.Serve(r, func(_ context.Context, _ string, key session.Key) (peerapi.PresenceReport, error) {
+		return b.serveSnapshot(key)
+	})
 	peerapi.Presence.Serve(r, func(_ context.Context, _ string, rep peerapi.PresenceReport) ([]session.Member, error) {
 		return b.servePresence(rep)
 	})

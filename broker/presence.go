@@ -25,10 +25,14 @@ import (
 // node declared dead takes its members with it.
 //
 // A new owner that took a channel over from another starts with an empty
-// set, filled by the nodes' next reports: for presenceQuiet after the
-// takeover it sends no events, so that the rebuilt set does not read as
-// everyone joining again. The members of a failed owner itself are
-// therefore dropped without leave events.
+// set, filled by the nodes' next reports (a subscription that resumes at
+// the new owner reports at once): for presenceQuiet after the takeover it
+// sends no events, so that the rebuilt set does not read as everyone
+// joining again. Then it compares the rebuilt set with the last one the
+// old owner gave it as the channel's backup (PresenceSnapshot, sent after
+// every change and every heartbeat interval): who is missing left — the
+// failed owner's own members among them — and who is new joined. A new
+// owner that was not the backup has no snapshot and sends no such events.
 
 // presenceCoalesce is how long a change waits for others before the
 // report goes out.
@@ -48,7 +52,11 @@ type presence struct {
 	// tables are the presence sets of channels this node owns (or is
 	// told about as their owner).
 	tables map[session.Key]*session.Presence
-	kick   chan struct{}
+	// changed: tables whose owner's snapshot to the backup is due; snaps:
+	// the owners' snapshots of channels this node backs up.
+	changed map[session.Key]bool
+	snaps   map[session.Key]peerapi.PresenceReport
+	kick    chan struct{}
 }
 
 func newPresence() presence {
@@ -58,6 +66,8 @@ func newPresence() presence {
 		reported: make(map[session.Key]bool),
 		gen:      uint64(time.Now().UnixNano()), // grows across restarts too
 		tables:   make(map[session.Key]*session.Presence),
+		changed:  make(map[session.Key]bool),
+		snaps:    make(map[session.Key]peerapi.PresenceReport),
 		kick:     make(chan struct{}, 1),
 	}
 }
@@ -102,6 +112,11 @@ func (b *Broker) unsubscribed(s *subscription) {
 
 func (b *Broker) presenceDirtyLocked(key session.Key) {
 	b.pres.dirty[key] = true
+	b.kickPresenceLocked()
+}
+
+// kickPresenceLocked wakes the reporter (reportPresence).
+func (b *Broker) kickPresenceLocked() {
 	select {
 	case b.pres.kick <- struct{}{}:
 	default:
@@ -213,6 +228,7 @@ func (b *Broker) sendReports(all bool) {
 			}})
 		}
 	}
+	b.sendSnapshots(all)
 	if retry {
 		time.AfterFunc(50*time.Millisecond, func() {
 			select {
@@ -221,6 +237,137 @@ func (b *Broker) sendReports(all bool) {
 			}
 		})
 	}
+}
+
+// sendSnapshots gives the backups of the channels owned here their
+// presence set: those that changed, or with all every one.
+func (b *Broker) sendSnapshots(all bool) {
+	b.pres.mu.Lock()
+	keys := make([]session.Key, 0, len(b.pres.changed))
+	for k := range b.pres.changed {
+		keys = append(keys, k)
+	}
+	if all {
+		for k := range b.pres.tables {
+			if !b.pres.changed[k] {
+				keys = append(keys, k)
+			}
+		}
+	}
+	clear(b.pres.changed)
+	b.pres.mu.Unlock()
+	for _, k := range keys {
+		h := b.local(k)
+		if h == nil || b.now() < h.quietUntil.Load() {
+			continue // not the owner, or still rebuilding: nothing to tell
+		}
+		h.mu.Lock()
+		backup := h.o.Backup()
+		h.mu.Unlock()
+		if backup == "" {
+			continue
+		}
+		b.pres.mu.Lock()
+		b.pres.gen++
+		snap := peerapi.PresenceReport{Key: k, Node: b.cfg.NodeID, Gen: b.pres.gen}
+		if t := b.pres.tables[k]; t != nil {
+			snap.Members = t.Members()
+		}
+		b.pres.mu.Unlock()
+		b.outbox(backup).push(outFrame{send: func(ctx context.Context) error {
+			return peerapi.PresenceSnapshot.Send(ctx, b.peers, backup, snap)
+		}})
+	}
+}
+
+// keepSnapshot stores an owner's presence snapshot of a channel this node
+// backs up; an older one never replaces a newer one of the same owner.
+func (b *Broker) keepSnapshot(snap peerapi.PresenceReport) {
+	b.pres.mu.Lock()
+	defer b.pres.mu.Unlock()
+	if old, ok := b.pres.snaps[snap.Key]; ok && old.Node == snap.Node && old.Gen > snap.Gen {
+		return
+	}
+	if len(snap.Members) == 0 {
+		delete(b.pres.snaps, snap.Key)
+		return
+	}
+	b.pres.snaps[snap.Key] = snap
+}
+
+// takeSnapshot removes and returns the snapshot kept for key, if any.
+func (b *Broker) takeSnapshot(key session.Key) (peerapi.PresenceReport, bool) {
+	b.pres.mu.Lock()
+	defer b.pres.mu.Unlock()
+	snap, ok := b.pres.snaps[key]
+	delete(b.pres.snaps, key)
+	return snap, ok
+}
+
+// reconcilePresence ends the quiet rebuild of a channel taken over here:
+// who was in the old owner's last snapshot and is not in the rebuilt set
+// left, who is in it and was not joined.
+func (b *Broker) reconcilePresence(key session.Key, snap peerapi.PresenceReport) {
+	was := make(map[string]bool, len(snap.Members))
+	for _, m := range snap.Members {
+		was[m.User] = true
+	}
+	b.pres.mu.Lock()
+	var now []session.Member
+	if t := b.pres.tables[key]; t != nil {
+		now = t.Members()
+	}
+	b.pres.changed[key] = true // the new backup's snapshot
+	b.pres.mu.Unlock()
+	var joins, leaves []string
+	for _, m := range now {
+		if !was[m.User] {
+			joins = append(joins, m.User)
+		}
+		delete(was, m.User)
+	}
+	leaves = slices.Sorted(maps.Keys(was))
+	b.presenceEvents(key, joins, leaves)
+}
+
+// afterTakeover starts the quiet rebuild of a channel's presence set that
+// this node took over from another owner, and its reconciliation against
+// the old owner's last snapshot: kept here if this node was the backup,
+// else asked of the former backup.
+func (b *Broker) afterTakeover(h *held, formerBackup string) {
+	quiet := b.presenceQuiet()
+	h.quietUntil.Store(b.now() + quiet.Milliseconds())
+	snap, ok := b.takeSnapshot(h.key)
+	b.goSafe(func() {
+		t := time.NewTimer(quiet)
+		defer t.Stop()
+		if !ok && formerBackup != "" && formerBackup != b.cfg.NodeID {
+			ctx, cancel := b.callCtx(b.ctx)
+			var err error
+			snap, err = peerapi.FetchPresenceSnapshot.Call(ctx, b.peers, formerBackup, h.key)
+			cancel()
+			ok = err == nil
+		}
+		if !ok {
+			return // nothing to compare with: the rebuilt set stands
+		}
+		select {
+		case <-b.ctx.Done():
+		case <-t.C:
+			b.reconcilePresence(h.key, snap)
+		}
+	})
+}
+
+// serveSnapshot answers a new owner's FetchPresenceSnapshot.
+func (b *Broker) serveSnapshot(key session.Key) (peerapi.PresenceReport, error) {
+	b.pres.mu.Lock()
+	defer b.pres.mu.Unlock()
+	snap, ok := b.pres.snaps[key]
+	if !ok {
+		return peerapi.PresenceReport{}, peerapi.ErrNotHere
+	}
+	return snap, nil
 }
 
 // channelOwner is where key's channel is owned, as this node knows best:
@@ -258,6 +405,10 @@ func (b *Broker) takeReport(rep peerapi.PresenceReport) {
 	if t.Empty() {
 		delete(b.pres.tables, rep.Key)
 	}
+	if len(joins)+len(leaves) > 0 {
+		b.pres.changed[rep.Key] = true
+		b.kickPresenceLocked() // the reporter sends the backup its snapshot
+	}
 	b.pres.mu.Unlock()
 	b.presenceEvents(rep.Key, joins, leaves)
 }
@@ -274,6 +425,7 @@ func (b *Broker) presenceDown(node string) {
 	for k, t := range b.pres.tables {
 		if leaves := t.Drop(node); len(leaves) > 0 {
 			changes = append(changes, change{k, leaves})
+			b.pres.changed[k] = true
 		}
 		if t.Empty() {
 			delete(b.pres.tables, k)
@@ -287,7 +439,7 @@ func (b *Broker) presenceDown(node string) {
 
 // presenceQuiet is how long a channel taken over from another owner sends
 // no presence events while the nodes' reports rebuild its set.
-func (b *Broker) presenceQuiet() time.Duration { return b.cfg.Heartbeat * 3 / 2 }
+func (b *Broker) presenceQuiet() time.Duration { return b.cfg.Heartbeat }
 
 // presenceEvents sends joins and leaves of key, if this node owns the
 // channel: to its own subscribers and once to each attached node.

@@ -118,10 +118,11 @@ func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bo
 		backup = "" // the first flush chooses (and records) another one
 	}
 	h, err := b.serve(ctx, key, stream, backup, replicated && backup != "", attach)
-	if err == nil && key.Kind == session.ChannelStream && ok && sess == e.Session && e.Owner != "" && e.Owner != b.cfg.NodeID {
-		// Another owner had the channel's presence set: rebuild it
-		// quietly (presence.go).
-		h.quietUntil.Store(b.now() + b.presenceQuiet().Milliseconds())
+	if err == nil && key.Kind == session.ChannelStream && ok && sess == e.Session && e.Owner != b.cfg.NodeID {
+		// Another owner had the channel's presence set (the entry's owner,
+		// or one the leader cleared as failed): rebuild it quietly, then
+		// reconcile (presence.go).
+		b.afterTakeover(h, e.Backup)
 	}
 	return h, err
 }

@@ -63,10 +63,14 @@ func (cc *chanClient) send(v any) {
 
 func (cc *chanClient) subscribe(s protocol.Subscription) { cc.send(protocol.NewSubscribe(s)) }
 
-// next reads the next frame other than a heartbeat.
+// next reads the next frame other than a heartbeat, within 20 s.
 func (cc *chanClient) next() chanFrame {
 	cc.t.Helper()
+	start := time.Now()
 	for {
+		if time.Since(start) > 20*time.Second {
+			cc.t.Fatalf("%s: nothing but heartbeats for 20s", cc.user)
+		}
 		_ = cc.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, b, err := cc.ws.ReadMessage()
 		if err != nil {
@@ -293,4 +297,62 @@ func metric(t testing.TB, c *clustertest.Cluster, id, name string) float64 {
 	}
 	t.Fatalf("%s not in /metrics of %s", name, id)
 	return 0
+}
+
+// When the node that dies is the channel's owner, its members leave too:
+// the backup takes the channel over, rebuilds the presence set from the
+// other nodes' reports, and compares it with the old owner's last
+// snapshot.
+func TestChannelMembersOfADeadOwnerLeave(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	ids := c.IDs()
+	const ch = "room:owner"
+	publishChannel(t, c, ids[2], ch, 1) // owned by n3, the node that dies
+	info := channelInfo(t, c, ids[0], ch)
+	if info.Owner != ids[2] {
+		t.Fatalf("channel owned by %s, want %s", info.Owner, ids[2])
+	}
+	watcher := dialChannels(t, c, ids[0], "watcher", protocol.Subscription{Channel: ch, JoinLeave: true, Presence: true})
+	watcher.expect("subscribed", ch)
+	other := dialChannels(t, c, ids[1], "other", protocol.Subscription{Channel: ch, Presence: true})
+	other.expect("subscribed", ch)
+	go func() {
+		// Read on, so that WebSocket pings are answered and the node
+		// keeps the connection.
+		for {
+			if _, _, err := other.ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	doomed := dialChannels(t, c, ids[2], "doomed", protocol.Subscription{Channel: ch, Presence: true})
+	doomed.expect("subscribed", ch)
+	seen := map[string]bool{}
+	for !seen["doomed"] || !seen["other"] {
+		seen[watcher.expect("join", ch).User] = true
+	}
+	// The backup has the owner's snapshot with all three.
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
+	c.Kill(ids[2])
+	f := watcher.expect("leave", ch)
+	if f.User != "doomed" {
+		t.Fatalf("leave: %+v, want doomed", f)
+	}
+	t.Logf("leave seen %v after the owner was killed (heartbeat 1s)", time.Since(killed).Round(time.Millisecond))
+	watcher.send(map[string]any{"type": "presence", "channel": ch})
+	if f := watcher.expect("presence", ch); f.Count != 2 || f.Members[0].User != "other" || f.Members[1].User != "watcher" {
+		t.Fatalf("presence after the owner died: %+v", f)
+	}
+	// Nobody else left or joined on the way.
+	watcher.send(map[string]any{"type": "ping", "id": 1})
+	for {
+		f := watcher.next()
+		if f.Type == "pong" {
+			break
+		}
+		if f.Type == "join" || f.Type == "leave" {
+			t.Fatalf("spurious %s of %s", f.Type, f.User)
+		}
+	}
 }

@@ -99,6 +99,15 @@ var (
 	Subscribers = peer.Method[session.Key, uint64]{ID: 25, Name: "subscribers", Inline: true, Req: keyCodec, Resp: uvarintCodec}
 	// History asks a channel's owner for acknowledged messages after a seq.
 	History = peer.Method[HistoryRequest, HistoryReply]{ID: 26, Name: "history", Req: historyRequestCodec, Resp: historyReplyCodec}
+	// PresenceSnapshot gives a channel's backup the owner's presence set
+	// (Members are the users present, over every node): a node that takes
+	// the channel over after its owner failed compares the set it rebuilds
+	// with it, so that the failed owner's members leave.
+	PresenceSnapshot = peer.OneWay[PresenceReport]{ID: 27, Name: "presence-snapshot", Inline: true, Msg: presenceReportCodec}
+	// FetchPresenceSnapshot asks a channel's former backup for the
+	// snapshot it keeps, when a node that was not the backup took the
+	// channel over (ErrNotHere: none).
+	FetchPresenceSnapshot = peer.Method[session.Key, PresenceReport]{ID: 28, Name: "fetch-presence-snapshot", Inline: true, Req: keyCodec, Resp: presenceReportCodec}
 )
 
 // ErrNotHere answers a call about a stream this node does not hold.
