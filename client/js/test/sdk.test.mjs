@@ -118,6 +118,23 @@ test('subscribes to a channel, sees presence and join/leave', { timeout: 60000 }
   b.close();
 });
 
+test('a token from a function is refreshed before it expires, and the connection outlives it', { timeout: 60000 }, async () => {
+  let minted = 0;
+  // Tokens valid for 4 s, refreshed 3 s before exp: the first refresh
+  // goes out about 1 s after the welcome.
+  const c = new Client({ endpoints: [endpoints[0]], token: () => { minted++; return mint('js-dave', 4); }, refreshBefore: 3000 });
+  const states = collect(c, 'state');
+  const errors = collect(c, 'error');
+  c.connect();
+  await until(() => c.state === 'connected', 10000, 'connected');
+  await new Promise((res) => setTimeout(res, 6000)); // past the first token's exp (+1 s grace)
+  assert.deepEqual(states, ['connecting', 'connected'], 'never disconnected');
+  assert.ok(minted >= 3, `tokens minted: ${minted}`);
+  assert.deepEqual(errors, []);
+  assert.ok((await c.ping()) >= 0);
+  c.close();
+});
+
 test('a node is killed: the client resumes its user stream and its channel elsewhere, losing nothing', { timeout: 120000 }, async () => {
   // Connected to node 2 first; node 2 is the one that dies.
   const order = [endpoints[2], endpoints[0], endpoints[1]];
