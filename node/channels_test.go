@@ -167,16 +167,27 @@ func TestChannelAcrossNodes(t *testing.T) {
 		t.Fatalf("subscribe from 0: %+v", f)
 	}
 	late.messages(ch, 0, 20)
+	// Subscribing again replaces the subscription: a new subscribed,
+	// nothing delivered twice, the next message once.
+	late.subscribe(protocol.Subscription{Channel: ch, Seq: seqp(0)})
+	if f := late.expect("subscribed", ch); f.Seq != 20 || !f.Resumed {
+		t.Fatalf("subscribe again: %+v", f)
+	}
+	publishChannel(t, c, ids[0], ch, 1)
+	late.messages(ch, 20, 1)
+	for _, s := range subs {
+		s.messages(ch, 20, 1)
+	}
 	// One past the end: continuity cannot be promised.
 	other := dialChannels(t, c, ids[0], "other")
 	other.subscribe(protocol.Subscription{Channel: ch, Seq: seqp(99)})
-	if f := other.expect("subscribed", ch); f.Seq != 20 || f.Resumed {
+	if f := other.expect("subscribed", ch); f.Seq != 21 || f.Resumed {
 		t.Fatalf("subscribe past the end: %+v", f)
 	}
 
 	st, body := c.Get(ids[2], "/v1/channels/"+ch+"/history?since=15&limit=3", clustertest.APIKey)
 	var h protocol.History
-	if st != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Seq != 20 || len(h.Messages) != 3 || h.Messages[0].Seq != 16 {
+	if st != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Seq != 21 || len(h.Messages) != 3 || h.Messages[0].Seq != 16 {
 		t.Fatalf("history: %d %s", st, body)
 	}
 	if st, body := c.Get(ids[2], "/v1/channels/"+ch+"/history?limit=1001", clustertest.APIKey); st != http.StatusBadRequest {
@@ -219,7 +230,7 @@ func TestChannelAcrossNodes(t *testing.T) {
 
 	st, body = c.Get(ids[1], "/v1/channels/"+ch, clustertest.AdminKey)
 	var info protocol.ChannelInfo
-	if st != http.StatusOK || json.Unmarshal(body, &info) != nil || info.Seq != 20 || info.Subscribers != 5 || len(info.Nodes) != 3 || info.Owner == "" || info.Backup == "" || info.Backup == info.Owner {
+	if st != http.StatusOK || json.Unmarshal(body, &info) != nil || info.Seq != 21 || info.Subscribers != 5 || len(info.Nodes) != 3 || info.Owner == "" || info.Backup == "" || info.Backup == info.Owner {
 		t.Fatalf("channel info: %d %s", st, body)
 	}
 	if st, _ := c.Get(ids[1], "/v1/channels/nothing-here", clustertest.AdminKey); st != http.StatusNotFound {
@@ -230,7 +241,7 @@ func TestChannelAcrossNodes(t *testing.T) {
 	subs[0].send(map[string]any{"type": "unsubscribe", "channel": ch})
 	subs[0].expect("unsubscribed", ch)
 	publishChannel(t, c, ids[0], ch, 1)
-	subs[1].messages(ch, 20, 1)
+	subs[1].messages(ch, 21, 1)
 	subs[0].send(map[string]any{"type": "ping", "id": 5})
 	if f := subs[0].next(); f.Type != "pong" {
 		t.Fatalf("after unsubscribe u0 got %+v", f)
