@@ -49,7 +49,7 @@ func contract(c *clustertest.Cluster) faultload.Cluster {
 	fc := faultload.Cluster{
 		APIKey: clustertest.APIKey, AdminKey: clustertest.AdminKey, Live: c.Running, TLS: c.ClientTLS(),
 		Token: func(user string) (string, error) {
-			return token.Mint([]byte(clustertest.TokenSecret), user, time.Hour)
+			return token.MintChannels([]byte(clustertest.TokenSecret), user, time.Hour, []string{"*"})
 		},
 	}
 	for _, id := range c.IDs() {

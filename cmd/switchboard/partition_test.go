@@ -32,7 +32,7 @@ func contract(live func() []string, nodes ...*member) faultload.Cluster {
 	c := faultload.Cluster{
 		APIKey: procAPIKey, AdminKey: procAdminKey, Live: live, TLS: trusted.config(),
 		Token: func(user string) (string, error) {
-			return token.Mint([]byte(procTokenSecret), user, time.Hour)
+			return token.MintChannels([]byte(procTokenSecret), user, time.Hour, []string{"*"})
 		},
 	}
 	for _, n := range nodes {

@@ -133,3 +133,30 @@ func TestRegistryCheckFindsEveryBrokenGuarantee(t *testing.T) {
 		})
 	}
 }
+
+// The channel checker names each way a subscriber's deliveries break G7,
+// and passes a run that breaks nothing.
+func TestChannelCheckFindsEveryBrokenGuarantee(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seqs []uint64
+		lost []string
+		want string // "" for no error
+	}{
+		{"nothing broken", []uint64{1, 2, 3}, nil, ""},
+		{"more than acknowledged (the last publish's answer was lost)", []uint64{1, 2, 3, 4}, nil, ""},
+		{"a gap", []uint64{1, 3}, nil, "message 1 has seq 3"},
+		{"a duplicate", []uint64{1, 2, 2, 3}, nil, "message 2 has seq 2"},
+		{"disorder", []uint64{2, 1, 3}, nil, "message 0 has seq 2"},
+		{"an acknowledged message lost at the end", []uint64{1, 2}, nil, "received 1..2 of 1..3 acknowledged"},
+		{"continuity lost", []uint64{1, 2, 3}, []string{"continuity lost: channel c"}, "continuity lost"},
+	} {
+		err := checkChannel(tc.seqs, tc.lost, 3)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want it to say %q", tc.name, err, tc.want)
+		}
+	}
+}
