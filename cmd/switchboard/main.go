@@ -336,7 +336,7 @@ Switchboard dev node %q is running (data in %s).
   admin API         %s/v1/cluster
   metrics           %s/metrics
 
-  token (user "demo", 24h)  %s
+  token (user "demo", 24h, every channel)  %s
   API key                   %s
   admin key                 %s
 
@@ -344,8 +344,10 @@ Try:
   curl -s -H 'Authorization: Bearer %s' %s/v1/cluster
   curl -s -H 'Authorization: Bearer %s' -d '{"user":"demo","data":{"hello":"world"}}' %s/v1/publish
   websocat %s   then send {"type":"hello","token":"<token>","resume":{"seq":0}}
+                    and {"type":"subscribe","channel":"ticker:demo","presence":true}
+  curl -s -H 'Authorization: Bearer %s' -d '{"channel":"ticker:demo","data":{"px":101.5}}' %s/v1/publish
 
 `, c.NodeID, c.DataDir, n.ConnectURL(), n.PublicURL(), n.AdminURL(), n.PublicURL(),
 		tok, c.APIKey, c.AdminKey,
-		c.AdminKey, n.AdminURL(), c.APIKey, n.PublicURL(), n.ConnectURL())
+		c.AdminKey, n.AdminURL(), c.APIKey, n.PublicURL(), n.ConnectURL(), c.APIKey, n.PublicURL())
 }
