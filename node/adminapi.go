@@ -23,6 +23,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/raft/transfer-leadership", n.adminOnly(n.handleTransfer))
 	mux.HandleFunc("/v1/gossip/keys", n.adminOnly(n.handleGossipKeys))
 	mux.HandleFunc("GET /v1/channels/{channel}", n.adminOnly(n.handleChannel))
+	mux.HandleFunc("/v1/raft", n.adminOnly(n.handleRaft))
 }
 
 // adminOnly guards an endpoint with the admin key.
@@ -93,6 +94,24 @@ func durability(members []membership.Member) string {
 		return "local"
 	}
 	return "replicated"
+}
+
+// handleRaft answers GET /v1/raft from this node's Raft state: the
+// configuration it knows, with each server's place from gossip.
+func (n *Node) handleRaft(w http.ResponseWriter, r *http.Request) {
+	if !only(http.MethodGet, w, r) {
+		return
+	}
+	st := n.raft.Status()
+	out := protocol.Raft{Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
+		Servers: make([]protocol.RaftServer, len(st.Servers))}
+	for i, s := range st.Servers {
+		out.Servers[i] = protocol.RaftServer{ID: s.ID, Address: s.Addr, Suffrage: s.Suffrage}
+		if m, ok := n.pool.Member(s.ID); ok {
+			out.Servers[i].Region, out.Servers[i].Zone = m.Region, m.Zone
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (n *Node) handleSession(w http.ResponseWriter, r *http.Request) {

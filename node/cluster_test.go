@@ -706,3 +706,30 @@ func TestOwnerStaysPutWhenConnectionsArriveOnTwoNodesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// GET /v1/raft (§5): the configuration as every node sees it, with the
+// servers' places; admin key only.
+func TestRaftEndpoint(t *testing.T) {
+	c := clustertest.Start(t, 3)
+	c.WaitVoters(3)
+	leader := c.WaitLeader()
+	for _, id := range c.IDs() {
+		if st, _ := c.Get(id, "/v1/raft", clustertest.APIKey); st != http.StatusUnauthorized {
+			t.Fatalf("%s: /v1/raft with the API key: %d", id, st)
+		}
+		var rs protocol.Raft
+		eventually(t, 10*time.Second, id+" sees three voters", func() (bool, any) {
+			st, body := c.Get(id, "/v1/raft", clustertest.AdminKey)
+			rs = protocol.Raft{}
+			if st != http.StatusOK || json.Unmarshal(body, &rs) != nil || len(rs.Servers) != 3 {
+				return false, string(body)
+			}
+			for _, s := range rs.Servers {
+				if s.Suffrage != "voter" || s.Address == "" || s.Region == "" || s.Zone == "" {
+					return false, rs
+				}
+			}
+			return rs.Leader == leader && rs.Term > 0 && rs.CommitIndex > 0 && rs.AppliedIndex > 0, rs
+		})
+	}
+}

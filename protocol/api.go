@@ -113,6 +113,25 @@ type Session struct {
 	Seq     uint64 `json:"seq"`
 }
 
+// Raft answers GET /v1/raft: this node's view of the Raft configuration.
+type Raft struct {
+	Leader       string       `json:"leader"`
+	Term         uint64       `json:"term"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	Servers      []RaftServer `json:"servers"`
+}
+
+// RaftServer is one server of the Raft configuration, with the place
+// gossip knows for it ("" when gossip does not know the node).
+type RaftServer struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Suffrage string `json:"suffrage"` // voter or nonvoter
+	Region   string `json:"region"`
+	Zone     string `json:"zone"`
+}
+
 // NodeState answers POST /v1/nodes/{id}/drain.
 type NodeState struct {
 	Node  string `json:"node"`

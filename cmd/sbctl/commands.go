@@ -121,6 +121,23 @@ func cmdSessions(g *globals, args []string, stdout io.Writer) error {
 	})
 }
 
+func cmdRaft(g *globals, args []string, stdout io.Writer) error {
+	var rs protocol.Raft
+	return query(g, "raft", args, 0, "", func([]string) string { return "/v1/raft" }, &rs, stdout, func() error {
+		fmt.Fprintf(stdout, "leader %s  term %d  commit %d  applied %d\n\n", dash(rs.Leader), rs.Term, rs.CommitIndex, rs.AppliedIndex)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tADDRESS\tSUFFRAGE\tREGION\tZONE\t")
+		for _, s := range rs.Servers {
+			id := s.ID
+			if id == rs.Leader {
+				id += " *"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", id, s.Address, s.Suffrage, dash(s.Region), dash(s.Zone))
+		}
+		return tw.Flush()
+	})
+}
+
 func cmdChannels(g *globals, args []string, stdout io.Writer) error {
 	var ci protocol.ChannelInfo
 	path := func(pos []string) string { return "/v1/channels/" + url.PathEscape(pos[0]) }

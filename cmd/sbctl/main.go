@@ -42,6 +42,7 @@ commands:
   status                 cluster leader, term, commit index and nodes (--json for raw JSON)
   sessions USER          a user's registry entry (--json for raw JSON)
   channels NAME          a channel's owner, backup, seq and subscribers (--json for raw JSON)
+  raft                   the Raft configuration: servers, suffrage, places, leader (*), term, indexes (--json)
   token --user U         mint a client token (--ttl 1h, --token-secret-file F, --channels 'ticker:*,room:42')
   drain NODE             ask node NODE to drain its clients and leave
   leader-transfer        move Raft leadership to another voter
@@ -145,6 +146,8 @@ func dispatch(args []string, stdout io.Writer) error {
 		return cmdSessions(g, rest, stdout)
 	case "channels", "channel":
 		return cmdChannels(g, rest, stdout)
+	case "raft":
+		return cmdRaft(g, rest, stdout)
 	case "token":
 		return cmdToken(g, rest, stdout)
 	case "drain":

@@ -142,6 +142,16 @@ func TestAgainstCluster(t *testing.T) {
 			t.Errorf("sessions --json: exit %d, %s", code, out)
 		}
 
+		code, out, errOut = sbctl(t, append(admin, "raft")...)
+		if code != 0 || !strings.Contains(out, "n1 *") || !strings.Contains(out, "voter") || !strings.Contains(out, "leader n1") {
+			t.Errorf("raft: exit %d, %s%s", code, out, errOut)
+		}
+		code, out, _ = sbctl(t, append(admin, "raft", "--json")...)
+		var rs protocol.Raft
+		if code != 0 || json.Unmarshal([]byte(out), &rs) != nil || rs.Leader != "n1" || len(rs.Servers) != 1 || rs.Servers[0].Suffrage != "voter" || rs.Servers[0].Region == "" || rs.AppliedIndex == 0 {
+			t.Errorf("raft --json: exit %d, %s", code, out)
+		}
+
 		if code, _, errOut := sbctl(t, append(admin, "channels", "news")...); code != 1 || !strings.Contains(errOut, "404") {
 			t.Errorf("channels of an unknown channel: exit %d, %s", code, errOut)
 		}
