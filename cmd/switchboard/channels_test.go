@@ -19,10 +19,7 @@ import (
 // acknowledged seq exactly once, in order, and no continuity lost.
 func TestChannelOwnerKilledProcesses(t *testing.T) {
 	f := newFleet(t)
-	ports := freePorts(t, 9)
-	n1 := f.startNode("n1", "r1", "a", ports[0:3], nil)
-	n2 := f.startNode("n2", "r1", "b", ports[3:6], n1)
-	n3 := f.startNode("n3", "r2", "a", ports[6:9], n1)
+	n1, n2, n3 := f.startThree()
 	nodes := []*member{n1, n2, n3}
 	for _, n := range nodes {
 		waitReady(t, n.base(), n.proc)

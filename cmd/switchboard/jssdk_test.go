@@ -23,10 +23,7 @@ func TestJSSDKAgainstRealCluster(t *testing.T) {
 	major, _ := strconv.Atoi(strings.TrimPrefix(strings.SplitN(strings.TrimSpace(string(ver)), ".", 2)[0], "v"))
 	testenv.Require(t, major >= 20, "node "+strings.TrimSpace(string(ver))+" has no WebSocket: Node.js 20+ is needed")
 	f := newFleet(t)
-	ports := freePorts(t, 9)
-	n1 := f.startNode("n1", "r1", "a", ports[0:3], nil)
-	n2 := f.startNode("n2", "r1", "b", ports[3:6], n1)
-	n3 := f.startNode("n3", "r2", "a", ports[6:9], n1)
+	n1, n2, n3 := f.startThree()
 	nodes := []*member{n1, n2, n3}
 	var eps, bases, pids []string
 	for _, n := range nodes {

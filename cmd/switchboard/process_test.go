@@ -504,12 +504,20 @@ func (f *fleet) startNode(id, region, zone string, ports []int, seed *member) *m
 	return n
 }
 
+// startThree starts n1 (r1/a, bootstrapping), n2 (r1/b) and n3 (r2/a),
+// joining through n1, with the §6 flags; it does not wait for them.
+func (f *fleet) startThree() (n1, n2, n3 *member) {
+	f.t.Helper()
+	ports := freePorts(f.t, 9)
+	n1 = f.startNode("n1", "r1", "a", ports[0:3], nil)
+	n2 = f.startNode("n2", "r1", "b", ports[3:6], n1)
+	n3 = f.startNode("n3", "r2", "a", ports[6:9], n1)
+	return n1, n2, n3
+}
+
 func TestThreeProcessesServeFailOverAndRejoin(t *testing.T) {
 	f := newFleet(t)
-	ports := freePorts(t, 9)
-	n1 := f.startNode("n1", "r1", "a", ports[0:3], nil)
-	n2 := f.startNode("n2", "r1", "b", ports[3:6], n1)
-	n3 := f.startNode("n3", "r2", "a", ports[6:9], n1)
+	n1, n2, n3 := f.startThree()
 	nodes := []*member{n1, n2, n3}
 	byID := map[string]*member{"n1": n1, "n2": n2, "n3": n3}
 	procs := []*proc{n1.proc, n2.proc, n3.proc}
