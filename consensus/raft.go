@@ -36,6 +36,8 @@ var (
 	// payload certainly never left this node (no link to the leader), so
 	// the proposer retries instead of reporting an unknown outcome.
 	ErrNotSent = errors.New("consensus: forward not sent")
+	// ErrAlreadyBootstrapped: Bootstrap found Raft state on this node.
+	ErrAlreadyBootstrapped = errors.New("consensus: raft state exists, not bootstrapped")
 )
 
 const (
@@ -194,11 +196,7 @@ func New(cfg Config, sm StateMachine) (*Raft, error) {
 
 	switch {
 	case cfg.Bootstrap && !hasState:
-		err := ra.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
-			Suffrage: raft.Voter,
-			ID:       raft.ServerID(cfg.NodeID),
-			Address:  raft.ServerAddress(cfg.AdvertiseAddr),
-		}}}).Error()
+		err := ra.BootstrapCluster(r.selfConfiguration()).Error()
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			cancel()
 			_ = ra.Shutdown().Error()
@@ -222,6 +220,37 @@ func New(cfg Config, sm StateMachine) (*Raft, error) {
 	go r.monitorReady()
 	return r, nil
 }
+
+// selfConfiguration is the configuration of a single-voter cluster of
+// this node.
+func (r *Raft) selfConfiguration() raft.Configuration {
+	return raft.Configuration{Servers: []raft.Server{{
+		Suffrage: raft.Voter,
+		ID:       raft.ServerID(r.cfg.NodeID),
+		Address:  raft.ServerAddress(r.cfg.AdvertiseAddr),
+	}}}
+}
+
+// Bootstrap bootstraps a single-voter cluster of this running node, as
+// Config.Bootstrap does at start, for a node that decided later (node's
+// --bootstrap-expect). Raft checks for existing state inside its own loop,
+// so a node that a leader reached first is never bootstrapped: that case
+// returns ErrAlreadyBootstrapped.
+func (r *Raft) Bootstrap() error {
+	err := r.raft.BootstrapCluster(r.selfConfiguration()).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return ErrAlreadyBootstrapped
+	}
+	if err != nil {
+		return fmt.Errorf("consensus: bootstrap: %w", err)
+	}
+	r.log.Info("bootstrapped single-voter cluster")
+	return nil
+}
+
+// HasState reports whether this node holds Raft state: a log entry or a
+// snapshot, because it bootstrapped or a leader replicated to it.
+func (r *Raft) HasState() bool { return r.raft.LastIndex() > 0 }
 
 // Close shuts Raft down and closes the transport and stores. Proposals
 // still waiting fail with ErrClosed. It is idempotent and returns the first

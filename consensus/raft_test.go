@@ -445,3 +445,33 @@ func TestCloseEndsIdleInboundConnections(t *testing.T) {
 		t.Fatalf("read after Close: %v, want EOF", err)
 	}
 }
+
+func TestLiveBootstrapOnlyWithoutState(t *testing.T) {
+	c := newCluster(t)
+	n1 := c.start("n1", false)
+	if n1.r.HasState() {
+		t.Fatal("a fresh node reports Raft state")
+	}
+	if err := n1.r.Bootstrap(); err != nil {
+		t.Fatalf("Bootstrap on a fresh node: %v", err)
+	}
+	waitFor(t, 10*time.Second, "n1 to lead after a live bootstrap", n1.r.IsLeader)
+	if !n1.r.HasState() {
+		t.Fatal("a bootstrapped node reports no Raft state")
+	}
+	if err := n1.r.Bootstrap(); !errors.Is(err, ErrAlreadyBootstrapped) {
+		t.Fatalf("second Bootstrap: got %v, want ErrAlreadyBootstrapped", err)
+	}
+
+	// A node a leader has replicated to holds state and refuses to
+	// bootstrap a cluster of its own.
+	n2 := c.start("n2", false)
+	c.reconcile(c.members())
+	waitFor(t, 10*time.Second, "n2 to hold Raft state", n2.r.HasState)
+	if err := n2.r.Bootstrap(); !errors.Is(err, ErrAlreadyBootstrapped) {
+		t.Fatalf("Bootstrap on a replicated node: got %v, want ErrAlreadyBootstrapped", err)
+	}
+	if id, _ := c.leader().r.Leader(); id != "n1" {
+		t.Fatalf("leader %q, want n1", id)
+	}
+}

@@ -35,6 +35,9 @@ type Config struct {
 	ClusterAddr   string // host:port of the raft + peer listener
 	// Profile selects gossip timings: "lan" (default), "wan" or "local".
 	Profile string
+	// Clustered is the initial Meta.Clustered: the node starts with Raft
+	// state (SetClustered announces it later).
+	Clustered bool
 	// Keys, when set, encrypt and authenticate gossip (AES-GCM with 16-,
 	// 24- or 32-byte keys): the first is the primary, which encrypts; every
 	// key is tried to decrypt, so that keys rotate online (keyring.go).
@@ -101,7 +104,7 @@ func (c Config) Validate() error {
 }
 
 func (c Config) meta() Meta {
-	return Meta{ID: c.NodeID, Region: c.Region, Zone: c.Zone, PublicURL: c.PublicURL, ClusterAddr: c.ClusterAddr}
+	return Meta{ID: c.NodeID, Region: c.Region, Zone: c.Zone, PublicURL: c.PublicURL, ClusterAddr: c.ClusterAddr, Clustered: c.Clustered}
 }
 
 // profileConfig returns memberlist's defaults for a profile name.

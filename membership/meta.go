@@ -17,12 +17,16 @@ type Meta struct {
 	PublicURL   string // base URL of the public listener, e.g. "http://127.0.0.1:7700"
 	ClusterAddr string // host:port of the raft + peer listener
 	Draining    bool
+	// Clustered: the node holds Raft state (it bootstrapped, or a leader
+	// replicated to it), so a Raft cluster exists. A node waiting for
+	// --bootstrap-expect never bootstraps beside such a member.
+	Clustered bool
 }
 
 // Wire format, version 1:
 //
 //	byte 0     version (1)
-//	byte 1     flags: bit 0 draining, bit 1 leaving; other bits reserved
+//	byte 1     flags: bit 0 draining, bit 1 leaving, bit 2 clustered; other bits reserved
 //	then ID, Region, Zone, PublicURL, ClusterAddr, each as uvarint length + UTF-8 bytes
 //
 // Decoders ignore reserved flag bits and trailing bytes, so a later release can
@@ -36,6 +40,8 @@ const (
 	// left (Node.State is shadowed by its internal nodeState, see
 	// hashicorp/memberlist#293), so peers use this flag to tell the two apart.
 	metaFlagLeaving byte = 1 << 1
+	// metaFlagClustered is Meta.Clustered. Older decoders ignore it.
+	metaFlagClustered byte = 1 << 2
 )
 
 // encodeMeta returns the wire form of m. It fails with ErrMetaTooLarge when
@@ -57,6 +63,9 @@ func encodeMeta(m Meta, leaving bool) ([]byte, error) {
 	}
 	if leaving {
 		flags |= metaFlagLeaving
+	}
+	if m.Clustered {
+		flags |= metaFlagClustered
 	}
 	buf = append(buf, metaVersion, flags)
 	for _, f := range fields {
@@ -90,6 +99,7 @@ func decodeMeta(b []byte) (m Meta, leaving bool, err error) {
 		rest = rest[k+int(n):]
 	}
 	m.Draining = flags&metaFlagDraining != 0
+	m.Clustered = flags&metaFlagClustered != 0
 	return m, flags&metaFlagLeaving != 0, nil
 }
 

@@ -19,6 +19,8 @@ func TestMetaRoundTrip(t *testing.T) {
 		{"draining", Meta{ID: "n2", Draining: true}, false},
 		{"leaving", Meta{ID: "n3"}, true},
 		{"draining and leaving", Meta{ID: "n4", Region: "r", Draining: true}, true},
+		{"clustered", Meta{ID: "n5", Clustered: true}, false},
+		{"clustered, draining and leaving", Meta{ID: "n6", Draining: true, Clustered: true}, true},
 		{"unicode", Meta{ID: "nœud-1", Region: "région"}, false},
 		{"long field needs 2-byte length", Meta{PublicURL: "https://" + strings.Repeat("x", 300)}, false},
 	}

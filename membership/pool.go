@@ -231,6 +231,27 @@ func (p *Pool) Changes() <-chan struct{} {
 // later through periodic state sync. Without a ctx deadline the broadcast
 // wait is bounded by 5 s.
 func (p *Pool) SetDraining(ctx context.Context, draining bool) error {
+	return p.setMeta(ctx, "draining", func(m *Meta) bool {
+		changed := m.Draining != draining
+		m.Draining = draining
+		return changed
+	})
+}
+
+// SetClustered sets the local Meta.Clustered (the node now holds Raft
+// state) and gossips it, like SetDraining. It is never cleared: Raft state
+// is never given up while the process runs.
+func (p *Pool) SetClustered(ctx context.Context) error {
+	return p.setMeta(ctx, "clustered", func(m *Meta) bool {
+		changed := !m.Clustered
+		m.Clustered = true
+		return changed
+	})
+}
+
+// setMeta applies change to the local metadata and, if it changed
+// anything, gossips it (see SetDraining for the timeout and errors).
+func (p *Pool) setMeta(ctx context.Context, what string, change func(*Meta) bool) error {
 	p.lifeMu.Lock()
 	defer p.lifeMu.Unlock()
 	if err := p.usable(); err != nil {
@@ -249,10 +270,9 @@ func (p *Pool) SetDraining(ctx context.Context, draining bool) error {
 		return context.DeadlineExceeded
 	}
 	p.mu.Lock()
-	changed := p.meta.Draining != draining
+	m := p.meta
+	changed := change(&m)
 	if changed {
-		m := p.meta
-		m.Draining = draining
 		enc, err := encodeMeta(m, p.leaving)
 		if err != nil {
 			p.mu.Unlock()
@@ -264,9 +284,9 @@ func (p *Pool) SetDraining(ctx context.Context, draining bool) error {
 	if !changed {
 		return nil
 	}
-	p.logger.Info("draining changed", "draining", draining)
+	p.logger.Info(what+" changed", "draining", m.Draining, "clustered", m.Clustered)
 	if err := p.ml.UpdateNode(timeout); err != nil {
-		return fmt.Errorf("%w: draining=%t: %w", ErrBroadcastTimeout, draining, err)
+		return fmt.Errorf("%w: %s: %w", ErrBroadcastTimeout, what, err)
 	}
 	return nil
 }

@@ -171,6 +171,28 @@ func TestSetDrainingPropagates(t *testing.T) {
 	}
 }
 
+func TestSetClusteredPropagates(t *testing.T) {
+	t.Parallel()
+	pools := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := pools[2].SetClustered(ctx); err != nil {
+		t.Fatalf("SetClustered: %v", err)
+	}
+	for _, observer := range pools {
+		waitFor(t, observer.Local().ID+" to see n3 clustered", func() error {
+			m, _ := observer.Member("n3")
+			if !m.Clustered || m.State != StateAlive {
+				return fmt.Errorf("n3 %s, clustered=%t", m.State, m.Clustered)
+			}
+			return nil
+		})
+	}
+	if m, _ := pools[0].Member("n2"); m.Clustered {
+		t.Fatal("n2 is seen clustered: only n3 announced it")
+	}
+}
+
 func TestClosedNodeIsSeenDead(t *testing.T) {
 	t.Parallel()
 	pools := startCluster(t, 3)

@@ -42,6 +42,13 @@ type Config struct {
 
 	Bootstrap bool     // bootstrap a new cluster (ignored once Raft state exists)
 	Join      []string // gossip addresses of nodes to join
+	// BootstrapExpect, when positive, forms a new cluster without a node
+	// set apart by --bootstrap: once gossip shows this many live members
+	// and none of them holds Raft state, the one with the lowest id
+	// bootstraps and the others join it (bootstrap.go). Ignored once this
+	// node has Raft state. Every node of the first formation gets the same
+	// value: the number of nodes started together.
+	BootstrapExpect int
 
 	// Tokens verifies client JWTs: the HS256 secret, public keys, a JWKS,
 	// issuer and audience (auth.Config; at least one key source).
@@ -160,6 +167,14 @@ func (c Config) Validate() error {
 	req(c.DataDir, "data-dir")
 	req(c.Region, "region")
 	req(c.Zone, "zone")
+	switch {
+	case c.BootstrapExpect < 0:
+		errs = append(errs, fmt.Errorf("bootstrap-expect %d must not be negative", c.BootstrapExpect))
+	case c.BootstrapExpect > 0 && c.Bootstrap:
+		errs = append(errs, errors.New("bootstrap and bootstrap-expect exclude each other: give one"))
+	case c.BootstrapExpect > 1 && len(c.Join) == 0:
+		errs = append(errs, fmt.Errorf("bootstrap-expect %d needs join: the addresses of the other nodes", c.BootstrapExpect))
+	}
 	for _, a := range []struct{ v, adv, name, advName string }{
 		{c.PublicAddr, c.AdvertisePublic, "public-addr", "advertise-public"},
 		{c.ClusterAddr, c.AdvertiseCluster, "cluster-addr", "advertise-cluster"},

@@ -187,6 +187,7 @@ func New(cfg Config) (n *Node, err error) {
 	mc.BindAddr, mc.AdvertiseAddr = cfg.GossipAddr, cfg.AdvertiseGossip
 	mc.PublicURL, mc.ClusterAddr = n.publicURL, clusterAddr
 	mc.Profile = cfg.Profile
+	mc.Clustered = n.raft.HasState()
 	mc.KeyringFile = filepath.Join(cfg.DataDir, gossipKeyringFile) // cfg.Gossip.Keys only seed it
 	mc.Logger = cfg.Logger
 	if n.pool, err = membership.New(mc); err != nil {
@@ -229,6 +230,7 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.goOwned(n.join)
 	n.goOwned(n.control)
+	n.goOwned(n.formCluster)
 	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "cluster_tls", clusterTLS != nil, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
 	return n, nil
 }

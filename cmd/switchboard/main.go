@@ -60,6 +60,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&c.AdvertiseGossip, "advertise-gossip", "", "gossip address other nodes use, if not the listen address")
 	fs.BoolVar(&c.Bootstrap, "bootstrap", false, "bootstrap a new cluster (ignored once this node has Raft state)")
 	fs.StringVar(&o.join, "join", "", "comma-separated gossip addresses (HOST:PORT) of nodes to join")
+	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once gossip shows N live members, none with Raft state: the lowest node id bootstraps, the others join (ignored once this node has Raft state; not with --bootstrap)")
 	fs.StringVar(&o.tokenSecretFile, "token-secret-file", "", "file holding the HS256 secret for client tokens")
 	fs.StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the publish API key")
 	fs.StringVar(&o.adminKeyFile, "admin-key-file", "", "file holding the admin API key")

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -58,6 +59,13 @@ type Options struct {
 	// Token mints the client token of a user for Cluster.Token; nil means
 	// an HS256 token of TokenSecret valid for an hour.
 	Token func(user string) string
+	// BootstrapExpect, when positive, starts every node with
+	// --bootstrap-expect of that value and --join listing every node,
+	// instead of n1 with --bootstrap.
+	BootstrapExpect int
+	// Held nodes are configured but not started: start them with Restart.
+	// Start then returns without waiting for any node to be ready.
+	Held []string
 }
 
 // Cluster is a set of in-process nodes.
@@ -114,16 +122,23 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 	}
 	t.Cleanup(c.Stop)
 	var seed string
+	var everyone []string // every node's gossip address, for BootstrapExpect
+	for i := 0; i < n; i++ {
+		everyone = append(everyone, fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
+	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		cfg := c.newConfig(id, o.Zones[i%len(o.Zones)], ports[3*i:3*i+3])
 		if c.faults != nil {
 			cfg.Dial = c.faults.dialer(id)
 		}
-		if i == 0 {
+		switch {
+		case o.BootstrapExpect > 0:
+			cfg.BootstrapExpect, cfg.Join = o.BootstrapExpect, everyone
+		case i == 0:
 			cfg.Bootstrap = true
 			seed = cfg.GossipAddr
-		} else {
+		default:
 			cfg.Join = []string{seed}
 		}
 		if o.Configure != nil {
@@ -131,10 +146,16 @@ func Start(t testing.TB, n int, opts ...Options) *Cluster {
 		}
 		c.cfgs[id] = cfg
 		c.ids = append(c.ids, id)
+		if slices.Contains(o.Held, id) {
+			continue
+		}
 		c.startNode(id)
-		if i == 0 {
+		if i == 0 && cfg.Bootstrap {
 			c.WaitReady(id)
 		}
+	}
+	if len(o.Held) > 0 {
+		return c
 	}
 	for _, id := range c.ids {
 		c.WaitReady(id)
