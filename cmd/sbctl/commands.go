@@ -197,10 +197,15 @@ func cmdToken(g *globals, args []string, stdout io.Writer) error {
 
 func cmdDrain(g *globals, args []string, stdout io.Writer) error {
 	fs := commandFlags("drain", g)
+	self := fs.Bool("self", false, "drain the node --addr points at, named by its /healthz (a Kubernetes preStop hook cannot pass the pod's name)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	pos, err := positional(fs, 1, "NODE")
+	want := 1
+	if *self {
+		want = 0
+	}
+	pos, err := positional(fs, want, "NODE (or --self)")
 	if err != nil {
 		return err
 	}
@@ -209,6 +214,16 @@ func cmdDrain(g *globals, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
+	if *self {
+		var h protocol.Health
+		if _, err := c.getJSON("/healthz", &h); err != nil {
+			return err
+		}
+		if h.Node == "" {
+			return fmt.Errorf("drain --self: /healthz names no node")
+		}
+		pos = []string{h.Node}
+	}
 	var ans protocol.NodeState
 	if _, err := c.callJSON(http.MethodPost, "/v1/nodes/"+url.PathEscape(pos[0])+"/drain", &ans); err != nil {
 		return err

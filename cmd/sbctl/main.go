@@ -45,6 +45,7 @@ commands:
   raft                   the Raft configuration: servers, suffrage, places, leader (*), term, indexes (--json)
   token --user U         mint a client token (--ttl 1h, --token-secret-file F, --channels 'ticker:*,room:42')
   drain NODE             ask node NODE to drain its clients and leave
+  drain --self           drain the node --addr points at (as a Kubernetes preStop hook does)
   leader-transfer        move Raft leadership to another voter
   certs init --dir D --nodes n1,n2,… [--hosts h1,h2,…] [--new-ca] [--validity 8760h]
                          a cluster CA (D/ca.pem, D/ca-key.pem) and a certificate per node

@@ -197,9 +197,10 @@ func TestAgainstCluster(t *testing.T) {
 		}
 	})
 
-	// Last: draining n1 stops it.
+	// Last: draining n1 stops it. --self finds n1 through /healthz of the
+	// node --addr points at.
 	t.Run("drain", func(t *testing.T) {
-		code, out, errOut := sbctl(t, append(admin, "drain", "n1")...)
+		code, out, errOut := sbctl(t, append(admin, "drain", "--self")...)
 		if code != 0 || !strings.Contains(out, "n1: draining") {
 			t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 		}
@@ -225,6 +226,7 @@ func TestUsage(t *testing.T) {
 		{"sessions without user", []string{"--admin-key", "k", "sessions"}, "missing USER"},
 		{"sessions with two users", []string{"--admin-key", "k", "sessions", "a", "b"}, "unexpected arguments"},
 		{"drain without node", []string{"--admin-key", "k", "drain"}, "missing NODE"},
+		{"drain with node and --self", []string{"--admin-key", "k", "drain", "--self", "n1"}, "unexpected arguments"},
 		{"status with an argument", []string{"--admin-key", "k", "status", "x"}, "unexpected arguments"},
 		{"token without user", []string{"token", "--token-secret-file", keyFile}, "--user is required"},
 		{"token without secret", []string{"token", "--user", "u"}, "--token-secret-file"},
