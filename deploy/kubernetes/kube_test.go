@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -614,6 +615,56 @@ func TestServicesAndDisruptionBudget(t *testing.T) {
 	}
 	if sel, err := metaSelector(pdb.Spec.Selector.MatchLabels); err != nil || !sel.Matches(labels.Set(pod.Labels)) {
 		t.Errorf("PodDisruptionBudget %s does not select the Switchboard pods", pdb.Name)
+	}
+}
+
+// The node accepts the container's arguments and environment as the kubelet
+// expands them for switchboard-0: started with them (the mounted files
+// pointed at an empty directory), it gets past every flag and value and
+// stops at the first missing secret file.
+func TestContainerArgsParse(t *testing.T) {
+	_, m := load(t)
+	sts := m.statefulSets[0]
+	c := sts.Spec.Template.Spec.Containers[0]
+	bin := filepath.Join(t.TempDir(), "switchboard")
+	if out, err := exec.Command("go", "build", "-C", "../..", "-o", bin, "./cmd/switchboard").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/switchboard: %v\n%s", err, out)
+	}
+	missing := t.TempDir()
+	vars := map[string]string{}
+	for _, e := range c.Env {
+		v := e.Value
+		if f := e.ValueFrom; f != nil && f.FieldRef != nil {
+			v = map[string]string{
+				"metadata.name":      sts.Name + "-0",
+				"metadata.namespace": "switchboard",
+				"status.podIP":       "127.0.0.1",
+				"metadata.labels['topology.kubernetes.io/region']": "r1",
+				"metadata.labels['topology.kubernetes.io/zone']":   "a",
+			}[f.FieldRef.FieldPath]
+			if v == "" {
+				t.Fatalf("env %s: no test value for fieldRef %s", e.Name, f.FieldRef.FieldPath)
+			}
+		}
+		vars[e.Name] = strings.ReplaceAll(v, "/etc/switchboard", missing)
+	}
+	expand := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	var args []string
+	for _, a := range c.Args {
+		a = expand.ReplaceAllStringFunc(a, func(ref string) string { return vars[ref[2:len(ref)-1]] })
+		args = append(args, strings.ReplaceAll(a, "/etc/switchboard", missing))
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	// The last line is the error the node stopped with; a bad flag would
+	// print the usage (naming every flag) and its own error instead.
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err == nil || !strings.HasPrefix(lines[len(lines)-1], "switchboard: --token-secret-file:") {
+		t.Fatalf("switchboard %s: %v\n%s\nwant every flag and value accepted, and a stop at the missing token secret file", strings.Join(args, " "), err, out)
 	}
 }
 

@@ -195,7 +195,9 @@ func TestEnvFileSetsRealFlags(t *testing.T) {
 	cmd := exec.CommandContext(ctx, bin)
 	cmd.Env = environ
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "token-secret-file") || strings.Contains(string(out), "SWITCHBOARD_") {
+	// The last line is the error the node stopped with.
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err == nil || !strings.HasPrefix(lines[len(lines)-1], "switchboard: --token-secret-file:") || strings.Contains(string(out), "SWITCHBOARD_") {
 		t.Fatalf("switchboard with %s: %v\n%s\nwant it to parse every variable and stop at the missing token secret file", envFile, err, out)
 	}
 }
