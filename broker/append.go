@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/session"
@@ -73,7 +75,13 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 			for i, a := range as {
 				batch[i] = a.req
 			}
+			start := time.Now()
 			rs := b.replicates.do(ctx, backup, batch)
+			// Timed when the backup answered for some stream: a failed
+			// call's time is the timeout, not a latency.
+			if slices.ContainsFunc(rs, func(r replicated) bool { return r.err == nil }) {
+				b.cfg.Observer.Replicated(time.Since(start))
+			}
 			for i, a := range as {
 				a.callErr, a.skip = rs[i].err, rs[i].skip
 			}

@@ -71,6 +71,8 @@ type Config struct {
 	Logger         *slog.Logger
 	// OnDeliver, when set, counts frames handed to local connections.
 	OnDeliver func(n int)
+	// Observer, when set, times takeovers and replication (observer.go).
+	Observer Observer
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }
@@ -184,6 +186,9 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.Stream.Frame == nil {
 		cfg.Stream.Frame = func(m session.Message) []byte {

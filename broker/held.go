@@ -203,8 +203,12 @@ func (h *held) flushLocked(ctx context.Context, needBackup bool) error {
 	req, backup := h.o.Replication(), h.o.Backup()
 	h.mu.Unlock()
 	cctx, cancel := h.b.callCtx(ctx)
+	start := time.Now()
 	_, err := peerapi.Replicate.Call(cctx, h.b.peers, backup, req)
 	cancel()
+	if err == nil {
+		h.b.cfg.Observer.Replicated(time.Since(start))
+	}
 	h.mu.Lock()
 	return h.replicatedLocked(req, backup, err)
 }

@@ -36,7 +36,8 @@ func (b *Broker) takeover(ctx context.Context, key session.Key, avoid map[string
 	return v.(*held), nil
 }
 
-func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (*held, error) {
+func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (h *held, err error) {
+	start := time.Now()
 	b.mu.Lock()
 	b.claiming[key] = true
 	b.mu.Unlock()
@@ -49,14 +50,20 @@ func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bo
 	e, ok := b.reg.Get(name)
 	sess := e.Session
 	switch {
-	case !ok || b.lost(ctx, e):
+	case !ok:
+		sess = newSessionID()
+	case b.lost(ctx, e):
 		// Neither the old owner nor the backup exists any more: continuity
 		// is lost, and a new session tells resuming clients so.
 		sess = newSessionID()
+		b.cfg.Observer.ContinuityLost()
 	case !b.reachable(e, avoid):
 		// The stream exists but nobody holding it can be reached now: a
 		// claim would only churn epochs. The caller retries later.
 		return nil, fmt.Errorf("%w: neither the owner %s nor the backup %s of %s is reachable", protocol.ErrUnavailable, e.Owner, e.Backup, key)
+	default:
+		// A takeover: the stream goes on here with its session.
+		defer func() { b.cfg.Observer.TookOver(time.Since(start), err) }()
 	}
 	// The claim keeps the backup: it holds every acknowledged message, so
 	// the registry must go on naming it until the new owner has copied the
@@ -117,7 +124,7 @@ func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bo
 	if !b.usable(backup, avoid) || !b.isPeer(backup) {
 		backup = "" // the first flush chooses (and records) another one
 	}
-	h, err := b.serve(ctx, key, stream, backup, replicated && backup != "", attach)
+	h, err = b.serve(ctx, key, stream, backup, replicated && backup != "", attach)
 	if err == nil && key.Kind == session.ChannelStream && ok && sess == e.Session && e.Owner != b.cfg.NodeID {
 		// Another owner had the channel's presence set (the entry's owner,
 		// or one the leader cleared as failed): rebuild it quietly, then

@@ -89,8 +89,10 @@ type Config struct {
 	// a plain TCP dial. Fault tests route links through proxies with it.
 	Dial clusterport.Dialer
 	// GlobalMetrics installs this node's meter provider as the process
-	// global, so library instruments (Raft) are exported too. One node per
-	// process sets it; in-process test clusters leave it off.
+	// global, so library instruments (Raft) are exported too, and bridges
+	// hashicorp/raft's and memberlist's go-metrics (one sink per process)
+	// into its /metrics as raft_* and memberlist_*. One node per process
+	// sets it; in-process test clusters leave it off (or set it on one).
 	GlobalMetrics bool
 	Logger        *slog.Logger
 }

@@ -17,18 +17,23 @@ func (n *Node) healthRoutes(mux *http.ServeMux) {
 }
 
 func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
-	reason := ""
-	switch {
-	case n.draining.Load():
-		reason = "draining"
-	case !n.joined.Load():
-		reason = "not joined to the cluster yet"
-	case !n.raft.Ready():
-		reason = "registry not caught up (no leader or replaying)"
-	}
-	if reason != "" {
+	if reason := n.notReady(); reason != "" {
 		writeJSON(w, http.StatusServiceUnavailable, protocol.Health{Status: "not ready", Reason: reason, Node: n.cfg.NodeID})
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.Health{Status: "ready", Node: n.cfg.NodeID})
+}
+
+// notReady says why the node is not ready, "" when it is (/readyz and
+// switchboard_node_ready).
+func (n *Node) notReady() string {
+	switch {
+	case n.draining.Load():
+		return "draining"
+	case !n.joined.Load():
+		return "not joined to the cluster yet"
+	case !n.raft.Ready():
+		return "registry not caught up (no leader or replaying)"
+	}
+	return ""
 }

@@ -62,6 +62,10 @@ type Node struct {
 	draining   atomic.Bool
 	inflight   atomic.Int64 // messages of publish requests being served: API.MaxInflight bounds it
 
+	// publicCerts and clusterCerts are the certificates in use, nil
+	// without TLS (their expiry is a metric).
+	publicCerts, clusterCerts *certs.Source
+
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -199,6 +203,7 @@ func New(cfg Config) (n *Node, err error) {
 	bc.Heartbeat = cfg.Gateway.Heartbeat // the welcome's heartbeat_ms, and the tips' pace
 	bc.Logger = cfg.Logger
 	bc.OnDeliver = n.metrics.delivered
+	bc.Observer = n.metrics
 	if n.broker, err = broker.New(bc, registry{n}, n.peers, cluster{n}); err != nil {
 		return nil, err
 	}
@@ -246,7 +251,7 @@ func (n *Node) loadTLS() (public *tls.Config, cluster *certs.Source, err error) 
 			return nil, nil, fmt.Errorf("tls-cert-file, tls-key-file: %w", err)
 		}
 		n.goOwned(func() { src.Run(n.ctx) })
-		public = src.ServerConfig()
+		public, n.publicCerts = src.ServerConfig(), src
 	}
 	if !cfg.ClusterTLS.Enabled() {
 		n.log.Warn("cluster TLS is off: anyone who reaches the cluster port can speak Raft and peer links; cluster ports must be on a private network (--cluster-ca-file, --cluster-cert-file, --cluster-key-file)")
@@ -256,6 +261,7 @@ func (n *Node) loadTLS() (public *tls.Config, cluster *certs.Source, err error) 
 		return nil, nil, fmt.Errorf("cluster-ca-file, cluster-cert-file, cluster-key-file: %w", err)
 	}
 	n.goOwned(func() { cluster.Run(n.ctx) })
+	n.clusterCerts = cluster
 	return public, cluster, nil
 }
 

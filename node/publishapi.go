@@ -19,8 +19,8 @@ import (
 // publishRoutes serves the publish API (DESIGN.md §4), for publishers
 // holding the API key.
 func (n *Node) publishRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("/v1/publish", n.handlePublish)
-	mux.HandleFunc("/v1/publish/batch", n.handlePublishBatch)
+	mux.HandleFunc("/v1/publish", n.metrics.countAnswers(n.handlePublish))
+	mux.HandleFunc("/v1/publish/batch", n.metrics.countAnswers(n.handlePublishBatch))
 	mux.HandleFunc("GET /v1/channels/{channel}/history", n.handleHistory)
 	mux.HandleFunc("GET /v1/channels/{channel}/presence", n.handleChannelPresence)
 }

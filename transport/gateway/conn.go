@@ -207,6 +207,10 @@ func (c *conn) beginCloseLocked(r closeReq) bool {
 	}
 	c.closing = true
 	c.req = r
+	if r.code == protocol.CloseSlowConsumer {
+		// Its own queue here, or a stream it could not keep up with.
+		c.g.slowConsumers.Add(1)
+	}
 	c.closeBy = monoNow() + int64(c.g.cfg.WriteTimeout)
 	if c.helloCancel != nil {
 		c.helloCancel()

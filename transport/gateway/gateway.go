@@ -235,6 +235,8 @@ type Gateway struct {
 
 	ips      *ipLimiter // nil: no ConnectRate
 	refusals [numLimits]atomic.Int64
+	// slowConsumers counts connections closed as slow consumers (4008).
+	slowConsumers atomic.Int64
 
 	mu             sync.Mutex
 	conns          map[*conn]struct{}

@@ -55,6 +55,11 @@ func (g *Gateway) Refusals() (counts Refusals) {
 	return counts
 }
 
+// SlowConsumers returns how many connections were closed as slow
+// consumers (4008): their send queue overflowed, or the broker gave up
+// on a stream they could not keep up with.
+func (g *Gateway) SlowConsumers() int64 { return g.slowConsumers.Load() }
+
 // refused counts one refusal by l.
 func (g *Gateway) refused(l Limit) { g.refusals[l].Add(1) }
 
