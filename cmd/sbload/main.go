@@ -7,10 +7,13 @@
 //	       --api-key-file F --admin-key-file F --token-secret-file F [--ca-file F] \
 //	       --scenario drill --users 60 --rate 300 --duration 20s \
 //	       --target n1 --at 5s --kill-pid 12345
+//	sbload ... --scenario drill --target auto --kill-cmd 'docker kill sb-{node}'
+//	sbload ... --scenario drill --target n2 --fault crash|isolate|drain
 //
 // Scenarios: idle (connection memory and CPU), unicast (open-loop
 // latency), storm (reconnect storm) and drill (loss, duplicates, gaps and
-// RTO through a node kill or drain). It shows a live progress line (on a
+// RTO through a node kill, drain, crash or isolation: the engine sbctl
+// drill and the nodes' drill runner share). It shows a live progress line (on a
 // terminal; otherwise a line on stderr every few seconds) and prints one
 // JSON object on stdout at the end.
 package main
@@ -121,7 +124,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&c.At, "at", c.At, "drill: when to kill or drain the target, after publishing starts")
 	fs.StringVar(&o.killCmd, "kill-cmd", "", "storm/drill: shell command that kills the target; {node} in it is replaced by the target's node id (docker kill sb-{node})")
 	fs.IntVar(&o.killPID, "kill-pid", 0, "storm/drill: PID of the target to SIGKILL")
-	fs.BoolVar(&c.Drain, "drain", false, "storm/drill: drain the target through the admin API instead of killing it")
+	fs.StringVar(&c.Fault, "fault", "", "storm/drill: take the target away through the admin API: drain, crash or isolate (crash and isolate need nodes started with --enable-fault-injection); default: --kill-cmd or --kill-pid")
+	fs.DurationVar(&c.IsolateFor, "isolate-for", c.IsolateFor, "drill --fault isolate: how long the target is cut off")
+	fs.BoolVar(&c.Drain, "drain", false, "storm/drill: --fault drain (the older spelling)")
 	fs.StringVar(&o.pids, "pids", "", "idle, broadcast: local node processes as ID=PID,… for memory and CPU figures")
 	fs.StringVar(&c.UserPrefix, "user-prefix", "", "user ids are PREFIX-u<i> (default: random per run)")
 	fs.IntVar(&c.ClientBuffer, "client-buffer", c.ClientBuffer, "SDK message buffer per client")
@@ -214,13 +219,23 @@ func (o *options) finish() error {
 		c.Trigger = load.KillPID(o.killPID)
 	}
 	if c.Drain {
+		if c.Fault != "" && c.Fault != load.FaultDrain {
+			return usagef("give one of --drain and --fault %s", c.Fault)
+		}
+		c.Fault, c.Drain = load.FaultDrain, false
+	}
+	switch c.Fault {
+	case "":
+	case load.FaultDrain, load.FaultCrash, load.FaultIsolate:
 		kills++
+	default:
+		return usagef("--fault %q: want drain, crash or isolate", c.Fault)
 	}
 	if kills > 1 {
-		return usagef("give one of --kill-cmd, --kill-pid and --drain")
+		return usagef("give one of --kill-cmd, --kill-pid and --fault (or --drain)")
 	}
 	if o.scenario == "drill" && kills == 0 {
-		return usagef("drill needs --kill-cmd, --kill-pid or --drain")
+		return usagef("drill needs --fault drain|crash|isolate, --kill-cmd or --kill-pid")
 	}
 	return nil
 }
@@ -318,7 +333,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		var rep load.DrillReport
 		rep, err = load.Drill(ctx, o.cfg)
 		result = rep
-		violation = rep.Lost > 0 || rep.Duplicated > 0 || rep.Gaps > 0 || rep.OutOfOrder > 0
+		violation = rep.Violated()
 	}
 	pr.finish()
 	if err != nil {

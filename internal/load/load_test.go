@@ -46,6 +46,12 @@ func TestNormalizeNamesTheBadField(t *testing.T) {
 		{"drain without admin key", func(c *Config) { c.Drain, c.AdminKey = true, "" }, "admin key"},
 		{"bad user prefix", func(c *Config) { c.UserPrefix = `we"ird` }, "user prefix"},
 		{"drain and kill", func(c *Config) { c.Drain, c.Trigger = true, func(context.Context, string) error { return nil } }, "not both"},
+		{"crash and kill", func(c *Config) { c.Fault, c.Trigger = FaultCrash, func(context.Context, string) error { return nil } }, "not both"},
+		{"unknown fault", func(c *Config) { c.Fault = "flood" }, "want kill, drain, crash or isolate"},
+		{"crash without admin key", func(c *Config) { c.Fault, c.AdminKey = FaultCrash, "" }, "crash needs the admin key"},
+		{"kill without trigger", func(c *Config) { c.Fault = FaultKill }, "needs a trigger"},
+		{"isolate too long", func(c *Config) { c.Fault, c.IsolateFor = FaultIsolate, time.Hour }, "isolate duration"},
+		{"drain and isolate", func(c *Config) { c.Drain, c.Fault = true, FaultIsolate }, "give one"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
