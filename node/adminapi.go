@@ -21,6 +21,8 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/sessions/{user}", n.adminOnly(n.handleSession))
 	mux.HandleFunc("/v1/nodes/{id}/drain", n.adminOnly(n.handleDrain))
 	mux.HandleFunc("/v1/nodes/{id}/faults", n.adminOnly(n.handleFaults))
+	mux.HandleFunc("/v1/drills", n.adminOnly(n.handleDrills))
+	mux.HandleFunc("/v1/drills/{id}", n.adminOnly(n.handleDrill))
 	mux.HandleFunc("/v1/raft/transfer-leadership", n.adminOnly(n.handleTransfer))
 	mux.HandleFunc("/v1/gossip/keys", n.adminOnly(n.handleGossipKeys))
 	mux.HandleFunc("GET /v1/channels/{channel}", n.adminOnly(n.handleChannel))

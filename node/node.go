@@ -50,6 +50,7 @@ type Node struct {
 	admin     *http.Server
 	metrics   *metrics
 	gate      *netfault.Gate // injected network faults; nil without fault injection
+	drills    drills         // the drill runner (POST /v1/drills)
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.

@@ -32,9 +32,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/switchboard/switchboard/internal/certs"
 	"github.com/switchboard/switchboard/internal/load"
@@ -53,10 +51,6 @@ const (
 // fdReserve is how many file descriptors beyond one per connection the
 // process keeps for HTTP, logs and the runtime.
 const fdReserve = 256
-
-// progressEveryNonTTY is how often progress goes to stderr when stdout is
-// not a terminal.
-const progressEveryNonTTY = 5 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -296,8 +290,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		fmt.Fprintln(stderr, "sbload:", err)
 		return exitFail
 	}
-	pr := newProgress(stdout, stderr, tty)
-	o.cfg.Progress = pr.show
+	pr := load.NewProgressLine(stdout, stderr, tty, "sbload: ")
+	o.cfg.Progress = pr.Show
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err == nil {
@@ -335,7 +329,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		result = rep
 		violation = rep.Violated()
 	}
-	pr.finish()
+	pr.Finish()
 	if err != nil {
 		fmt.Fprintln(stderr, "sbload:", err)
 		return exitFail
@@ -360,44 +354,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		return exitViolation
 	}
 	return exitOK
-}
-
-// progress prints the live line: rewritten in place on a terminal,
-// otherwise a line on stderr every few seconds.
-type progress struct {
-	stdout, stderr io.Writer
-	tty            bool
-
-	mu    sync.Mutex
-	last  time.Time
-	drawn bool
-}
-
-func newProgress(stdout, stderr io.Writer, tty bool) *progress {
-	return &progress{stdout: stdout, stderr: stderr, tty: tty}
-}
-
-func (p *progress) show(s load.Progress) {
-	line := fmt.Sprintf("%s %-10s %6.1fs conn=%d sent=%d acked=%d delivered=%d errors=%d",
-		s.Scenario, s.Phase, s.Elapsed.Seconds(), s.Connected, s.Sent, s.Acked, s.Delivered, s.Errors)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty {
-		fmt.Fprintf(p.stdout, "\r\033[K%s", line)
-		p.drawn = true
-		return
-	}
-	if time.Since(p.last) >= progressEveryNonTTY {
-		p.last = time.Now()
-		fmt.Fprintln(p.stderr, "sbload:", line)
-	}
-}
-
-// finish clears the terminal line so the JSON starts on a clean line.
-func (p *progress) finish() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty && p.drawn {
-		fmt.Fprint(p.stdout, "\r\033[K")
-	}
 }

@@ -69,6 +69,16 @@ func (r DrillReport) Violated() bool {
 	return r.Lost > 0 || r.Duplicated > 0 || r.Gaps > 0 || r.OutOfOrder > 0
 }
 
+// CheckDrill reports what is wrong with cfg for Drill, as Drill would,
+// without running anything.
+func CheckDrill(cfg Config) error {
+	cfg, err := cfg.normalize(true, true)
+	if err == nil && cfg.Fault == "" {
+		err = fmt.Errorf("%w: a drill needs a fault: a trigger (kill), drain, crash or isolate", ErrConfig)
+	}
+	return err
+}
+
 // Drill is the failover drill: Users users connect spread over every
 // node (user i first to node i mod N, failing over to the others in
 // turn), messages are published at Rate through the nodes other than the

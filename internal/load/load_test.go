@@ -356,3 +356,25 @@ func TestEncodeIsValidBatch(t *testing.T) {
 		t.Fatalf("decoded %+v", got)
 	}
 }
+
+// TestDrillReportText: the readable report names every guarantee and
+// says FAIL as soon as one is broken.
+func TestDrillReportText(t *testing.T) {
+	rep := DrillReport{Users: 9, Target: "n2", Trigger: FaultCrash, Rate: 100, Affected: 3, RTOP50: 250, RTOMax: 300}
+	rep.Acked, rep.Delivered, rep.Rewelcomed, rep.Resumed = 100, 100, 3, 3
+	var b strings.Builder
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"crash of n2", "lost", "duplicated", "gaps", "out of order", "3 resumed", "p50 250", "PASS"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	rep.Gaps = 1
+	b.Reset()
+	_ = rep.WriteText(&b)
+	if !rep.Violated() || !strings.Contains(b.String(), "FAIL") {
+		t.Fatalf("a gap must fail the drill:\n%s", b.String())
+	}
+}
