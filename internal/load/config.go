@@ -287,6 +287,9 @@ func (c Config) normalize(needPublish, needTarget bool) (Config, error) {
 		if len(c.Endpoints) < 2 {
 			bad("a target to take away needs at least 2 endpoints")
 		}
+		if c.Target == AutoTarget && c.AdminKey == "" {
+			bad("target auto needs the admin key (it reads the users' owners)")
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)

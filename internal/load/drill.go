@@ -133,7 +133,10 @@ func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 	for i := range all {
 		all[i] = i
 	}
-	owners := cl.owners(ctx, names, all)
+	var owners map[string]string
+	if r.cfg.AdminKey != "" { // without it: no target choice, no owner watch
+		owners = cl.owners(ctx, names, all)
+	}
 	if target < 0 {
 		if target, _, err = cl.mostOwned(owners); err != nil {
 			return DrillReport{}, err

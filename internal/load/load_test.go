@@ -52,6 +52,7 @@ func TestNormalizeNamesTheBadField(t *testing.T) {
 		{"kill without trigger", func(c *Config) { c.Fault = FaultKill }, "needs a trigger"},
 		{"isolate too long", func(c *Config) { c.Fault, c.IsolateFor = FaultIsolate, time.Hour }, "isolate duration"},
 		{"drain and isolate", func(c *Config) { c.Drain, c.Fault = true, FaultIsolate }, "give one"},
+		{"auto without admin key", func(c *Config) { c.Target, c.AdminKey = AutoTarget, "" }, "target auto needs the admin key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
