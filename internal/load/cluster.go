@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/switchboard/switchboard/protocol"
@@ -195,7 +196,7 @@ func (c *cluster) owner(ctx context.Context, adminBase, user string) (string, er
 // through another node first (as an operator elsewhere would), then
 // through the target itself.
 func (c *cluster) drainer(target int) Trigger {
-	return func(ctx context.Context) error {
+	return func(ctx context.Context, _ string) error {
 		id := c.nodes[target].ID
 		var last error
 		for k := 1; k <= len(c.nodes); k++ {
@@ -211,4 +212,54 @@ func (c *cluster) drainer(target int) Trigger {
 		}
 		return fmt.Errorf("%w: %w", ErrTrigger, last)
 	}
+}
+
+// ownerLookups bounds concurrent GET /v1/sessions requests.
+const ownerLookups = 16
+
+// owners reads the registry owner of each named user through the admin
+// API of the nodes in via, trying them in turn; a user whose lookup fails
+// everywhere is left out.
+func (c *cluster) owners(ctx context.Context, users []string, via []int) map[string]string {
+	out := make(map[string]string, len(users))
+	var mu sync.Mutex
+	sem := make(chan struct{}, ownerLookups)
+	var wg sync.WaitGroup
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, i := range via {
+				if o, err := c.owner(ctx, c.nodes[i].Admin, u); err == nil {
+					mu.Lock()
+					out[u] = o
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// mostOwned returns the index of the node that owns the most of users
+// (the first such node on a tie), or an error when no owner is known.
+func (c *cluster) mostOwned(owners map[string]string) (int, int, error) {
+	count := map[string]int{}
+	for _, o := range owners {
+		count[o]++
+	}
+	best, most := -1, 0
+	for i, n := range c.nodes {
+		if count[n.ID] > most {
+			best, most = i, count[n.ID]
+		}
+	}
+	if best < 0 {
+		return -1, 0, fmt.Errorf("%w: no drill user has a known owner among the endpoints' nodes", ErrCluster)
+	}
+	return best, most, nil
 }

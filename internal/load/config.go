@@ -34,8 +34,13 @@ var (
 )
 
 // Trigger makes the target node go away: a kill, a drain, or whatever the
-// caller's harness does. It must return promptly.
-type Trigger func(ctx context.Context) error
+// caller's harness does. node is the target's id (the one chosen when
+// Config.Target is "auto"). It must return promptly.
+type Trigger func(ctx context.Context, node string) error
+
+// AutoTarget as Config.Target makes Drill choose the target after the
+// users connect: the node that owns the most of them.
+const AutoTarget = "auto"
 
 // Config is shared by every scenario; each uses the fields it needs.
 type Config struct {
@@ -83,8 +88,9 @@ type Config struct {
 	// network errors before it is given up as unacknowledged.
 	RetryFor time.Duration
 
-	// Target is the node (id or base URL) that Storm and Drill connect the
-	// users to and then take away.
+	// Target is the node (id or base URL) that Storm connects the users
+	// to, and that Storm and Drill take away. For Drill, AutoTarget
+	// picks the node owning the most drill users once they connected.
 	Target string
 	// At is when, after publishing starts, Drill fires the trigger.
 	At time.Duration

@@ -21,8 +21,10 @@ type DrillReport struct {
 	TriggerError string  `json:"trigger_error,omitempty"`
 	KillAtMS     float64 `json:"kill_at_ms"`
 	PublishMS    float64 `json:"publish_ms"`
-	// OnTargetBefore counts users whose first welcome came from the target.
+	// OnTargetBefore counts users whose first welcome came from the
+	// target; Affected those connected to it when the trigger fired.
 	OnTargetBefore int `json:"on_target_before"`
+	Affected       int `json:"affected"`
 	Accounting
 	Failover
 	PublishStats
@@ -30,13 +32,16 @@ type DrillReport struct {
 	AckLatency Latency `json:"ack_latency_ms"`
 }
 
-// Drill is the failover drill: Users users connect to the target, messages
-// are published at Rate through the other nodes (retried with the same id
-// on 503 and network errors), the target is killed or drained At after
-// publishing starts, and publishing goes on until Duration. Every client
-// fails over with the SDK (all endpoints, resume with its last seq). The
-// report accounts for every message and gives per-user RTO: the time from
-// the trigger to the first message after the user's new welcome.
+// Drill is the failover drill: Users users connect spread over every
+// node (user i first to node i mod N, failing over to the others in
+// turn), messages are published at Rate through the nodes other than the
+// target (retried with the same id on 503 and network errors), the target
+// is killed or drained At after publishing starts, and publishing goes on
+// until Duration. With Target AutoTarget, the target is the node that
+// owns the most drill users once they connected. Every client fails over
+// with the SDK (all endpoints, resume with its last seq). The report
+// accounts for every message and gives per-user RTO: the time from the
+// trigger to the first message after the user's new welcome.
 func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 	r, err := begin(ctx, "drill", cfg, true, true)
 	if err != nil {
@@ -44,17 +49,19 @@ func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 	}
 	defer r.end()
 	cl := r.cl
-	target, err := cl.index(r.cfg.Target)
-	if err != nil {
-		return DrillReport{}, err
+	target := -1
+	if r.cfg.Target != AutoTarget {
+		if target, err = cl.index(r.cfg.Target); err != nil {
+			return DrillReport{}, err
+		}
 	}
-	rep := DrillReport{Scenario: "drill", Users: r.cfg.Users, Rate: r.cfg.Rate, Target: cl.nodes[target].ID}
+	rep := DrillReport{Scenario: "drill", Users: r.cfg.Users, Rate: r.cfg.Rate}
 	trigger := r.cfg.Trigger
 	switch {
 	case trigger != nil:
 		rep.Trigger = "kill"
 	case r.cfg.Drain:
-		rep.Trigger, trigger = "drain", cl.drainer(target)
+		rep.Trigger = "drain"
 	default:
 		return DrillReport{}, fmt.Errorf("%w: a drill needs a trigger (kill) or drain", ErrConfig)
 	}
@@ -63,8 +70,26 @@ func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 	f := newFleet(&r.cfg, func(u *user, m client.Message, now time.Time) { tr.deliver(u.idx, m, now) })
 	defer f.close()
 	r.setPhase("connect")
-	if err := f.connect(ctx, func(int) []string { return cl.wsOrder(target) }); err != nil {
+	if err := f.connect(ctx, func(i int) []string { return cl.wsOrder(i % len(cl.nodes)) }); err != nil {
 		return DrillReport{}, err
+	}
+	if target < 0 {
+		r.setPhase("choose target")
+		names := make([]string, len(f.users))
+		for i, u := range f.users {
+			names[i] = u.name
+		}
+		all := make([]int, len(cl.nodes))
+		for i := range all {
+			all[i] = i
+		}
+		if target, _, err = cl.mostOwned(cl.owners(ctx, names, all)); err != nil {
+			return DrillReport{}, err
+		}
+	}
+	rep.Target = cl.nodes[target].ID
+	if r.cfg.Drain {
+		trigger = cl.drainer(target)
 	}
 	rep.OnTargetBefore = f.firstNodes()[cl.nodes[target].ID]
 
@@ -84,7 +109,10 @@ func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 	done := make(chan time.Duration, 1)
 	go func() { done <- p.run(ctx, start.Add(r.cfg.Duration)) }()
 
-	var elapsed time.Duration
+	var (
+		elapsed  time.Duration
+		affected []*user // on the target when the trigger fired
+	)
 	kill := time.NewTimer(r.cfg.At)
 	defer kill.Stop()
 	select {
@@ -94,7 +122,9 @@ func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 		mark := time.Now()
 		f.mark.Store(mark.UnixNano())
 		rep.KillAtMS = ms(mark.Sub(start))
-		if err := trigger(ctx); err != nil {
+		affected = f.onNode(rep.Target)
+		rep.Affected = len(affected)
+		if err := trigger(ctx, rep.Target); err != nil {
 			rep.TriggerError = err.Error()
 			r.cfg.Logger.Error("trigger failed", "component", "sbload", "err", err)
 		}
@@ -108,12 +138,12 @@ func Drill(ctx context.Context, cfg Config) (DrillReport, error) {
 		if tr.undelivered() != 0 {
 			return false
 		}
-		return mark == 0 || sumUsers(f, func(u *user) int64 {
+		for _, u := range affected {
 			if u.postWelcomeAt.Load() == 0 {
-				return 1
+				return false
 			}
-			return 0
-		}) == 0
+		}
+		return true
 	})
 	r.setPhase("done")
 

@@ -45,7 +45,7 @@ func TestNormalizeNamesTheBadField(t *testing.T) {
 		{"no target", func(c *Config) { c.Target = "" }, "target is required"},
 		{"drain without admin key", func(c *Config) { c.Drain, c.AdminKey = true, "" }, "admin key"},
 		{"bad user prefix", func(c *Config) { c.UserPrefix = `we"ird` }, "user prefix"},
-		{"drain and kill", func(c *Config) { c.Drain, c.Trigger = true, func(context.Context) error { return nil } }, "not both"},
+		{"drain and kill", func(c *Config) { c.Drain, c.Trigger = true, func(context.Context, string) error { return nil } }, "not both"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

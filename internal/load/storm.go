@@ -81,7 +81,7 @@ func Storm(ctx context.Context, cfg Config) (StormReport, error) {
 		r.setPhase("trigger")
 		start = time.Now().UnixNano()
 		f.mark.Store(start)
-		if err := trigger(ctx); err != nil {
+		if err := trigger(ctx, cl.nodes[target].ID); err != nil {
 			rep.TriggerError = err.Error()
 			return rep, err
 		}
