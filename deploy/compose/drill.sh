@@ -17,8 +17,11 @@
 set -euo pipefail
 
 usage() {
-	sed -n '4p' "${BASH_SOURCE[0]}" | sed 's/^#   //' >&2
-	echo "  default: --users 50 --rate 200 --duration 15s, SIGKILL the node owning the most drill users" >&2
+	cat >&2 <<'EOF'
+usage: deploy/compose/drill.sh [--kill NODE | --region R] [--users N] [--rate R] [--duration D]
+  default: 50 users, 200 messages/s for 15s, SIGKILL the container of the node
+  owning the most drill users; --kill n3: sb-n3's; --region r2: every container of r2
+EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -134,7 +137,7 @@ fi
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/switchboard-drill.XXXXXX")"
 cid=""
 cleanup() {
-	[ -n "$cid" ] && docker rm -f "$cid" >/dev/null 2>&1
+	if [ -n "$cid" ]; then docker rm -f "$cid" >/dev/null 2>&1 || true; fi
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -169,6 +172,7 @@ code=$?
 set -e
 if [ ! -s "$tmp/report.json" ]; then
 	echo "drill.sh: sbload failed (exit $code) without a report" >&2
+	[ "$code" = 2 ] && exit 2 # sbload's bad usage: --users, --rate or --duration
 	exit 1
 fi
 
