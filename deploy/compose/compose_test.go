@@ -139,6 +139,29 @@ func TestComposeLabDrill(t *testing.T) {
 	start := time.Now()
 	run(t, t.TempDir(), 15*time.Minute, nil, filepath.Join(repo, "deploy", "docker", "build.sh"), imageTag)
 	t.Logf("image built in %v", time.Since(start).Round(time.Second))
+	// Non-root, the three ports, the version stamped.
+	var img struct {
+		Config struct {
+			User         string
+			ExposedPorts map[string]struct{}
+			Entrypoint   []string
+			Labels       map[string]string
+		}
+	}
+	inspect := run(t, repo, time.Minute, nil, "docker", "image", "inspect", "-f", "{{json .}}", "switchboard:"+imageTag)
+	if err := json.Unmarshal([]byte(inspect), &img); err != nil {
+		t.Fatalf("docker image inspect: %v", err)
+	}
+	version := img.Config.Labels["org.opencontainers.image.version"]
+	if u := img.Config.User; u == "" || u == "root" || strings.HasPrefix(u, "0") || version == "" ||
+		strings.Join(img.Config.Entrypoint, " ") != "/usr/local/bin/switchboard" {
+		t.Errorf("image config %+v", img.Config)
+	}
+	for _, p := range []string{"7700/tcp", "7701/tcp", "7702/tcp"} {
+		if _, ok := img.Config.ExposedPorts[p]; !ok {
+			t.Errorf("image does not expose %s: %v", p, img.Config.ExposedPorts)
+		}
+	}
 	start = time.Now()
 	run(t, t.TempDir(), 5*time.Minute, env, compose[0], composeArgs("up", "-d")...)
 	logs := func() {
@@ -160,6 +183,10 @@ func TestComposeLabDrill(t *testing.T) {
 		})
 	}
 	t.Logf("lab up and ready in %v", time.Since(start).Round(time.Second))
+	_, nodeLog, _ := runQuiet(repo, time.Minute, nil, "docker", "logs", "sb-n1")
+	if !strings.Contains(nodeLog, `msg="switchboard starting" version=`+version) {
+		t.Errorf("sb-n1 does not log version %s first:\n%.500s", version, nodeLog)
+	}
 
 	// Every node: mutual TLS on the cluster port, all five alive with
 	// their places, a leader, and encrypted gossip everywhere.
