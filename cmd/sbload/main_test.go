@@ -76,6 +76,8 @@ func TestUsageErrors(t *testing.T) {
 		{"no channels", append(base, "--scenario", "broadcast", "--channels", "0"), "--channels must be positive"},
 		{"drill without a kill", append(base, "--scenario", "drill", "--target", "n1"), "drill needs"},
 		{"two kills", append(base, "--scenario", "drill", "--target", "n1", "--kill-pid", "1", "--drain"), "one of"},
+		{"kill and fault", append(base, "--scenario", "drill", "--target", "n1", "--kill-pid", "1", "--fault", "crash"), "one of"},
+		{"bad fault", append(base, "--scenario", "drill", "--target", "n1", "--fault", "flood"), "want drain, crash or isolate"},
 		{"key twice", append(base, "--admin-key", "a", "--admin-key-file", "f"), "not both"},
 		{"over the process cap", append(base, "--users", "20", "--conns-per-process", "10"), "split the users"},
 		{"bad pids", append(base, "--pids", "n1:12"), "ID=PID"},
