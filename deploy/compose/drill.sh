@@ -177,8 +177,8 @@ if [ ! -s "$tmp/report.json" ]; then
 fi
 
 # sbload's report is indented JSON (Go's MarshalIndent): top-level fields
-# at two spaces, the RTO quantiles inside "rto_ms". This reads them without
-# jq, which many hosts lack.
+# at two spaces, objects' fields at four ("rto_ms.p99"). This reads them
+# without jq, which many hosts lack.
 field() {
 	awk -v want="$1" '
 	/^  "[^"]+": / {
@@ -202,6 +202,14 @@ num() {
 	v="$(field "$1")"
 	echo "${v:-0}"
 }
+# rto_p99_ms and its kin are top-level in newer reports; older ones have
+# them only inside rto_ms.
+rto() {
+	local v
+	v="$(field "rto_$1_ms")"
+	[ -n "$v" ] || v="$(field "rto_ms.$1")"
+	echo "${v:-0}"
+}
 
 target_id="$(field target)"
 target_id="${target_id//\"/}"
@@ -218,7 +226,7 @@ echo
 echo "killed: ${killed[*]:-none}. Bring it back with: docker start $(printf 'sb-%s ' "${killed[@]}")(or docker compose -f $here/compose.yaml up -d)"
 printf '{"users":%s,"affected":%s,"acked":%s,"lost":%s,"duplicated":%s,"gaps":%s,"out_of_order":%s,"resumed":%s,"continuity_lost":%s,"rto_p50_ms":%s,"rto_p99_ms":%s,"rto_max_ms":%s,"target":"%s","killed":[%s]}\n' \
 	"$(num users)" "$(num affected)" "$(num acked)" "$lost" "$duplicated" "$gaps" "$out_of_order" \
-	"$(num resumed)" "$(num continuity_lost)" "$(num rto_ms.p50)" "$(num rto_ms.p99)" "$(num rto_ms.max)" \
+	"$(num resumed)" "$(num continuity_lost)" "$(rto p50)" "$(rto p99)" "$(rto max)" \
 	"$target_id" "$(printf '"%s",' "${killed[@]}" | sed 's/,$//')"
 
 if [ "$lost" = 0 ] && [ "$duplicated" = 0 ] && [ "$gaps" = 0 ] && [ "$out_of_order" = 0 ] && [ -z "$trigger_error" ] && [ "$code" = 0 ]; then
