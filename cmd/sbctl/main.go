@@ -3,7 +3,7 @@
 // transfer, all through a node's admin API; and the cluster's certificates.
 //
 //	sbctl --addr URL --admin-key K [--ca-file F] status | sessions USER | channels NAME | token --user U | drain NODE | leader-transfer
-//	sbctl certs init --dir D --nodes n1,n2,n3 [--hosts h1,h2]
+//	sbctl certs init --dir D --nodes n1,n2,n3 [--hosts h1,h2] [--secrets] [--if-empty] [--owner-of P] [--group G]
 //	sbctl keyring list | install K | use K | remove K
 //	sbctl --addr URL --admin-key K drill --target NODE --fault crash|isolate|drain [--users N --rate R --duration D] [--json]
 package main
@@ -53,7 +53,11 @@ commands:
   certs init --dir D --nodes n1,n2,… [--hosts h1,h2,…] [--new-ca] [--validity 8760h]
                          a cluster CA (D/ca.pem, D/ca-key.pem) and a certificate per node
                          (D/<id>.pem, D/<id>-key.pem) for --tls-* and --cluster-* alike;
-                         an existing CA in D issues them unless --new-ca
+                         an existing CA in D issues them unless --new-ca;
+                         --secrets also writes D/token-secret, D/api-key, D/admin-key and
+                         D/gossip-key where missing; --if-empty leaves a D with files alone;
+                         --owner-of P gives the files P's owner, --group G makes keys and
+                         secrets 0640 for group G (the compose lab's init, deploy/compose)
   keyring list           the gossip keys of the live nodes, by fingerprint (--json for raw JSON)
   keyring install K      install base64 key K on every live node (or --key-file F)
   keyring use K          make K the key every live node encrypts gossip with

@@ -23,6 +23,10 @@ import (
 	"github.com/switchboard/switchboard/node"
 )
 
+// version is the build's version, stamped by deploy/docker/build.sh
+// (-ldflags "-X main.version=…"); logged at start.
+var version = "dev"
+
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "switchboard:", err)
@@ -171,6 +175,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	logger.Info("switchboard starting", "version", version)
 	c := &o.cfg
 	c.Logger = logger
 	c.GlobalMetrics = true
