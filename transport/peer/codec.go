@@ -53,8 +53,8 @@ const (
 )
 
 const (
-	headerLen    = 14 // length, kind, method, id
-	fixedLen     = 10 // part of the header counted by the length field
+	headerLen    = 14                      // length, kind, method, id
+	fixedLen     = 10                      // part of the header counted by the length field
 	bodyOverhead = 4 + 1 + maxTraceContext // most bytes a body adds to a payload (trace context, request timeout)
 	version      = 1
 	maxNodeID    = 1024
