@@ -5,6 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -127,7 +130,7 @@ func (a *attached) ready(rs *remoteSink, rep peerapi.AttachReply, asked bool) {
 
 // serveDelivery fans a delivery from an owner out to the connections
 // attached here.
-func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
+func (b *Broker) serveDelivery(ctx context.Context, from string, d peerapi.Delivery) {
 	b.mu.Lock()
 	a := b.remote[d.Key]
 	b.mu.Unlock()
@@ -136,7 +139,14 @@ func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
 		b.outbox(from).detach(d.Key, b.attachSeq.Load())
 		return
 	}
+	// A sampled message's trace came with the frame: its span here covers
+	// queueing it on every connection attached to it on this node.
+	_, span := b.cfg.Tracer.Child(ctx, tracing.SpanGatewayDeliver, trace.SpanKindProducer)
+	if span.IsRecording() {
+		span.SetAttributes(append(seqAttrs(d.Msgs), keyAttr(d.Key), tracing.AttrEpoch.Int64(int64(d.Epoch)), tracing.AttrOwner.String(from))...)
+	}
 	a.deliver(d.Msgs)
+	span.End()
 }
 
 // deliver fans messages from the owner out to local connections.

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -71,6 +72,8 @@ type Config struct {
 	Logger         *slog.Logger
 	// OnDeliver, when set, counts frames handed to local connections.
 	OnDeliver func(n int)
+	// Tracer records the broker's spans (DESIGN.md §5a); nil: none.
+	Tracer *tracing.Tracer
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/internal/certs"
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
@@ -48,6 +49,7 @@ type Node struct {
 	http      *http.Server
 	admin     *http.Server
 	metrics   *metrics
+	tracer    *tracing.Tracer // nil: tracing off
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.
@@ -147,6 +149,11 @@ func New(cfg Config) (n *Node, err error) {
 	if n.metrics, err = newMetrics(cfg.GlobalMetrics); err != nil {
 		return nil, err
 	}
+	tr := cfg.Tracing
+	tr.NodeID = cfg.NodeID
+	if n.tracer, err = tracing.New(tr); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
 
 	pc := cfg.Peer
 	pc.NodeID, pc.Logger, pc.Errors = cfg.NodeID, cfg.Logger, peerapi.Errors
@@ -198,6 +205,7 @@ func New(cfg Config) (n *Node, err error) {
 	bc.Heartbeat = cfg.Gateway.Heartbeat // the welcome's heartbeat_ms, and the tips' pace
 	bc.Logger = cfg.Logger
 	bc.OnDeliver = n.metrics.delivered
+	bc.Tracer = n.tracer
 	if n.broker, err = broker.New(bc, registry{n}, n.peers, cluster{n}); err != nil {
 		return nil, err
 	}
@@ -416,6 +424,11 @@ func (n *Node) stop(ctx context.Context, graceful bool) {
 		}
 		if n.metrics != nil {
 			n.metrics.close()
+		}
+		// Last: every span has ended once the components above stopped;
+		// the flush is bounded (tracing.Config.ShutdownTimeout).
+		if err := n.tracer.Shutdown(); err != nil {
+			n.log.Warn("trace export at shutdown", "err", err)
 		}
 		n.log.Info("node stopped", "graceful", graceful)
 	})

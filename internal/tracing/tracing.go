@@ -102,6 +102,7 @@ func (c Config) Validate() error {
 type Tracer struct {
 	node     string
 	tp       *sdktrace.TracerProvider
+	tr       *http.Transport // the exporter's
 	t        trace.Tracer
 	shutdown time.Duration
 }
@@ -116,9 +117,15 @@ func New(c Config) (*Tracer, error) {
 		return nil, err
 	}
 	u, _ := url.Parse(c.Endpoint)
+	// The tracer's own transport, so that Shutdown can close its idle
+	// connections (and their goroutines) with the node.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 2
+	tr.ResponseHeaderTimeout = 10 * time.Second
 	opts := []otlptracehttp.Option{
 		otlptracehttp.WithEndpointURL(strings.TrimSuffix(u.String(), "/") + "/v1/traces"),
 		otlptracehttp.WithTimeout(10 * time.Second),
+		otlptracehttp.WithHTTPClient(&http.Client{Transport: tr, Timeout: 10 * time.Second}),
 	}
 	exp, err := otlptracehttp.New(context.Background(), opts...)
 	if err != nil {
@@ -147,6 +154,7 @@ func New(c Config) (*Tracer, error) {
 	}
 	return &Tracer{
 		node:     c.NodeID,
+		tr:       tr,
 		tp:       tp,
 		t:        tp.Tracer("github.com/switchboard/switchboard"),
 		shutdown: sd,
@@ -233,5 +241,7 @@ func (t *Tracer) Shutdown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), t.shutdown)
 	defer cancel()
-	return t.tp.Shutdown(ctx)
+	err := t.tp.Shutdown(ctx)
+	t.tr.CloseIdleConnections()
+	return err
 }
