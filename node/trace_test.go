@@ -168,7 +168,7 @@ func describe(spans []span) string {
 // that owns nothing is one trace across the entry node, the owner and the
 // backup — publish → publish.route → stream.append → stream.replicate
 // (owner) → stream.replicate (backup), and gateway.deliver under
-// stream.append on the node that writes it to the client — each span from
+// stream.append on each node that writes it to a client — each span from
 // its own node's resource; a request's traceparent is continued; no
 // secret appears in any attribute.
 func TestOnePublishIsOneTraceAcrossThreeNodes(t *testing.T) {
@@ -201,20 +201,26 @@ func TestOnePublishIsOneTraceAcrossThreeNodes(t *testing.T) {
 		}
 	}
 	t.Logf("owner %s, backup %s, entry %s", owner, backup, entry)
+	// A second connection of the user, on the backup node, is served from
+	// the owner's stream: the owner's delivery to that node carries the
+	// trace too.
+	attachedConn := dialRaw(t, c, backup, user)
 
 	pr := mustPublish(t, c, entry, user, map[string]string{"hello": "trace"}, "traced-1")
 	if pr.Node != owner {
 		t.Fatalf("stored by %s, want the owner %s", pr.Node, owner)
 	}
 	conn.expectMessages(t, []wantMsg{{pr.Seq, "traced-1"}})
+	attachedConn.expectMessages(t, []wantMsg{{pr.Seq, "traced-1"}})
 
 	want := []string{"publish", "publish.route", "stream.append", "stream.replicate", "gateway.deliver"}
 	spans := recv.waitTrace(t, "traced-1", want)
 	// The backup's side of the replication is exported on its own; wait
 	// for it too.
-	c.Eventually(30*time.Second, "the backup's stream.replicate span", func() bool {
+	c.Eventually(30*time.Second, "the backup's stream.replicate and gateway.deliver spans", func() bool {
 		spans = recv.waitTrace(t, "traced-1", want)
-		return slices.ContainsFunc(spans, func(s span) bool { return s.name == "stream.replicate" && s.node == backup })
+		return slices.ContainsFunc(spans, func(s span) bool { return s.name == "stream.replicate" && s.node == backup }) &&
+			slices.ContainsFunc(spans, func(s span) bool { return s.name == "gateway.deliver" && s.node == backup })
 	})
 	t.Logf("trace:%s", describe(spans))
 
@@ -237,6 +243,7 @@ func TestOnePublishIsOneTraceAcrossThreeNodes(t *testing.T) {
 	repOwner := one("stream.replicate", owner, tracepb.Span_SPAN_KIND_CLIENT)
 	repBackup := one("stream.replicate", backup, tracepb.Span_SPAN_KIND_SERVER)
 	deliver := one("gateway.deliver", owner, 0)
+	deliverAttached := one("gateway.deliver", backup, 0)
 
 	parentOf := func(child, parent span, remote bool) {
 		t.Helper()
@@ -255,6 +262,7 @@ func TestOnePublishIsOneTraceAcrossThreeNodes(t *testing.T) {
 	parentOf(repOwner, appendSpan, false)
 	parentOf(repBackup, repOwner, true) // across the peer link, owner → backup
 	parentOf(deliver, appendSpan, false)
+	parentOf(deliverAttached, appendSpan, true) // the owner's delivery frame to the attached node
 
 	nodes := map[string]bool{}
 	for _, s := range spans {
@@ -270,7 +278,7 @@ func TestOnePublishIsOneTraceAcrossThreeNodes(t *testing.T) {
 		t.Errorf("trace spans nodes %v, want the entry, owner and backup", nodes)
 	}
 	seq := fmt.Sprint(pr.Seq)
-	for _, s := range []span{appendSpan, repOwner, repBackup, deliver} {
+	for _, s := range []span{appendSpan, repOwner, repBackup, deliver, deliverAttached} {
 		if s.attrs["switchboard.user"] != user || s.attrs["switchboard.seq"] != seq {
 			t.Errorf("%s on %s: user %q seq %q, want %q %s", s.name, s.node, s.attrs["switchboard.user"], s.attrs["switchboard.seq"], user, seq)
 		}

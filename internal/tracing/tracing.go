@@ -86,13 +86,14 @@ func (c Config) Validate() error {
 	}
 	if c.Endpoint != "" {
 		u, err := url.Parse(c.Endpoint)
+		// The URL is repeated only once it is known to hold no password.
 		switch {
 		case err != nil:
-			errs = append(errs, fmt.Errorf("otlp-endpoint %q: %v", c.Endpoint, err))
+			errs = append(errs, errors.New("otlp-endpoint: not a URL"))
+		case u.User != nil:
+			errs = append(errs, errors.New("otlp-endpoint: credentials in the URL are not supported"))
 		case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
 			errs = append(errs, fmt.Errorf("otlp-endpoint %q: want an http:// or https:// base URL", c.Endpoint))
-		case u.User != nil:
-			errs = append(errs, fmt.Errorf("otlp-endpoint: credentials in the URL are not supported"))
 		}
 	}
 	return errors.Join(errs...)
