@@ -112,7 +112,10 @@ func (b *Broker) startDelivery(sc trace.SpanContext, key session.Key, seq uint64
 	if !span.IsRecording() {
 		return nil
 	}
-	span.SetAttributes(keyAttr(key), tracing.AttrSeq.Int64(int64(seq)), attribute.Int("switchboard.connections", sinks))
+	span.SetAttributes(keyAttr(key), tracing.AttrSeq.Int64(int64(seq)))
+	if sinks > 0 {
+		span.SetAttributes(attribute.Int("switchboard.connections", sinks))
+	}
 	d := &delivery{span: span}
 	d.left.Store(1) // the sender's own hold, let go by sent
 	return d

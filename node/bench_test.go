@@ -94,14 +94,22 @@ func runClaims(b *testing.B, op func(ctx context.Context, i int64) error) {
 func BenchmarkPublishForwarded3Nodes(b *testing.B) { benchPublishForwarded(b, nil) }
 
 // BenchmarkPublishForwarded3NodesTraced is BenchmarkPublishForwarded3Nodes
-// with tracing on at the default sample ratio (1%), exporting to an
-// in-process OTLP receiver: what --otlp-endpoint costs the publish path.
+// with tracing on, exporting to an in-process OTLP receiver: what
+// --otlp-endpoint costs the publish path when nothing is sampled (ratio
+// 0: each request's root decision) and at the default ratio (1%: the
+// sampled requests' spans and their export, spread over all requests).
 func BenchmarkPublishForwarded3NodesTraced(b *testing.B) {
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	b.Cleanup(recv.Close)
-	benchPublishForwarded(b, func(cfg *node.Config) { cfg.Tracing.Endpoint = recv.URL })
+	for _, ratio := range []float64{0, 0.01} {
+		b.Run(fmt.Sprintf("ratio=%v", ratio), func(b *testing.B) {
+			benchPublishForwarded(b, func(cfg *node.Config) {
+				cfg.Tracing.Endpoint, cfg.Tracing.SampleRatio = recv.URL, ratio
+			})
+		})
+	}
 }
 
 func benchPublishForwarded(b *testing.B, configure func(*node.Config)) {
