@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -125,10 +126,18 @@ func (b *Broker) startDelivery(sc trace.SpanContext, key session.Key, seq uint64
 func (d *delivery) send(s gateway.Sink, seq uint64, frame []byte) bool {
 	if n, ok := s.(gateway.Notifier); ok {
 		d.left.Add(1)
-		return n.SendThen(seq, frame, d.done)
+		if !n.SendThen(seq, frame, d.done) {
+			d.done(errNotQueued) // refused: written will not be called
+			return false
+		}
+		return true
 	}
 	return s.Send(seq, frame)
 }
+
+// errNotQueued marks a traced delivery a connection refused (closed, or
+// its queue overflowed).
+var errNotQueued = errors.New("connection closed or its queue full")
 
 // done is a connection's report that it wrote the message (or not).
 func (d *delivery) done(err error) {
