@@ -8,6 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/peer"
@@ -21,9 +25,11 @@ const appendParallel = 64
 // call (a publish batch spans many streams, and a call per stream was most
 // of an owner's work), the rest one flush per stream. It fills res and
 // returns the requests to route again because their stream was sealed
-// meanwhile.
-func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []PublishResult, groups map[*held][]int) []int {
+// meanwhile. entry is the node the publishes came in at (for traces).
+func (b *Broker) appendLocal(ctx context.Context, entry string, reqs []PublishRequest, res []PublishResult, groups map[*held][]int) []int {
 	type appended struct {
+		ctx     context.Context // under the stream's stream.append span, if sampled
+		span    trace.Span
 		h       *held
 		idx     []int
 		msgs    []session.Message
@@ -39,8 +45,14 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 	var noBackup []*appended
 	for h, idx := range groups {
 		a := &appended{h: h, idx: idx}
+		a.ctx, a.span = b.cfg.Tracer.Child(ctx, tracing.SpanStreamAppend, trace.SpanKindInternal)
 		h.mu.Lock()
 		a.msgs, a.top, a.err = h.appendLocked(reqs, idx)
+		if a.span.IsRecording() {
+			h.traceLocked(a.msgs, a.span.SpanContext())
+			a.span.SetAttributes(append(seqAttrs(a.msgs), keyAttr(h.key), tracing.AttrEpoch.Int64(int64(h.o.Epoch())),
+				tracing.AttrEntry.String(entry), tracing.AttrOwner.String(b.cfg.NodeID), tracing.AttrBackup.String(h.o.Backup()))...)
+		}
 		if a.err == nil && h.o.Acked() < a.top {
 			if req, backup, ok := h.o.BeginPlainFlush(); ok {
 				a.req, a.backup = req, backup
@@ -72,11 +84,15 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 		go func() {
 			defer wg.Done()
 			batch := make([]session.Replication, len(as))
+			rctx := ctx // one call for many streams: it joins the first sampled one's trace
 			for i, a := range as {
 				batch[i] = a.req
+				if rctx == ctx && a.span.IsRecording() {
+					rctx = a.ctx
+				}
 			}
 			start := time.Now()
-			rs := b.replicates.do(ctx, backup, batch)
+			rs := b.replicates.do(rctx, backup, batch)
 			// Timed when the backup answered for some stream: a failed
 			// call's time is the timeout, not a latency.
 			if slices.ContainsFunc(rs, func(r replicated) bool { return r.err == nil }) {
@@ -114,7 +130,7 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			a.h.mu.Lock()
-			a.err = a.h.waitAckedLocked(ctx, a.top)
+			a.err = a.h.waitAckedLocked(a.ctx, a.top)
 			a.h.mu.Unlock()
 		}()
 	}
@@ -122,6 +138,7 @@ func (b *Broker) appendLocal(ctx context.Context, reqs []PublishRequest, res []P
 
 	var retry []int
 	for _, a := range all {
+		tracing.End(a.span, a.err)
 		if reroute(a.err) {
 			retry = append(retry, a.idx...)
 			continue
@@ -150,6 +167,14 @@ type replicated struct {
 // per request (the call's error for all when the call failed).
 func (b *Broker) sendReplicate(ctx context.Context, backup string, reqs []session.Replication) []replicated {
 	res := make([]replicated, len(reqs))
+	ctx, span := b.cfg.Tracer.Child(ctx, tracing.SpanStreamReplicate, trace.SpanKindClient)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrOwner.String(b.cfg.NodeID), tracing.AttrBackup.String(backup), attribute.Int("switchboard.streams", len(reqs)))
+		if len(reqs) == 1 {
+			span.SetAttributes(append(seqAttrs(reqs[0].Msgs), keyAttr(reqs[0].Key), tracing.AttrEpoch.Int64(int64(reqs[0].Epoch)))...)
+		}
+		defer func() { tracing.End(span, res[0].err) }()
+	}
 	cctx, cancel := b.callCtx(ctx)
 	defer cancel()
 	if len(reqs) == 1 {

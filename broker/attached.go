@@ -5,6 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -119,15 +122,15 @@ func (a *attached) ready(rs *remoteSink, rep peerapi.AttachReply, asked bool) {
 	rs.last = rep.Last
 	if resumed {
 		rs.last = rep.Last - uint64(len(rep.Msgs))
-		a.sendLocked(rs, a.b.frames(a.key, rep.Msgs))
+		a.sendLocked(rs, a.b.frames(a.key, rep.Msgs), nil)
 	}
-	a.sendLocked(rs, rs.pending)
+	a.sendLocked(rs, rs.pending, nil)
 	rs.pending, rs.ready = nil, true
 }
 
 // serveDelivery fans a delivery from an owner out to the connections
 // attached here.
-func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
+func (b *Broker) serveDelivery(ctx context.Context, from string, d peerapi.Delivery) {
 	b.mu.Lock()
 	a := b.remote[d.Key]
 	b.mu.Unlock()
@@ -136,11 +139,23 @@ func (b *Broker) serveDelivery(from string, d peerapi.Delivery) {
 		b.outbox(from).detach(d.Key, b.attachSeq.Load())
 		return
 	}
-	a.deliver(d.Msgs)
+	// A sampled message's trace came with the frame: its span here ends
+	// once every connection attached to it on this node has written it.
+	var tr *delivery
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() && len(d.Msgs) > 0 {
+		if tr = b.startDelivery(sc, d.Key, d.Msgs[0].Seq, 0); tr != nil {
+			tr.span.SetAttributes(append(seqAttrs(d.Msgs), tracing.AttrEpoch.Int64(int64(d.Epoch)), tracing.AttrOwner.String(from))...)
+		}
+	}
+	a.deliver(d.Msgs, tr)
+	if tr != nil {
+		tr.sent()
+	}
 }
 
-// deliver fans messages from the owner out to local connections.
-func (a *attached) deliver(msgs []session.Message) {
+// deliver fans messages from the owner out to local connections, as part
+// of the traced delivery tr when not nil.
+func (a *attached) deliver(msgs []session.Message, tr *delivery) {
 	msgs = a.b.frames(a.key, msgs) // once for every connection here
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -154,13 +169,13 @@ func (a *attached) deliver(msgs []session.Message) {
 			rs.pending = append(rs.pending, msgs...)
 			continue
 		}
-		a.sendLocked(rs, msgs)
+		a.sendLocked(rs, msgs, tr)
 	}
 }
 
 // sendLocked sends the messages after rs.last, in order; a hole means a
 // delivery was lost between nodes, and the client is sent to resume.
-func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
+func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message, tr *delivery) {
 	for _, m := range msgs {
 		if m.Seq <= rs.last {
 			continue
@@ -169,7 +184,13 @@ func (a *attached) sendLocked(rs *remoteSink, msgs []session.Message) {
 			a.closeLocked(rs, protocol.Errorf(protocol.ErrMoved, "missed messages %d..%d between nodes: reconnect to resume", rs.last+1, m.Seq-1))
 			return
 		}
-		if !rs.sink.Send(m.Seq, m.Frame) {
+		sent := false
+		if tr != nil {
+			sent = tr.send(rs.sink, m.Seq, m.Frame)
+		} else {
+			sent = rs.sink.Send(m.Seq, m.Frame)
+		}
+		if !sent {
 			return
 		}
 		rs.last = m.Seq

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -73,6 +74,8 @@ type Config struct {
 	OnDeliver func(n int)
 	// Observer, when set, times takeovers and replication (observer.go).
 	Observer Observer
+	// Tracer records the broker's spans (DESIGN.md §5a); nil: none.
+	Tracer *tracing.Tracer
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }

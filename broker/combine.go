@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard/switchboard/protocol"
 )
 
@@ -40,6 +42,9 @@ type combineQueue[T, R any] struct {
 }
 
 type combineCall[T, R any] struct {
+	// sc is the caller's span context when sampled, else nil: a combined
+	// call carries the first sampled caller's (the frame has room for one).
+	sc    *trace.SpanContext
 	items []T
 	res   []R
 	wake  chan bool // true: send the next combined call; false: res is filled
@@ -53,6 +58,9 @@ func newCombiner[T, R any](send func(context.Context, string, []T) []R, size fun
 // node, and returns their results in order.
 func (c *combiner[T, R]) do(ctx context.Context, node string, items []T) []R {
 	me := &combineCall[T, R]{items: items, wake: make(chan bool, 1)}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
+		me.sc = &sc
+	}
 	c.mu.Lock()
 	q := c.nodes[node]
 	if q == nil {
@@ -116,8 +124,12 @@ func (c *combiner[T, R]) run(ctx context.Context, node string, batch []*combineC
 		return
 	}
 	var items []T
+	traced := false
 	for _, call := range batch {
 		items = append(items, call.items...)
+		if !traced && call.sc != nil {
+			ctx, traced = trace.ContextWithSpanContext(ctx, *call.sc), true
+		}
 	}
 	res := c.sendSafely(ctx, node, items)
 	off := 0

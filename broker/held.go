@@ -8,6 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -42,6 +46,9 @@ type held struct {
 	// quietUntil: a channel taken over from another owner sends no
 	// presence events before then (unix ms; presence.go).
 	quietUntil atomic.Int64
+	// traces holds the span contexts of sampled messages not delivered
+	// yet (trace.go); nil while there are none.
+	traces map[uint64]trace.SpanContext
 }
 
 // newHeld wraps a stream this node just took over (session.NewOwned).
@@ -58,10 +65,15 @@ func (b *Broker) newHeld(key session.Key, s *session.Stream, backup string, repl
 // applyLocked performs the machine's effects. why explains a close.
 func (h *held) applyLocked(eff session.Effects, why string) {
 	if len(eff.Deliver) > 0 {
-		for _, s := range h.sinks {
-			for _, m := range eff.Deliver {
-				s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
+		scs := h.tracedLocked(eff.Deliver)
+		if scs == nil {
+			for _, s := range h.sinks {
+				for _, m := range eff.Deliver {
+					s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
+				}
 			}
+		} else {
+			h.deliverTracedLocked(eff.Deliver, scs)
 		}
 		if h.b.cfg.OnDeliver != nil && len(h.sinks) > 0 {
 			h.b.cfg.OnDeliver(len(h.sinks) * len(eff.Deliver))
@@ -72,8 +84,9 @@ func (h *held) applyLocked(eff session.Effects, why string) {
 		}
 		if len(eff.To) > 0 {
 			d := peerapi.Delivery{Key: h.key, Epoch: h.o.Epoch(), Msgs: eff.Deliver}
+			sc := firstTraced(scs)
 			for _, node := range eff.To {
-				if !h.b.outbox(node).deliver(h, d) {
+				if !h.b.outbox(node).deliver(h, d, sc) {
 					h.o.DeliveryFailed(node)
 				}
 			}
@@ -97,6 +110,32 @@ func (h *held) applyLocked(eff session.Effects, why string) {
 	}
 	if eff.Record != 0 {
 		h.b.states.record(h.key, eff.Record)
+	}
+}
+
+// deliverTracedLocked is applyLocked's delivery to local connections
+// when some messages are traced (scs[i] for msgs[i]): each of those has a
+// gateway.deliver span on this node.
+func (h *held) deliverTracedLocked(msgs []session.Message, scs []trace.SpanContext) {
+	ds := make([]*delivery, len(msgs))
+	if len(h.sinks) > 0 {
+		for i, m := range msgs {
+			ds[i] = h.b.startDelivery(scs[i], h.key, m.Seq, len(h.sinks))
+		}
+	}
+	for _, s := range h.sinks {
+		for i, m := range msgs {
+			if ds[i] != nil {
+				ds[i].send(s, m.Seq, m.Frame)
+			} else {
+				s.Send(m.Seq, m.Frame)
+			}
+		}
+	}
+	for _, d := range ds {
+		if d != nil {
+			d.sent()
+		}
 	}
 }
 
@@ -202,13 +241,19 @@ func (h *held) flushLocked(ctx context.Context, needBackup bool) error {
 	}
 	req, backup := h.o.Replication(), h.o.Backup()
 	h.mu.Unlock()
-	cctx, cancel := h.b.callCtx(ctx)
+	sctx, span := h.b.cfg.Tracer.Child(ctx, tracing.SpanStreamReplicate, trace.SpanKindClient)
+	if span.IsRecording() {
+		span.SetAttributes(append(seqAttrs(req.Msgs), keyAttr(h.key), tracing.AttrEpoch.Int64(int64(req.Epoch)),
+			tracing.AttrOwner.String(h.b.cfg.NodeID), tracing.AttrBackup.String(backup), attribute.Bool("switchboard.full", req.Full))...)
+	}
+	cctx, cancel := h.b.callCtx(sctx)
 	start := time.Now()
 	_, err := peerapi.Replicate.Call(cctx, h.b.peers, backup, req)
 	cancel()
 	if err == nil {
 		h.b.cfg.Observer.Replicated(time.Since(start))
 	}
+	tracing.End(span, err)
 	h.mu.Lock()
 	return h.replicatedLocked(req, backup, err)
 }

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/session"
 )
@@ -98,9 +100,18 @@ func (o *outbox) run() {
 
 // deliver queues a delivery from h; false means the outbox is full and the
 // node misses it.
-func (o *outbox) deliver(h *held, d peerapi.Delivery) bool {
+//
+// sc, when valid, is the span context of a sampled message among d's:
+// the frame carries it, so the node's gateway.deliver joins its trace.
+func (o *outbox) deliver(h *held, d peerapi.Delivery, sc trace.SpanContext) bool {
+	send := func(ctx context.Context) error { return peerapi.Deliver.Send(ctx, o.b.peers, o.node, d) }
+	if sc.IsValid() {
+		send = func(ctx context.Context) error {
+			return peerapi.Deliver.Send(trace.ContextWithSpanContext(ctx, sc), o.b.peers, o.node, d)
+		}
+	}
 	return o.push(outFrame{
-		send:   func(ctx context.Context) error { return peerapi.Deliver.Send(ctx, o.b.peers, o.node, d) },
+		send:   send,
 		failed: func(err error) { h.deliveryFailed(o.node, err) },
 	})
 }

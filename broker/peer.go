@@ -28,16 +28,16 @@ func (b *Broker) Serve(r peer.Registry) {
 			h.detachRemote(m.Node, m.Nonce)
 		}
 	})
-	peerapi.Deliver.Serve(r, func(_ context.Context, from string, d peerapi.Delivery) {
-		b.serveDelivery(from, d)
+	peerapi.Deliver.Serve(r, func(ctx context.Context, from string, d peerapi.Delivery) {
+		b.serveDelivery(ctx, from, d)
 	})
-	peerapi.Replicate.Serve(r, func(_ context.Context, from string, req session.Replication) (peerapi.Empty, error) {
-		return peerapi.Empty{}, b.serveReplicate(from, req)
+	peerapi.Replicate.Serve(r, func(ctx context.Context, from string, req session.Replication) (peerapi.Empty, error) {
+		return peerapi.Empty{}, b.serveReplicateTraced(ctx, from, req)
 	})
-	peerapi.ReplicateBatch.Serve(r, func(_ context.Context, from string, reqs []session.Replication) ([]error, error) {
+	peerapi.ReplicateBatch.Serve(r, func(ctx context.Context, from string, reqs []session.Replication) ([]error, error) {
 		errs := make([]error, len(reqs))
 		for i, req := range reqs {
-			errs[i] = b.serveReplicate(from, req)
+			errs[i] = b.serveReplicateTraced(ctx, from, req)
 		}
 		return errs, nil
 	})

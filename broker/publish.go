@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -36,8 +40,21 @@ func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishRe
 	for i := range reqs {
 		pending[i] = i
 	}
+	ctx, span := b.cfg.Tracer.Child(ctx, tracing.SpanPublishRoute, trace.SpanKindInternal)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrEntry.String(b.cfg.NodeID), tracing.AttrCount.Int(len(reqs)))
+		if len(reqs) == 1 {
+			span.SetAttributes(keyAttr(reqs[0].Key), tracing.AttrID.String(reqs[0].ID))
+		}
+		defer func() { b.endRoute(span, res) }()
+	}
+	tries := 0
 	rt := newRouting(false)
 	err := b.attempts(ctx, func() bool {
+		tries++
+		if tries > 1 && span.IsRecording() {
+			span.AddEvent("route again", trace.WithAttributes(attribute.Int("switchboard.pending", len(pending))))
+		}
 		local, forward := map[*held][]int{}, map[string][]int{}
 		var retry []int
 		for _, group := range byStream(reqs, pending) {
@@ -55,7 +72,14 @@ func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishRe
 				forward[w.owner] = append(forward[w.owner], group...)
 			}
 		}
-		retry = append(retry, b.appendLocal(ctx, reqs, res, local)...)
+		if span.IsRecording() && len(reqs) == 1 {
+			owner := b.cfg.NodeID
+			for o := range forward {
+				owner = o
+			}
+			span.SetAttributes(tracing.AttrOwner.String(owner))
+		}
+		retry = append(retry, b.appendLocal(ctx, b.cfg.NodeID, reqs, res, local)...)
 		retry = append(retry, b.forward(ctx, reqs, res, forward, rt)...)
 		pending = retry
 		return len(pending) > 0
@@ -69,6 +93,21 @@ func (b *Broker) Publish(ctx context.Context, reqs []PublishRequest) []PublishRe
 		}
 	}
 	return res
+}
+
+// endRoute ends a publish's publish.route span with what became of it.
+func (b *Broker) endRoute(span trace.Span, res []PublishResult) {
+	var err error
+	for _, r := range res {
+		if r.Err != nil {
+			err = r.Err
+			break
+		}
+	}
+	if len(res) == 1 && res[0].Err == nil {
+		span.SetAttributes(tracing.AttrSeq.Int64(int64(res[0].Seq)), tracing.AttrOwner.String(res[0].Node))
+	}
+	tracing.End(span, err)
 }
 
 // byStream groups the requests idx by stream, each group in request
@@ -175,7 +214,7 @@ func (b *Broker) servePublish(ctx context.Context, from string, items []peerapi.
 		}
 	}
 	res := make([]PublishResult, len(items))
-	for _, k := range b.appendLocal(ctx, reqs, res, local) {
+	for _, k := range b.appendLocal(ctx, from, reqs, res, local) {
 		out[k] = peerapi.PublishOutcome{Code: peerapi.PublishNotOwner, Msg: "stream moved"}
 	}
 	for _, idx := range local {

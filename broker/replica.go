@@ -1,11 +1,16 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -97,6 +102,20 @@ func (b *Broker) serveReplicate(from string, req session.Replication) error {
 	}
 	r.owner, r.updated = from, b.cfg.Now()
 	return nil
+}
+
+// serveReplicateTraced is serveReplicate in the caller's trace: the
+// backup's side of stream.replicate, when the owner's call was sampled.
+func (b *Broker) serveReplicateTraced(ctx context.Context, from string, req session.Replication) error {
+	_, span := b.cfg.Tracer.Child(ctx, tracing.SpanStreamReplicate, trace.SpanKindServer)
+	if !span.IsRecording() {
+		return b.serveReplicate(from, req)
+	}
+	span.SetAttributes(append(seqAttrs(req.Msgs), keyAttr(req.Key), tracing.AttrEpoch.Int64(int64(req.Epoch)),
+		tracing.AttrOwner.String(from), tracing.AttrBackup.String(b.cfg.NodeID), attribute.Bool("switchboard.full", req.Full))...)
+	err := b.serveReplicate(from, req)
+	tracing.End(span, err)
+	return err
 }
 
 // serveSeal fences the replica at a new owner's epoch and returns it.

@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
@@ -36,7 +40,20 @@ func (b *Broker) takeover(ctx context.Context, key session.Key, avoid map[string
 	return v.(*held), nil
 }
 
-func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (h *held, err error) {
+// claim is claimStream in its session.takeover span: a trace's root when
+// nothing traced asked for it (a hello, a promotion), else a step of the
+// publish or takeover that did.
+func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (*held, error) {
+	ctx, span := b.cfg.Tracer.Start(ctx, tracing.SpanSessionTakeover, trace.SpanKindInternal)
+	if span.IsRecording() {
+		span.SetAttributes(keyAttr(key), attribute.Bool("switchboard.attach", attach))
+	}
+	h, err := b.claimStream(ctx, key, avoid, attach)
+	tracing.End(span, err)
+	return h, err
+}
+
+func (b *Broker) claimStream(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (h *held, err error) {
 	start := time.Now()
 	b.mu.Lock()
 	b.claiming[key] = true
@@ -82,10 +99,23 @@ func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bo
 			keep = p
 		}
 	}
-	res, err := b.reg.Propose(ctx, session.Command{
+	pctx, ps := b.cfg.Tracer.Child(ctx, tracing.SpanRegistryPropose, trace.SpanKindClient)
+	res, err := b.reg.Propose(pctx, session.Command{
 		Kind: session.KindClaim, User: name, Node: b.cfg.NodeID,
 		Session: sess, Epoch: e.Epoch, Attach: attach, Backup: keep,
 	})
+	if ps.IsRecording() {
+		ps.SetAttributes(attribute.String("switchboard.command", "claim"), keyAttr(key), tracing.AttrEpoch.Int64(int64(res.Entry.Epoch)),
+			attribute.Int64("switchboard.epoch_was", int64(e.Epoch)), tracing.AttrBackup.String(keep))
+		tracing.End(ps, errors.Join(err, res.Err))
+		// The takeover's span says what the registry now holds: this
+		// node's claim, or the entry that beat it.
+		if s := trace.SpanFromContext(ctx); err == nil && s.IsRecording() {
+			s.SetAttributes(tracing.AttrEpoch.Int64(int64(res.Entry.Epoch)), tracing.AttrOwner.String(res.Entry.Owner),
+				tracing.AttrBackup.String(res.Entry.Backup), attribute.String("switchboard.node.owner_was", e.Owner),
+				attribute.String("switchboard.node.backup_was", e.Backup), attribute.Bool("switchboard.new_session", res.Err == nil && sess != e.Session))
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: claim %s: %v", protocol.ErrUnavailable, key, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -90,13 +91,34 @@ func runClaims(b *testing.B, op func(ctx context.Context, i int64) error) {
 // benchBatch messages posted to n1 for users connected to (owned by) n2
 // and n3, so every message is forwarded to its owner, replicated to its
 // backup, acknowledged back through n1 and delivered. One cmd is one batch.
-func BenchmarkPublishForwarded3Nodes(b *testing.B) {
+func BenchmarkPublishForwarded3Nodes(b *testing.B) { benchPublishForwarded(b, nil) }
+
+// BenchmarkPublishForwarded3NodesTraced is BenchmarkPublishForwarded3Nodes
+// with tracing on, exporting to an in-process OTLP receiver: what
+// --otlp-endpoint costs the publish path when nothing is sampled (ratio
+// 0: each request's root decision) and at the default ratio (1%: the
+// sampled requests' spans and their export, spread over all requests).
+func BenchmarkPublishForwarded3NodesTraced(b *testing.B) {
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	b.Cleanup(recv.Close)
+	for _, ratio := range []float64{0, 0.01} {
+		b.Run(fmt.Sprintf("ratio=%v", ratio), func(b *testing.B) {
+			benchPublishForwarded(b, func(cfg *node.Config) {
+				cfg.Tracing.Endpoint, cfg.Tracing.SampleRatio = recv.URL, ratio
+			})
+		})
+	}
+}
+
+func benchPublishForwarded(b *testing.B, configure func(*node.Config)) {
 	const (
 		users      = 60
 		benchBatch = 20
 		publishers = 16
 	)
-	c := clustertest.Start(b, 3)
+	c := clustertest.Start(b, 3, clustertest.Options{Configure: configure})
 	run := benchRun.Add(1)
 	names := make([]string, users)
 	for i := range names {

@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/transport/clusterport"
 	"github.com/switchboard/switchboard/transport/gateway"
@@ -84,6 +85,9 @@ type Config struct {
 	Raft    consensus.Config  // the registry: voters, grace, batching, timing
 	Gossip  membership.Config // memberlist
 	Peer    peer.Config       // node-to-node links
+	// Tracing exports spans over OTLP/HTTP when its Endpoint is set
+	// (--otlp-endpoint, --trace-sample-ratio); New fills in NodeID.
+	Tracing tracing.Config
 
 	// Dial opens node-to-node connections (Raft and peer links); nil means
 	// a plain TCP dial. Fault tests route links through proxies with it.
@@ -160,6 +164,7 @@ func DefaultConfig() Config {
 		Raft:    consensus.DefaultConfig(),
 		Gossip:  membership.DefaultConfig(),
 		Peer:    peer.DefaultConfig(),
+		Tracing: tracing.Config{SampleRatio: tracing.DefaultSampleRatio},
 	}
 }
 
@@ -232,6 +237,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := gateway.OriginPolicy(c.AllowedOrigins); err != nil {
 		errs = append(errs, fmt.Errorf("allowed-origins: %v", err))
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard/switchboard/broker"
 	"github.com/switchboard/switchboard/consensus"
 	"github.com/switchboard/switchboard/internal/certs"
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
@@ -49,8 +50,9 @@ type Node struct {
 	http      *http.Server
 	admin     *http.Server
 	metrics   *metrics
-	gate      *netfault.Gate // injected network faults; nil without fault injection
-	drills    drills         // the drill runner (POST /v1/drills)
+	gate      *netfault.Gate  // injected network faults; nil without fault injection
+	drills    drills          // the drill runner (POST /v1/drills)
+	tracer    *tracing.Tracer // nil: tracing off
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.
@@ -155,6 +157,11 @@ func New(cfg Config) (n *Node, err error) {
 	if n.metrics, err = newMetrics(cfg.GlobalMetrics); err != nil {
 		return nil, err
 	}
+	tr := cfg.Tracing
+	tr.NodeID = cfg.NodeID
+	if n.tracer, err = tracing.New(tr); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
 
 	pc := cfg.Peer
 	pc.NodeID, pc.Logger, pc.Errors = cfg.NodeID, cfg.Logger, peerapi.Errors
@@ -212,6 +219,7 @@ func New(cfg Config) (n *Node, err error) {
 	bc.Logger = cfg.Logger
 	bc.OnDeliver = n.metrics.delivered
 	bc.Observer = n.metrics
+	bc.Tracer = n.tracer
 	if n.broker, err = broker.New(bc, registry{n}, n.peers, cluster{n}); err != nil {
 		return nil, err
 	}
@@ -433,6 +441,11 @@ func (n *Node) stop(ctx context.Context, graceful bool) {
 		}
 		if n.metrics != nil {
 			n.metrics.close()
+		}
+		// Last: every span has ended once the components above stopped;
+		// the flush is bounded (tracing.Config.ShutdownTimeout).
+		if err := n.tracer.Shutdown(); err != nil {
+			n.log.Warn("trace export at shutdown", "err", err)
 		}
 		n.log.Info("node stopped", "graceful", graceful)
 	})

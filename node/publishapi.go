@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard/switchboard/auth"
 	"github.com/switchboard/switchboard/broker"
+	"github.com/switchboard/switchboard/internal/tracing"
 	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 )
@@ -165,15 +168,42 @@ func (n *Node) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)
+	ctx, span := n.startPublish(r, []broker.PublishRequest{req})
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.API.PublishTimeout)
 	defer cancel()
 	res := n.broker.Publish(ctx, []broker.PublishRequest{req})[0]
 	n.metrics.publishedN(1, res.Err)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrSeq.Int64(int64(res.Seq)), tracing.AttrOwner.String(res.Node))
+	}
+	tracing.End(span, res.Err)
 	if res.Err != nil {
 		writeError(w, publishError(res.Err))
 		return
 	}
 	writeJSON(w, http.StatusOK, publishResult(req, res))
+}
+
+// startPublish begins a publish request's span: it continues the
+// caller's trace when the request has a W3C traceparent header, else the
+// sampler decides. Its attributes name the stream and the message id,
+// never a header (the API key is one).
+func (n *Node) startPublish(r *http.Request, reqs []broker.PublishRequest) (context.Context, trace.Span) {
+	ctx := n.tracer.Extract(r.Context(), r.Header)
+	ctx, span := n.tracer.Start(ctx, tracing.SpanPublish, trace.SpanKindServer)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrEntry.String(n.cfg.NodeID), tracing.AttrCount.Int(len(reqs)))
+		if len(reqs) == 1 {
+			key := reqs[0].Key
+			if key.Kind == session.ChannelStream {
+				span.SetAttributes(tracing.AttrChannel.String(key.Name))
+			} else {
+				span.SetAttributes(tracing.AttrUser.String(key.Name))
+			}
+			span.SetAttributes(tracing.AttrID.String(reqs[0].ID))
+		}
+	}
+	return ctx, span
 }
 
 // publishError is what a publish the broker could not store answers: a
@@ -237,7 +267,9 @@ func (n *Node) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.API.PublishTimeout)
+	ctx, span := n.startPublish(r, reqs)
+	defer span.End()
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.API.PublishTimeout)
 	defer cancel()
 	results := n.broker.Publish(ctx, reqs)
 	for k, res := range results {

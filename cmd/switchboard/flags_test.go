@@ -146,3 +146,48 @@ func TestFaultInjectionFlag(t *testing.T) {
 		t.Fatalf("environment: fault injection %v (%v), want on", o.cfg.FaultInjection, err)
 	}
 }
+
+// --otlp-endpoint and --trace-sample-ratio (or their SWITCHBOARD_*
+// variables) map onto the node's tracing config, 1% sampled by default;
+// a bad value is refused before anything listens, naming the flag.
+func TestTraceFlags(t *testing.T) {
+	o, err := parse(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Tracing.Endpoint != "" || o.cfg.Tracing.SampleRatio != 0.01 {
+		t.Fatalf("defaults: endpoint %q ratio %v, want none and 0.01", o.cfg.Tracing.Endpoint, o.cfg.Tracing.SampleRatio)
+	}
+	o, err = parse([]string{"--otlp-endpoint", "http://collector:4318", "--trace-sample-ratio", "0.25"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Tracing.Endpoint != "http://collector:4318" || o.cfg.Tracing.SampleRatio != 0.25 {
+		t.Fatalf("flags: %+v", o.cfg.Tracing)
+	}
+	t.Setenv("SWITCHBOARD_OTLP_ENDPOINT", "https://otel.example/")
+	t.Setenv("SWITCHBOARD_TRACE_SAMPLE_RATIO", "1")
+	if o, err = parse(nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Tracing.Endpoint != "https://otel.example/" || o.cfg.Tracing.SampleRatio != 1 {
+		t.Fatalf("environment: %+v", o.cfg.Tracing)
+	}
+
+	tok, api, admin := writeSecrets(t, t.TempDir())
+	base := []string{"--node-id", "n1", "--data-dir", t.TempDir(), "--public-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--bootstrap",
+		"--token-secret-file", tok, "--api-key-file", api, "--admin-key-file", admin}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--trace-sample-ratio", "2"}, "trace-sample-ratio"},
+		{[]string{"--otlp-endpoint", "collector:4318"}, "otlp-endpoint"},
+	} {
+		err := run(append(tt.args, base...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want one naming %s", tt.args, err, tt.want)
+		}
+	}
+}

@@ -84,6 +84,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.Gateway.MaxChannelsPerConn, "max-channels-per-conn", c.Gateway.MaxChannelsPerConn, "channel subscriptions a connection may hold; over it the subscribe is answered too_many_channels (0: no limit)")
 	fs.Float64Var(&c.Gateway.FrameRate, "client-frame-rate", c.Gateway.FrameRate, "frames per second a connection may send, control frames included, burst one second's worth; over it rate_limited, close 4029 (0: no limit)")
 	fs.IntVar(&c.API.MaxInflight, "max-inflight-publishes", c.API.MaxInflight, "messages of publish requests this node serves at once; over it 503 with Retry-After (0: no limit)")
+	fs.StringVar(&c.Tracing.Endpoint, "otlp-endpoint", "", "OTLP/HTTP base URL (/v1/traces is appended) to export traces to; empty: no tracing")
+	fs.Float64Var(&c.Tracing.SampleRatio, "trace-sample-ratio", c.Tracing.SampleRatio, "share of new traces recorded, 0..1; a publish request's sampled traceparent is always followed")
 	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file of base64 AES-128/192/256 keys, one a line, the first the primary: encrypts and authenticates gossip (seeds <data-dir>/gossip-keyring, which wins once it exists)")
 	fs.BoolVar(&c.FaultInjection, "enable-fault-injection", false, "let POST /v1/nodes/{id}/faults crash, isolate or slow this node, for failover drills (staging; off: 403)")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "network timing profile: lan or wan")

@@ -20,6 +20,22 @@ import (
 type item struct {
 	seq   uint64
 	frame []byte
+	// written, when set, is told once the frame was written (nil) or
+	// will never be (why): a traced delivery's span ends there.
+	written func(error)
+}
+
+// errNotWritten tells a traced frame's written that the connection
+// dropped it: closed or failed before the writer got to it.
+var errNotWritten = errors.New("connection closed before the frame was written")
+
+// notify tells the traced items of q what became of them.
+func notify(q []item, err error) {
+	for _, it := range q {
+		if it.written != nil {
+			it.written(err)
+		}
+	}
 }
 
 // maxPooledBuf keeps oversized write buffers out of the pool.
@@ -167,6 +183,11 @@ func (c *conn) User() string { return c.user }
 
 // Send implements Sink.
 func (c *conn) Send(seq uint64, frame []byte) bool {
+	return c.SendThen(seq, frame, nil)
+}
+
+// SendThen implements Notifier.
+func (c *conn) SendThen(seq uint64, frame []byte, written func(error)) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -182,7 +203,7 @@ func (c *conn) Send(seq uint64, frame []byte) bool {
 		c.g.log.Info("slow consumer", "conn", c.id, "queue", c.g.cfg.SendQueue)
 		return false
 	}
-	c.q = append(c.q, item{seq: seq, frame: frame})
+	c.q = append(c.q, item{seq: seq, frame: frame, written: written})
 	c.pending++
 	c.kickLocked()
 	c.mu.Unlock()
@@ -223,6 +244,7 @@ func (c *conn) beginCloseLocked(r closeReq) bool {
 
 func (c *conn) dropQueueLocked() {
 	c.abandon = true
+	notify(c.q, errNotWritten)
 	c.pending -= len(c.q)
 	clear(c.q)
 	c.q = nil
@@ -705,6 +727,7 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if c.dead {
+			notify(c.q, errNotWritten)
 			c.writing, c.wake = false, nil
 			c.finishLocked()
 			return
@@ -804,6 +827,11 @@ func (c *conn) writeLoop() {
 		err := c.nc.SetWriteDeadline(monoEpoch.Add(time.Duration(deadline)))
 		if err == nil {
 			_, err = c.nc.Write(buf)
+		}
+		if abandon {
+			notify(batch, errNotWritten)
+		} else {
+			notify(batch, err)
 		}
 		clear(batch) // drop frame references while idle
 

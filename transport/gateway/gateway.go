@@ -145,6 +145,16 @@ type Identity struct {
 // call holds up that connection's reads.
 type Authenticator func(token string) (Identity, error)
 
+// Notifier is a Sink that tells when a frame was written to the socket:
+// the connections of this gateway are. When SendThen returns true (the
+// frame was queued), written is called once: with nil once the frame was
+// written, or with why it never will be; it must not block. When it
+// returns false, written is never called. Traced deliveries use it to end
+// their span at the write.
+type Notifier interface {
+	SendThen(seq uint64, frame []byte, written func(error)) bool
+}
+
 // Sink is the gateway's handle on one connection, given to the Hub. All
 // methods are safe for concurrent use and never block.
 type Sink interface {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Peer link wire format. Every frame is
@@ -18,6 +20,18 @@ import (
 //	response: [u8 0][payload]  or  [u8 1][u16 error code][message]
 //	oneway:   [payload]
 //	ping/pong: empty (the pong echoes the ping's id)
+//	traced request: [trace context][u32 caller timeout, ms][payload]
+//	traced oneway:  [trace context][payload]
+//
+// A trace context is the caller's sampled W3C span context, so that the
+// spans a call causes on the other node belong to the caller's trace:
+//
+//	[u8 n][16 trace id][8 span id][u8 trace flags][n-25 bytes tracestate]
+//
+// Only sampled calls are traced frames; every other frame is exactly what
+// it was before trace context existed. A node of an older version refuses
+// a traced frame (unknown kind) and drops the link, so tracing is turned
+// on once every node runs a version that knows them.
 //
 // Before any frame each side sends a hello: [magic "SBPL"][u8 version][u16 len][node id].
 // The dialer speaks first; the acceptor answers with its own hello.
@@ -27,6 +41,10 @@ const (
 	kindOneway   byte = 3
 	kindPing     byte = 4
 	kindPong     byte = 5
+	// kindRequestTraced and kindOnewayTraced are request and oneway
+	// frames whose body begins with the caller's trace context.
+	kindRequestTraced byte = 6
+	kindOnewayTraced  byte = 7
 )
 
 const (
@@ -35,13 +53,16 @@ const (
 )
 
 const (
-	headerLen    = 14 // length, kind, method, id
-	fixedLen     = 10 // part of the header counted by the length field
-	bodyOverhead = 4  // most bytes a body adds to a payload (request timeout)
+	headerLen    = 14                      // length, kind, method, id
+	fixedLen     = 10                      // part of the header counted by the length field
+	bodyOverhead = 4 + 1 + maxTraceContext // most bytes a body adds to a payload (trace context, request timeout)
 	version      = 1
 	maxNodeID    = 1024
 	maxErrMsg    = 4096 // error messages are diagnostics; keep them from bloating frames
 	poolMaxCap   = 64 << 10
+
+	traceIDsLen     = 16 + 8 + 1 // trace id, span id, flags
+	maxTraceContext = 255        // n's bound: a longer tracestate is not carried
 )
 
 var magic = [4]byte{'S', 'B', 'P', 'L'}
@@ -75,17 +96,90 @@ func newFrame(kind, method byte, id uint64, bodyLen int) *[]byte {
 	return bp
 }
 
-func encodeRequest(method byte, id uint64, timeoutMs uint32, payload []byte) *[]byte {
-	bp := newFrame(kindRequest, method, id, 4+len(payload))
-	b := binary.BigEndian.AppendUint32(*bp, timeoutMs)
+// encodeRequest encodes a request; a valid sc makes it a traced request.
+func encodeRequest(method byte, id uint64, timeoutMs uint32, sc trace.SpanContext, payload []byte) *[]byte {
+	kind, state, tcLen := kindRequest, "", 0
+	if sc.IsValid() {
+		kind, state = kindRequestTraced, traceState(sc)
+		tcLen = 1 + traceIDsLen + len(state)
+	}
+	bp := newFrame(kind, method, id, tcLen+4+len(payload))
+	b := *bp
+	if tcLen > 0 {
+		b = appendTraceContext(b, sc, state)
+	}
+	b = binary.BigEndian.AppendUint32(b, timeoutMs)
 	*bp = append(b, payload...)
 	return bp
 }
 
-func encodeOneway(method byte, payload []byte) *[]byte {
-	bp := newFrame(kindOneway, method, 0, len(payload))
-	*bp = append(*bp, payload...)
+// encodeOneway encodes a one-way frame; a valid sc makes it traced.
+func encodeOneway(method byte, sc trace.SpanContext, payload []byte) *[]byte {
+	kind, state, tcLen := kindOneway, "", 0
+	if sc.IsValid() {
+		kind, state = kindOnewayTraced, traceState(sc)
+		tcLen = 1 + traceIDsLen + len(state)
+	}
+	bp := newFrame(kind, method, 0, tcLen+len(payload))
+	b := *bp
+	if tcLen > 0 {
+		b = appendTraceContext(b, sc, state)
+	}
+	*bp = append(b, payload...)
 	return bp
+}
+
+// traceState is sc's tracestate as carried: dropped when too long for
+// the frame's trace context (it is advisory; the ids are what parent).
+func traceState(sc trace.SpanContext) string {
+	if sc.TraceState().Len() == 0 {
+		return ""
+	}
+	s := sc.TraceState().String()
+	if len(s) > maxTraceContext-traceIDsLen {
+		return ""
+	}
+	return s
+}
+
+func appendTraceContext(b []byte, sc trace.SpanContext, state string) []byte {
+	b = append(b, byte(traceIDsLen+len(state)))
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = append(b, tid[:]...)
+	b = append(b, sid[:]...)
+	b = append(b, byte(sc.TraceFlags()))
+	return append(b, state...)
+}
+
+// decodeTraceContext splits a traced body into the caller's span context
+// and the rest. Ids that are not a valid span context, or a tracestate
+// that does not parse, are dropped rather than refused: they only decide
+// which trace the spans join.
+func decodeTraceContext(body []byte) (trace.SpanContext, []byte, error) {
+	if len(body) < 1 {
+		return trace.SpanContext{}, nil, fmt.Errorf("%w: traced frame without trace context", errProtocol)
+	}
+	n := int(body[0])
+	if n < traceIDsLen || len(body) < 1+n {
+		return trace.SpanContext{}, nil, fmt.Errorf("%w: trace context of %d bytes in a body of %d", errProtocol, n, len(body))
+	}
+	tc, rest := body[1:1+n], body[1+n:]
+	cfg := trace.SpanContextConfig{
+		TraceID:    trace.TraceID(tc[0:16]),
+		SpanID:     trace.SpanID(tc[16:24]),
+		TraceFlags: trace.TraceFlags(tc[24]),
+		Remote:     true,
+	}
+	if n > traceIDsLen {
+		if ts, err := trace.ParseTraceState(string(tc[traceIDsLen:])); err == nil {
+			cfg.TraceState = ts
+		}
+	}
+	sc := trace.NewSpanContext(cfg)
+	if !sc.IsValid() {
+		return trace.SpanContext{}, rest, nil
+	}
+	return sc, rest, nil
 }
 
 func encodeResponse(method byte, id uint64, payload []byte) *[]byte {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // FuzzReadFrames reads a byte stream from another node the way a link
@@ -18,11 +20,14 @@ func FuzzReadFrames(f *testing.F) {
 		f.Fatal(err)
 	}
 	frame := func(bp *[]byte) []byte { return append([]byte(nil), *bp...) }
-	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeRequest(7, 1, 500, []byte("payload")))...))
+	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeRequest(7, 1, 500, trace.SpanContext{}, []byte("payload")))...))
 	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeResponse(7, 1, []byte("ok")))...))
 	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeError(7, 2, 3, "boom"))...))
-	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeOneway(9, nil))...))
+	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeOneway(9, trace.SpanContext{}, nil))...))
 	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeControl(kindPing, 4))...))
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled})
+	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeRequest(7, 3, 500, sc, []byte("payload")))...))
+	f.Add(append(append([]byte(nil), hello.Bytes()...), frame(encodeOneway(9, sc, []byte("x")))...))
 	f.Add([]byte("SBPL"))
 	f.Add([]byte{})
 	const maxBody = 1 << 16
@@ -50,6 +55,18 @@ func FuzzReadFrames(f *testing.F) {
 			body := make([]byte, h.bodyLen)
 			if _, err := io.ReadFull(br, body); err != nil {
 				return
+			}
+			if h.kind == kindRequestTraced || h.kind == kindOnewayTraced {
+				sc, rest, err := decodeTraceContext(body)
+				switch {
+				case err != nil:
+					if !errors.Is(err, errProtocol) {
+						t.Fatalf("decodeTraceContext: %v, want errProtocol", err)
+					}
+				case len(rest) >= len(body), sc.IsValid() && !sc.IsRemote():
+					t.Fatalf("trace context: %v, %d of %d bytes left", sc, len(rest), len(body))
+				}
+				continue
 			}
 			if h.kind != kindResponse {
 				continue

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Peer link errors.
@@ -356,7 +358,7 @@ func (p *Links) sendAddr(ctx context.Context, addr string, method uint8, payload
 	if err != nil {
 		return err
 	}
-	bp := encodeOneway(method, payload)
+	bp := encodeOneway(method, sampled(ctx), payload)
 	select {
 	case c.sendq <- bp:
 		return nil
@@ -367,6 +369,16 @@ func (p *Links) sendAddr(ctx context.Context, addr string, method uint8, payload
 		putBuf(bp)
 		return fmt.Errorf("peer send to %s: %w", addr, ctx.Err())
 	}
+}
+
+// sampled is the span context a frame carries: ctx's, when it is sampled.
+// Unsampled calls send plain frames (an unsampled trace records nothing
+// on the other side either).
+func sampled(ctx context.Context) trace.SpanContext {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
+		return sc
+	}
+	return trace.SpanContext{}
 }
 
 func (p *Links) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -698,7 +710,7 @@ func (c *link) call(ctx context.Context, method uint8, payload []byte) ([]byte, 
 	if dl, ok := ctx.Deadline(); ok {
 		timeoutMs = uint32(min(max(time.Until(dl).Milliseconds(), 1), math.MaxUint32))
 	}
-	bp := encodeRequest(method, id, timeoutMs, payload)
+	bp := encodeRequest(method, id, timeoutMs, sampled(ctx), payload)
 	select {
 	case c.sendq <- bp:
 	case res := <-ch: // link died before the frame was queued
@@ -771,16 +783,28 @@ func (c *link) readFrames() error {
 			if err := c.deliver(h.id, body); err != nil {
 				return err
 			}
-		case kindRequest:
+		case kindRequest, kindRequestTraced:
+			var sc trace.SpanContext
+			if h.kind == kindRequestTraced {
+				if sc, body, err = decodeTraceContext(body); err != nil {
+					return err
+				}
+			}
 			if len(body) < 4 {
 				return fmt.Errorf("%w: short request", errProtocol)
 			}
 			timeoutMs := binary.BigEndian.Uint32(body[:4])
-			if err := c.dispatch(h.method, h.id, true, timeoutMs, body[4:]); err != nil {
+			if err := c.dispatch(h.method, h.id, true, timeoutMs, sc, body[4:]); err != nil {
 				return err
 			}
-		case kindOneway:
-			if err := c.dispatch(h.method, 0, false, 0, body); err != nil {
+		case kindOneway, kindOnewayTraced:
+			var sc trace.SpanContext
+			if h.kind == kindOnewayTraced {
+				if sc, body, err = decodeTraceContext(body); err != nil {
+					return err
+				}
+			}
+			if err := c.dispatch(h.method, 0, false, 0, sc, body); err != nil {
 				return err
 			}
 		default:
@@ -841,7 +865,7 @@ func (p *Links) errorCode(err error) uint16 {
 // dispatch runs the handler for an inbound request or one-way frame. It
 // blocks while MaxInFlight handlers run, which stops reading: TCP then pushes
 // back on the sender.
-func (c *link) dispatch(method uint8, id uint64, isReq bool, timeoutMs uint32, payload []byte) error {
+func (c *link) dispatch(method uint8, id uint64, isReq bool, timeoutMs uint32, sc trace.SpanContext, payload []byte) error {
 	r := c.p.routes.Load()[method]
 	if r.h == nil {
 		if isReq {
@@ -852,7 +876,7 @@ func (c *link) dispatch(method uint8, id uint64, isReq bool, timeoutMs uint32, p
 		return nil
 	}
 	if r.inline {
-		c.run(r.h, method, id, isReq, timeoutMs, payload)
+		c.run(r.h, method, id, isReq, timeoutMs, sc, payload)
 		return nil
 	}
 	select {
@@ -864,13 +888,17 @@ func (c *link) dispatch(method uint8, id uint64, isReq bool, timeoutMs uint32, p
 	go func() {
 		defer c.handlers.Done()
 		defer func() { <-c.sem }()
-		c.run(r.h, method, id, isReq, timeoutMs, payload)
+		c.run(r.h, method, id, isReq, timeoutMs, sc, payload)
 	}()
 	return nil
 }
 
-func (c *link) run(h Handler, method uint8, id uint64, isReq bool, timeoutMs uint32, payload []byte) {
+func (c *link) run(h Handler, method uint8, id uint64, isReq bool, timeoutMs uint32, sc trace.SpanContext, payload []byte) {
 	ctx := c.ctx
+	if sc.IsValid() {
+		// The handler's spans join the caller's trace.
+		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+	}
 	if timeoutMs > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeoutMs)*time.Millisecond)

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard/switchboard/internal/testenv"
 )
 
@@ -671,6 +673,8 @@ func TestPeerProtocolViolationsCloseTheLink(t *testing.T) {
 		{"length below header", true, frame(3, kindOneway)},
 		{"unknown kind", true, frame(fixedLen, 42)},
 		{"short request", true, append(frame(fixedLen+2, kindRequest), 0, 0)},
+		{"trace context longer than the body", true, append(frame(fixedLen+3, kindRequestTraced), 30, 0, 0)},
+		{"traced request without timeout", true, append(append(frame(fixedLen+26, kindRequestTraced), 25), make([]byte, 25)...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -699,7 +703,7 @@ func TestPeerProtocolViolationsCloseTheLink(t *testing.T) {
 	}
 	// A well-behaved raw client still gets answers: the frame format is as documented.
 	c, br := peerRawLink(t, srv.addr)
-	bp := encodeRequest(1, 42, 1000, []byte("hi"))
+	bp := encodeRequest(1, 42, 1000, trace.SpanContext{}, []byte("hi"))
 	if _, err := c.Write(*bp); err != nil {
 		t.Fatal(err)
 	}
