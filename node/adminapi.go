@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboard/switchboard/dashboard"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
@@ -24,6 +25,10 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/gossip/keys", n.adminOnly(n.handleGossipKeys))
 	mux.HandleFunc("GET /v1/channels/{channel}", n.adminOnly(n.handleChannel))
 	mux.HandleFunc("/v1/raft", n.adminOnly(n.handleRaft))
+	mux.HandleFunc("/v1/stats", n.adminOnly(n.handleStats))
+	// The dashboard's page and assets load without the key; the API
+	// calls it makes carry it (DESIGN.md §5a).
+	mux.Handle("/ui/", dashboard.Handler("/ui/"))
 }
 
 // adminOnly guards an endpoint with the admin key.

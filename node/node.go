@@ -48,6 +48,7 @@ type Node struct {
 	http      *http.Server
 	admin     *http.Server
 	metrics   *metrics
+	rates     rates // the counters' recent samples, for /v1/stats (stats.go)
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.
@@ -229,6 +230,7 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.goOwned(n.join)
 	n.goOwned(n.control)
+	n.goOwned(n.sampleRates)
 	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "cluster_tls", clusterTLS != nil, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
 	return n, nil
 }

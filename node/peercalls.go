@@ -34,6 +34,7 @@ func (n *Node) serve(r peer.Registry) {
 		return peerapi.Empty{}, n.raft.TransferLeadership()
 	})
 	n.serveGossipKeys(r)
+	n.serveStats(r)
 }
 
 var errNoStream = protocol.Errorf(protocol.ErrNotFound, "stream not held here")

@@ -40,6 +40,8 @@ var (
 	// POST /v1/gossip/keys; the answer says whether its keyring changed.
 	// The key itself travels: see docs/security.md.
 	GossipKeyOp = peer.Method[KeyChange, bool]{ID: 7, Name: "gossip-key-op", Req: keyChangeCodec, Resp: flagCodec}
+	// Stats asks a node for its own figures and rates, for GET /v1/stats.
+	Stats = peer.Method[Empty, NodeStats]{ID: 9, Name: "stats", Req: emptyCodec, Resp: nodeStatsCodec}
 )
 
 // Stream calls, served by broker/: routing, replication, takeover and
