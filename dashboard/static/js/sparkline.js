@@ -21,10 +21,13 @@ export function sparkline() {
   base.setAttribute('class', 'base');
   svg.append(base);
   for (const cls of ['del', 'pub']) {
+    const area = document.createElementNS(NS, 'polygon');
+    area.setAttribute('class', `${cls}-area`);
+    area.setAttribute('points', '');
     const line = document.createElementNS(NS, 'polyline');
     line.setAttribute('class', cls);
     line.setAttribute('points', '');
-    svg.append(line);
+    svg.append(area, line);
   }
   return svg;
 }
@@ -33,12 +36,18 @@ export function sparkline() {
 export function draw(svg, pub, del) {
   const peak = Math.max(1, ...pub, ...del);
   const step = W / (HISTORY - 1);
-  const points = (series) => {
+  const xy = (series) => {
     const off = HISTORY - series.length;
-    return series.map((v, i) => `${((off + i) * step).toFixed(1)},${(H - 1 - (v / peak) * (H - 4)).toFixed(1)}`).join(' ');
+    return series.map((v, i) => [(off + i) * step, H - 1 - (v / peak) * (H - 4)]);
   };
-  svg.querySelector('.pub').setAttribute('points', points(pub));
-  svg.querySelector('.del').setAttribute('points', points(del));
+  const fmt = (pts) => pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
+  for (const [cls, series] of [['pub', pub], ['del', del]]) {
+    const pts = xy(series);
+    svg.querySelector(`.${cls}`).setAttribute('points', fmt(pts));
+    // The area under the line, closed along the bottom edge.
+    const area = pts.length > 1 ? [...pts, [pts[pts.length - 1][0], H], [pts[0][0], H]] : [];
+    svg.querySelector(`.${cls}-area`).setAttribute('points', fmt(area));
+  }
   const last = (s) => (s.length ? s[s.length - 1] : 0);
   svg.setAttribute('aria-label', `publish ${last(pub).toFixed(1)}/s, delivery ${last(del).toFixed(1)}/s, peak ${peak.toFixed(1)}/s`);
 }
