@@ -15,10 +15,12 @@ let pollTimer = 0;
 let polling = false;
 let last = { cluster: null, stats: null, raft: null };
 
-function status(kind, text) {
+// status shows the polling state, and the time of the last poll where
+// there is room for it.
+function status(kind, text, time = '') {
   const pill = $('#poll-status');
   pill.dataset.status = kind;
-  setText(pill, text);
+  pill.replaceChildren(text, time ? h('span', { class: 'pill-time' }, ` · ${time}`) : '');
 }
 
 function banner(text, kind = 'error') {
@@ -97,8 +99,7 @@ async function poll() {
   draw();
   banner(errors.join(' · '));
   const now = new Date().toLocaleTimeString();
-  if (errors.length) status('error', `degraded · ${now}`);
-  else status('ok', `live · ${now}`);
+  status(errors.length ? 'error' : 'ok', errors.length ? 'degraded' : 'live', now);
   pollTimer = setTimeout(poll, POLL_MS);
 }
 
