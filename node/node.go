@@ -48,7 +48,6 @@ type Node struct {
 	http      *http.Server
 	admin     *http.Server
 	metrics   *metrics
-	rates     rates // the counters' recent samples, for /v1/stats (stats.go)
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.
@@ -60,6 +59,7 @@ type Node struct {
 	proofs     *proofs
 	proofDone  chan struct{} // a peer proved itself: the control loop looks again
 	joined     atomic.Bool
+	rates      rates // recent samples of the metrics' counters, for /v1/stats (stats.go)
 	draining   atomic.Bool
 	inflight   atomic.Int64 // messages of publish requests being served: API.MaxInflight bounds it
 
@@ -214,6 +214,7 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.metrics.observe(n)
+	n.goOwned(n.sampleRates)
 
 	n.serve(n.peers)
 	n.broker.Serve(n.peers)
@@ -230,7 +231,6 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	n.goOwned(n.join)
 	n.goOwned(n.control)
-	n.goOwned(n.sampleRates)
 	n.log.Info("node started", "public", n.publicURL, "cluster", clusterAddr, "cluster_tls", clusterTLS != nil, "gossip", n.pool.Local().GossipAddr, "region", cfg.Region, "zone", cfg.Zone)
 	return n, nil
 }
