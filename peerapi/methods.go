@@ -28,6 +28,9 @@ var (
 	// Connections asks a node how many client connections it has, for
 	// /v1/cluster.
 	Connections = peer.Method[Empty, uint64]{ID: 3, Name: "connections", Req: emptyCodec, Resp: uvarintCodec}
+	// Stats asks a node for its own figures and the rates it computed,
+	// for GET /v1/stats (id 9: ids follow the order methods were added).
+	Stats = peer.Method[Empty, NodeStats]{ID: 9, Name: "stats", Req: emptyCodec, Resp: nodeStatsCodec}
 	// StreamSeq asks a stream's owner for its highest acknowledged seq,
 	// for /v1/sessions.
 	StreamSeq = peer.Method[session.Key, uint64]{ID: 4, Name: "stream-seq", Req: keyCodec, Resp: uvarintCodec}
@@ -40,8 +43,6 @@ var (
 	// POST /v1/gossip/keys; the answer says whether its keyring changed.
 	// The key itself travels: see docs/security.md.
 	GossipKeyOp = peer.Method[KeyChange, bool]{ID: 7, Name: "gossip-key-op", Req: keyChangeCodec, Resp: flagCodec}
-	// Stats asks a node for its own figures and rates, for GET /v1/stats.
-	Stats = peer.Method[Empty, NodeStats]{ID: 9, Name: "stats", Req: emptyCodec, Resp: nodeStatsCodec}
 )
 
 // Stream calls, served by broker/: routing, replication, takeover and
