@@ -87,6 +87,7 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 	}
 
 	p := page{t, ctx}
+	pageErrors := browsertest.PageErrors(t, ctx)
 	p.do("open /ui/", chromedp.Navigate(c.URL("n1")+"/ui/"))
 	p.do("the key form", chromedp.WaitVisible(`#admin-key`))
 	p.do("enter the admin key",
@@ -162,6 +163,9 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 	}
 	phone := p.screenshot("dashboard-phone.png")
 	t.Logf("screenshots: %s, %s", desktop, phone)
+	if errs := pageErrors(); len(errs) > 0 {
+		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
 }
 
 // connect keeps user connected at node id until the test ends.

@@ -37,7 +37,7 @@ export function int(n) {
 // rate formats messages per second compactly: 0, 0.4, 12, 1.2k, 34k, 1.2M.
 export function rate(r) {
   if (!r || r < 0.05) return '0';
-  if (r < 10) return r.toFixed(1);
+  if (r < 9.95) return r.toFixed(1);
   if (r < 1000) return String(Math.round(r));
   if (r < 1e6) return `${(r / 1000).toFixed(r < 1e4 ? 1 : 0)}k`;
   return `${(r / 1e6).toFixed(1)}M`;
