@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -123,8 +124,16 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		chromedp.SendKeys(`#session-user`, "dash-user"),
 		chromedp.Click(`#session-form button[type=submit]`))
 	p.until("the session's owner", `document.querySelector('#session-owner dd')?.textContent === "`+sess.Owner+`"`)
+	var ch struct{ Owner string }
+	if st, body := c.Get("n1", "/v1/channels/ticker:BTC", clustertest.AdminKey); st != http.StatusOK || json.Unmarshal(body, &ch) != nil || ch.Owner == "" {
+		t.Fatalf("GET /v1/channels/ticker:BTC: %d %s", st, body)
+	}
+	p.do("look up a channel",
+		chromedp.SetValue(`#channel-name`, "ticker:BTC"),
+		chromedp.Click(`#channel-form button[type=submit]`))
+	p.until("the channel's owner", `document.querySelector('#channel-owner dd')?.textContent === "`+ch.Owner+`"`)
 	p.do("look up a missing channel",
-		chromedp.SendKeys(`#channel-name`, "no:such"),
+		chromedp.SetValue(`#channel-name`, "no:such"),
 		chromedp.Click(`#channel-form button[type=submit]`))
 	p.until("the channel lookup's 404", `(() => { const r = document.querySelector('#channel-result');
 		return !r.hidden && r.classList.contains('error') && r.textContent.startsWith('404'); })()`)
@@ -142,6 +151,16 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 	p.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
 	desktop := p.screenshot("dashboard.png")
 
+	// Leadership moves with the Raft panel's button, confirmed.
+	p.do("transfer leadership",
+		chromedp.Click(`#transfer-leadership`),
+		chromedp.WaitVisible(`#confirm-ok`),
+		chromedp.Click(`#confirm-ok`))
+	p.until("leadership moved", `(() => { const r = document.querySelector('#raft-result');
+		const l = document.querySelector('article[data-node][data-leader="true"]');
+		return !r.hidden && r.textContent.startsWith('Leadership moved from `+leader+`') && l && l.dataset.node !== "`+leader+`"; })()`)
+	t.Logf("%s", p.eval(`document.querySelector('#raft-result').textContent`))
+
 	// Drain n3 with its button, confirmed; its card follows it out.
 	p.do("drain n3",
 		chromedp.Click(`button[data-action="drain"][data-node="n3"]`),
@@ -150,10 +169,12 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		t.Errorf("confirmation %q does not name n3", got)
 	}
 	p.do("confirm the drain", chromedp.Click(`#confirm-ok`))
+	p.until("the drain's answer", `document.querySelector('#banner').textContent.startsWith('n3 is draining')`)
 	p.until("n3 draining or gone", `["draining", "left", "dead"].includes(document.querySelector('article[data-node="n3"]')?.dataset.state)`)
 	t.Logf("n3 is %s", p.eval(`document.querySelector('article[data-node="n3"]').dataset.state`))
 	p.until("n3 left", `["left", "dead"].includes(document.querySelector('article[data-node="n3"]')?.dataset.state)`)
 	p.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+	drained := p.screenshot("dashboard-drained.png")
 
 	// The same page at a phone's width.
 	p.do("phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
@@ -162,7 +183,7 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		t.Errorf("the page scrolls sideways at 390 px: %s px too wide", overflow)
 	}
 	phone := p.screenshot("dashboard-phone.png")
-	t.Logf("screenshots: %s, %s", desktop, phone)
+	t.Logf("screenshots: %s, %s, %s", desktop, drained, phone)
 	if errs := pageErrors(); len(errs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
 	}

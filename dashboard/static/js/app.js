@@ -14,6 +14,7 @@ const POLL_MS = 2000;
 let pollTimer = 0;
 let polling = false;
 let last = { cluster: null, stats: null, raft: null };
+let transferFrom = ''; // the leader that handed over, until a new one is known
 
 // status shows the polling state, and the time of the last poll where
 // there is room for it.
@@ -23,11 +24,21 @@ function status(kind, text, time = '') {
   pill.replaceChildren(text, time ? h('span', { class: 'pill-time' }, ` · ${time}`) : '');
 }
 
+let notice = { text: '', until: 0 }; // an action's outcome, shown for a few seconds
+
 function banner(text, kind = 'error') {
   const b = $('#banner');
   b.dataset.kind = kind;
   setText(b, text || '');
   show(b, !!text);
+}
+
+// note shows an action's outcome until the polls have something more
+// pressing to say (an error), or for NOTE_MS.
+const NOTE_MS = 8000;
+function note(text) {
+  notice = { text, until: Date.now() + NOTE_MS };
+  banner(text, 'info');
 }
 
 // signIn shows the key form; message says why (a refused key).
@@ -97,7 +108,9 @@ async function poll() {
   }
   if (stats.status === 'fulfilled') record(stats.value.nodes || []);
   draw();
-  banner(errors.join(' · '));
+  if (errors.length) banner(errors.join(' · '));
+  else if (Date.now() < notice.until) banner(notice.text, 'info');
+  else banner('');
   const now = new Date().toLocaleTimeString();
   status(errors.length ? 'error' : 'ok', errors.length ? 'degraded' : 'live', now);
   pollTimer = setTimeout(poll, POLL_MS);
@@ -115,6 +128,10 @@ function draw() {
     setText($('#sum-durability'), cluster.durability || '–');
     $('#sum-durability').dataset.value = cluster.durability || '';
     $('#sum-leader').dataset.value = cluster.leader ? 'ok' : 'none';
+    if (transferFrom && cluster.leader && cluster.leader !== transferFrom) {
+      setText($('#raft-result'), `Leadership moved from ${transferFrom} to ${cluster.leader}.`);
+      transferFrom = '';
+    }
   }
   if (stats) {
     const sum = (k) => (stats.nodes || []).reduce((a, n) => a + (n[k] || 0), 0);
@@ -146,7 +163,7 @@ async function drain(id) {
   if (!ok) return;
   try {
     const res = await post(`/v1/nodes/${encodeURIComponent(id)}/drain`);
-    banner(`${res.node} is ${res.state}.`, 'info');
+    note(`${res.node} is ${res.state}: its clients move to other nodes, then it leaves.`);
   } catch (err) {
     banner(`Drain ${id}: ${describe(err)}`);
   }
@@ -163,7 +180,14 @@ async function transfer() {
   out.classList.remove('error');
   try {
     const res = await post('/v1/raft/transfer-leadership');
-    setText(out, `Leadership moved from ${res.previous || '?'} to ${res.leader || '(election in progress)'}.`);
+    if (res.leader && res.leader !== res.previous) {
+      setText(out, `Leadership moved from ${res.previous} to ${res.leader}.`);
+    } else {
+      // The answer may come before the election ends: the polls tell
+      // when a new leader is known (draw).
+      transferFrom = res.previous || leader || '?';
+      setText(out, `${transferFrom} handed leadership over; electing a new leader…`);
+    }
   } catch (err) {
     out.classList.add('error');
     setText(out, describe(err));
