@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/switchboard/switchboard/transport/netfault"
 )
 
 // Gossip timing profiles, mapped to memberlist's defaults.
@@ -47,6 +49,9 @@ type Config struct {
 	KeyringFile string
 	// Logger receives pool and memberlist logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Gate, when set, puts gossip behind the node's injected network
+	// faults (fault injection's isolate). Optional.
+	Gate *netfault.Gate
 
 	// tune, set only by tests in this package, adjusts memberlist timings.
 	tune func(*memberlist.Config)

@@ -102,8 +102,18 @@ func New(cfg Config) (*Pool, error) {
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	p.gossipInterval = mc.GossipInterval
+	var gated *gatedTransport
+	if cfg.Gate != nil {
+		if gated, err = newGatedTransport(mc, cfg.Gate); err != nil {
+			return nil, fmt.Errorf("membership: start gossip on %s: %w", cfg.BindAddr, err)
+		}
+		mc.Transport = gated
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if gated != nil {
+			_ = gated.Shutdown()
+		}
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", cfg.BindAddr, err)
 	}
 	p.ml = ml

@@ -81,6 +81,13 @@ type Config struct {
 	// Dial opens node-to-node connections (Raft and peer links); nil means
 	// a plain TCP dial. Fault tests route links through proxies with it.
 	Dial clusterport.Dialer
+	// FaultInjection lets POST /v1/nodes/{id}/faults inject crash, isolate
+	// and slow into this node (--enable-fault-injection), for drills in
+	// staging. Off, such a request is refused with 403.
+	FaultInjection bool
+	// Crash is what an injected crash does; nil sends the process
+	// SIGKILL. In-process test clusters stop the one node abruptly.
+	Crash func()
 	// GlobalMetrics installs this node's meter provider as the process
 	// global, so library instruments (Raft) are exported too. One node per
 	// process sets it; in-process test clusters leave it off.

@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/clusterport"
 	"github.com/switchboard/switchboard/transport/gateway"
+	"github.com/switchboard/switchboard/transport/netfault"
 	"github.com/switchboard/switchboard/transport/peer"
 )
 
@@ -48,6 +49,8 @@ type Node struct {
 	http      *http.Server
 	admin     *http.Server
 	metrics   *metrics
+	gate      *netfault.Gate // injected network faults; nil without fault injection
+	drills    drills         // the drill runner (POST /v1/drills)
 
 	// applyTo is the broker as the Raft apply loop sees it: set once the
 	// broker exists, after Raft may already be replaying its log.
@@ -89,6 +92,7 @@ func New(cfg Config) (n *Node, err error) {
 		cfg: cfg, log: cfg.Logger.With("component", "node", "node", cfg.NodeID),
 		scheme: "http", proofs: newProofs(), proofDone: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		gate: newGate(cfg),
 	}
 	// Whatever started is stopped again if a later step fails. The
 	// closure keeps its own reference: a failing `return nil, err` has
@@ -155,6 +159,9 @@ func New(cfg Config) (n *Node, err error) {
 		return clusterport.DialWith(ctx, n.dialer(), n.clusterTLS, addr, clusterport.Peer, 2*time.Second)
 	}
 	pc.Resolve = n.clusterAddr
+	if n.gate != nil {
+		pc.Delay = n.gate.Delay
+	}
 	if n.peers, err = peer.New(pc); err != nil {
 		return nil, fmt.Errorf("peer links: %w", err)
 	}
@@ -164,7 +171,7 @@ func New(cfg Config) (n *Node, err error) {
 	rc := cfg.Raft
 	rc.NodeID, rc.DataDir, rc.Bootstrap = cfg.NodeID, filepath.Join(cfg.DataDir, "raft"), cfg.Bootstrap
 	rc.AdvertiseAddr = clusterAddr
-	rc.Listener = n.mux.Listener(clusterport.Raft)
+	rc.Listener = n.gate.Listener(n.mux.Listener(clusterport.Raft))
 	rc.Dial = func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
 		return clusterport.DialWith(ctx, n.dialer(), n.clusterTLS, addr, clusterport.Raft, timeout)
 	}
@@ -190,6 +197,7 @@ func New(cfg Config) (n *Node, err error) {
 	mc.Profile = cfg.Profile
 	mc.KeyringFile = filepath.Join(cfg.DataDir, gossipKeyringFile) // cfg.Gossip.Keys only seed it
 	mc.Logger = cfg.Logger
+	mc.Gate = n.gate
 	if n.pool, err = membership.New(mc); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
@@ -219,7 +227,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.serve(n.peers)
 	n.broker.Serve(n.peers)
 	n.goOwned(func() {
-		if err := n.peers.Serve(n.mux.Listener(clusterport.Peer)); err != nil {
+		if err := n.peers.Serve(n.gate.Listener(n.mux.Listener(clusterport.Peer))); err != nil {
 			n.log.Error("peer links stopped", "err", err)
 		}
 	})
@@ -259,12 +267,13 @@ func (n *Node) loadTLS() (public *tls.Config, cluster *certs.Source, err error) 
 	return public, cluster, nil
 }
 
+// dialer opens the node's cluster connections, through the fault gate.
 func (n *Node) dialer() clusterport.Dialer {
 	if n.cfg.Dial != nil {
-		return n.cfg.Dial
+		return n.gate.Dial(n.cfg.Dial)
 	}
 	var d net.Dialer
-	return d.DialContext
+	return n.gate.Dial(d.DialContext)
 }
 
 // applied is the registry's apply hook.

@@ -33,6 +33,9 @@ func (n *Node) serve(r peer.Registry) {
 	peerapi.TransferLeadership.Serve(r, func(context.Context, string, peerapi.Empty) (peerapi.Empty, error) {
 		return peerapi.Empty{}, n.raft.TransferLeadership()
 	})
+	peerapi.InjectFault.Serve(r, func(_ context.Context, _ string, f protocol.Fault) (peerapi.Empty, error) {
+		return peerapi.Empty{}, n.injectFault(f)
+	})
 	n.serveGossipKeys(r)
 	n.serveStats(r)
 }

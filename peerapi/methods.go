@@ -43,6 +43,10 @@ var (
 	// POST /v1/gossip/keys; the answer says whether its keyring changed.
 	// The key itself travels: see docs/security.md.
 	GossipKeyOp = peer.Method[KeyChange, bool]{ID: 7, Name: "gossip-key-op", Req: keyChangeCodec, Resp: flagCodec}
+	// InjectFault asks a node to inject a fault into itself, for POST
+	// /v1/nodes/{id}/faults; the node's --enable-fault-injection decides
+	// (protocol.ErrForbidden when off). A crash answers before it strikes.
+	InjectFault = peer.Method[protocol.Fault, Empty]{ID: 8, Name: "inject-fault", Req: faultCodec, Resp: emptyCodec}
 )
 
 // Stream calls, served by broker/: routing, replication, takeover and
@@ -137,4 +141,6 @@ var Errors = []error{
 	membership.ErrEncryptionOff,
 	membership.ErrKeyNotInstalled,
 	membership.ErrPrimaryKey,
+	protocol.ErrForbidden,
+	protocol.ErrBadRequest,
 }

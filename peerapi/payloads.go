@@ -6,6 +6,7 @@ import (
 
 	"github.com/switchboard/switchboard/internal/wire"
 	"github.com/switchboard/switchboard/membership"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/peer"
 )
@@ -500,5 +501,28 @@ var keyChangeCodec = peer.Codec[KeyChange]{
 			return c, badPayload("gossip key op", r.Err())
 		}
 		return c, nil
+	},
+}
+
+// faultCodec carries a fault: its kind, duration and latency in ms.
+var faultCodec = peer.Codec[protocol.Fault]{
+	Append: func(b []byte, f protocol.Fault) []byte {
+		b = wire.AppendString(b, f.Kind)
+		b = wire.AppendUvarint(b, uint64(max(f.DurationMS, 0)))
+		return wire.AppendUvarint(b, uint64(max(f.LatencyMS, 0)))
+	},
+	// Trailing bytes are ignored, so that a later version may append.
+	Decode: func(p []byte) (protocol.Fault, error) {
+		r := wire.NewReader(p)
+		f := protocol.Fault{Kind: r.String()}
+		d, l := r.Uvarint(), r.Uvarint()
+		if r.Err() != nil {
+			return f, badPayload("fault", r.Err())
+		}
+		if d > protocol.MaxFaultDurationMS || l > protocol.MaxFaultDurationMS {
+			return f, badPayload("fault", fmt.Errorf("duration %d or latency %d out of range", d, l))
+		}
+		f.DurationMS, f.LatencyMS = int64(d), int64(l)
+		return f, nil
 	},
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/switchboard/switchboard/internal/wire"
 	"github.com/switchboard/switchboard/membership"
+	"github.com/switchboard/switchboard/protocol"
 	"github.com/switchboard/switchboard/session"
 	"github.com/switchboard/switchboard/transport/peer"
 )
@@ -184,6 +185,7 @@ var codecs = map[string]func(p []byte) (again []byte, err error){
 	"presence events":     roundTrip(presenceEventsCodec),
 	"history request":     roundTrip(historyRequestCodec),
 	"history reply":       roundTrip(historyReplyCodec),
+	"fault":               roundTrip(faultCodec),
 }
 
 func roundTrip[T any](c peer.Codec[T]) func([]byte) ([]byte, error) {
@@ -223,6 +225,7 @@ func FuzzPeerPayloads(f *testing.F) {
 		presenceEventsCodec.Append(nil, []PresenceEvent{{Key: session.ChannelKey("c"), User: "a", Join: true}}),
 		historyRequestCodec.Append(nil, HistoryRequest{Key: session.ChannelKey("c"), Since: 3, Limit: 100}),
 		historyReplyCodec.Append(nil, HistoryReply{Last: 5, Msgs: msgs}),
+		faultCodec.Append(nil, protocol.Fault{Kind: protocol.FaultSlow, DurationMS: 5000, LatencyMS: 200}),
 		{}, {0}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 	} {
 		f.Add(seed)
@@ -247,6 +250,22 @@ func FuzzPeerPayloads(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestFaultRoundTrip(t *testing.T) {
+	for _, f := range []protocol.Fault{
+		{Kind: protocol.FaultCrash},
+		{Kind: protocol.FaultIsolate, DurationMS: 8000},
+		{Kind: protocol.FaultSlow, DurationMS: 1, LatencyMS: protocol.MaxFaultLatencyMS},
+	} {
+		got, err := faultCodec.Decode(faultCodec.Append(nil, f))
+		if err != nil || got != f {
+			t.Fatalf("faultCodec round trip of %+v = %+v, %v", f, got, err)
+		}
+	}
+	if _, err := faultCodec.Decode([]byte{5, 'c'}); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("truncated fault: err = %v, want ErrBadPayload", err)
+	}
 }
 
 // Fields added after the first version travel as optional trailing values:

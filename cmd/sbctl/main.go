@@ -5,6 +5,7 @@
 //	sbctl --addr URL --admin-key K [--ca-file F] status | sessions USER | channels NAME | token --user U | drain NODE | leader-transfer
 //	sbctl certs init --dir D --nodes n1,n2,n3 [--hosts h1,h2]
 //	sbctl keyring list | install K | use K | remove K
+//	sbctl --addr URL --admin-key K drill --target NODE --fault crash|isolate|drain [--users N --rate R --duration D] [--json]
 package main
 
 import (
@@ -26,11 +27,13 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// Exit codes: 0 success, 1 the operation failed, 2 bad usage.
+// Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 a drill
+// found lost, duplicated, gapped or reordered messages.
 const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
+	exitOK        = 0
+	exitFail      = 1
+	exitUsage     = 2
+	exitViolation = 3
 )
 
 // defaultAddr is where `switchboard --dev` listens.
@@ -54,6 +57,13 @@ commands:
   keyring install K      install base64 key K on every live node (or --key-file F)
   keyring use K          make K the key every live node encrypts gossip with
   keyring remove K       remove K from every live node; rotate with install, use, remove
+  drill --target NODE --fault crash|isolate|drain [--users N --rate R --duration D] [--json]
+                         failover drill: N users spread over the nodes, publishing at R msg/s,
+                         the fault at --at (a third of D); reports lost, duplicated, gaps,
+                         out of order, resumed, RTO and time to a new owner; exits 3 when
+                         lost, duplicated, gaps or out of order is above 0. Also takes
+                         --token-secret-file and --api-key-file (or SWITCHBOARD_TOKEN_SECRET_FILE,
+                         SWITCHBOARD_API_KEY_FILE), --at, --isolate-for, --grace
 
 global flags (also after the command):
   --addr URL             a node's admin API, http:// or https:// (env SWITCHBOARD_ADDR; default ` + defaultAddr + `)
@@ -74,10 +84,13 @@ func usagef(format string, args ...any) error {
 
 // run is main without the process: it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdout)
+	err := dispatch(args, stdout, stderr)
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, errViolation):
+		fmt.Fprintln(stderr, "sbctl:", err)
+		return exitViolation
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usageText)
 		return exitOK
@@ -128,7 +141,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func dispatch(args []string, stdout io.Writer) error {
+func dispatch(args []string, stdout, stderr io.Writer) error {
 	g := &globals{timeout: 15 * time.Second}
 	fs := newFlagSet("sbctl")
 	g.register(fs)
@@ -158,6 +171,8 @@ func dispatch(args []string, stdout io.Writer) error {
 		return cmdCerts(rest, stdout)
 	case "keyring":
 		return cmdKeyring(g, rest, stdout)
+	case "drill":
+		return cmdDrill(g, rest, stdout, stderr)
 	case "help":
 		return flag.ErrHelp
 	}

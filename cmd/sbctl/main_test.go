@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/switchboard/switchboard/internal/clustertest"
+	"github.com/switchboard/switchboard/internal/load"
+	"github.com/switchboard/switchboard/node"
 )
 
 func TestMain(m *testing.M) {
@@ -387,4 +390,69 @@ func TestLeaderTransfer(t *testing.T) {
 	if from != prev || to == prev || c.Node(to) == nil {
 		t.Errorf("output %q; leader was %s", out, prev)
 	}
+}
+
+// TestDrill runs sbctl drill against a three-node cluster: the JSON
+// report has the §6 names, accounts for every message, and a crash of
+// n3 loses, duplicates and reorders nothing; the fault refused (a node
+// without fault injection) fails the drill, with exit 1.
+func TestDrill(t *testing.T) {
+	clearEnv(t)
+	c := clustertest.Start(t, 3, clustertest.Options{Configure: func(cfg *node.Config) { cfg.FaultInjection = cfg.NodeID != "n2" }})
+	args := []string{"--addr", c.URL("n1"), "--admin-key", clustertest.AdminKey, "drill",
+		"--token-secret-file", writeFile(t, "token-secret", clustertest.TokenSecret),
+		"--users", "9", "--rate", "100", "--duration", "3s", "--at", "1s"}
+
+	t.Run("usage", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			says string
+		}{
+			{[]string{"--fault", "crash"}, "--target is required"},
+			{[]string{"--target", "n3", "--fault", "slow"}, "want crash, isolate or drain"},
+			{[]string{"--target", "n3", "--fault", "crash", "--at", "5s"}, "--at"},
+			{[]string{"--target", "n3", "--fault", "crash"}, "api-key-file"},
+		} {
+			code, _, errOut := sbctl(t, append(slices.Clone(args), tc.args...)...)
+			if code != exitUsage || !strings.Contains(errOut, tc.says) {
+				t.Errorf("%v: exit %d, stderr %q; want exit 2 mentioning %q", tc.args, code, errOut, tc.says)
+			}
+		}
+	})
+	t.Setenv("SWITCHBOARD_API_KEY_FILE", writeFile(t, "api-key", clustertest.APIKey))
+
+	t.Run("fault refused", func(t *testing.T) {
+		code, out, errOut := sbctl(t, append(slices.Clone(args), "--target", "n2", "--fault", "crash", "--json")...)
+		if code != exitFail || !strings.Contains(errOut, "fault was not injected") || !strings.Contains(out, "--enable-fault-injection") {
+			t.Fatalf("exit %d, stdout %s, stderr %s", code, out, errOut)
+		}
+	})
+
+	t.Run("crash", func(t *testing.T) {
+		code, out, errOut := sbctl(t, append(slices.Clone(args), "--target", "n3", "--fault", "crash", "--json")...)
+		if code != exitOK {
+			t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+		}
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(out), &fields); err != nil {
+			t.Fatalf("not one JSON object: %v\n%s", err, out)
+		}
+		for _, name := range []string{"users", "acked", "lost", "duplicated", "gaps", "out_of_order", "resumed",
+			"continuity_lost", "rto_p50_ms", "rto_p99_ms", "rto_max_ms", "new_owner_ms"} {
+			if _, ok := fields[name].(float64); !ok {
+				t.Errorf("report has no number %q: %s", name, out)
+			}
+		}
+		var rep load.DrillReport
+		_ = json.Unmarshal([]byte(out), &rep)
+		switch {
+		case rep.Users != 9 || rep.Target != "n3" || rep.Trigger != "crash" || rep.Acked < 100:
+			t.Fatalf("report: %s", out)
+		case rep.Violated() || rep.Affected == 0 || rep.Resumed != rep.Rewelcomed || rep.Rewelcomed < rep.Affected:
+			t.Fatalf("report: %s", out)
+		}
+		if c.Node("n3") != nil {
+			t.Fatal("n3 still runs")
+		}
+	})
 }

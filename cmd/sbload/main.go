@@ -7,10 +7,13 @@
 //	       --api-key-file F --admin-key-file F --token-secret-file F [--ca-file F] \
 //	       --scenario drill --users 60 --rate 300 --duration 20s \
 //	       --target n1 --at 5s --kill-pid 12345
+//	sbload ... --scenario drill --target auto --kill-cmd 'docker kill sb-{node}'
+//	sbload ... --scenario drill --target n2 --fault crash|isolate|drain
 //
 // Scenarios: idle (connection memory and CPU), unicast (open-loop
 // latency), storm (reconnect storm) and drill (loss, duplicates, gaps and
-// RTO through a node kill or drain). It shows a live progress line (on a
+// RTO through a node kill, drain, crash or isolation: the engine sbctl
+// drill and the nodes' drill runner share). It shows a live progress line (on a
 // terminal; otherwise a line on stderr every few seconds) and prints one
 // JSON object on stdout at the end.
 package main
@@ -29,9 +32,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/switchboard/switchboard/internal/certs"
 	"github.com/switchboard/switchboard/internal/load"
@@ -50,10 +51,6 @@ const (
 // fdReserve is how many file descriptors beyond one per connection the
 // process keeps for HTTP, logs and the runtime.
 const fdReserve = 256
-
-// progressEveryNonTTY is how often progress goes to stderr when stdout is
-// not a terminal.
-const progressEveryNonTTY = 5 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -117,11 +114,13 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", c.DialConcurrency, "concurrent connection attempts while users connect")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "wait after publishing for acknowledged messages to arrive")
 	fs.DurationVar(&c.RetryFor, "retry-for", c.RetryFor, "retry one message (same id) on 503/network errors for this long")
-	fs.StringVar(&c.Target, "target", "", "storm/drill: node (id or base URL) the users connect to and that is taken away")
+	fs.StringVar(&c.Target, "target", "", "storm: node (id or base URL) the users connect to and that is taken away; drill: the node taken away, or auto: the node owning the most drill users once they connected")
 	fs.DurationVar(&c.At, "at", c.At, "drill: when to kill or drain the target, after publishing starts")
-	fs.StringVar(&o.killCmd, "kill-cmd", "", "storm/drill: shell command that kills the target")
+	fs.StringVar(&o.killCmd, "kill-cmd", "", "storm/drill: shell command that kills the target; {node} in it is replaced by the target's node id (docker kill sb-{node})")
 	fs.IntVar(&o.killPID, "kill-pid", 0, "storm/drill: PID of the target to SIGKILL")
-	fs.BoolVar(&c.Drain, "drain", false, "storm/drill: drain the target through the admin API instead of killing it")
+	fs.StringVar(&c.Fault, "fault", "", "storm/drill: take the target away through the admin API: drain, crash or isolate (crash and isolate need nodes started with --enable-fault-injection); default: --kill-cmd or --kill-pid")
+	fs.DurationVar(&c.IsolateFor, "isolate-for", c.IsolateFor, "drill --fault isolate: how long the target is cut off")
+	fs.BoolVar(&c.Drain, "drain", false, "storm/drill: --fault drain (the older spelling)")
 	fs.StringVar(&o.pids, "pids", "", "idle, broadcast: local node processes as ID=PID,… for memory and CPU figures")
 	fs.StringVar(&c.UserPrefix, "user-prefix", "", "user ids are PREFIX-u<i> (default: random per run)")
 	fs.IntVar(&c.ClientBuffer, "client-buffer", c.ClientBuffer, "SDK message buffer per client")
@@ -214,13 +213,23 @@ func (o *options) finish() error {
 		c.Trigger = load.KillPID(o.killPID)
 	}
 	if c.Drain {
+		if c.Fault != "" && c.Fault != load.FaultDrain {
+			return usagef("give one of --drain and --fault %s", c.Fault)
+		}
+		c.Fault, c.Drain = load.FaultDrain, false
+	}
+	switch c.Fault {
+	case "":
+	case load.FaultDrain, load.FaultCrash, load.FaultIsolate:
 		kills++
+	default:
+		return usagef("--fault %q: want drain, crash or isolate", c.Fault)
 	}
 	if kills > 1 {
-		return usagef("give one of --kill-cmd, --kill-pid and --drain")
+		return usagef("give one of --kill-cmd, --kill-pid and --fault (or --drain)")
 	}
 	if o.scenario == "drill" && kills == 0 {
-		return usagef("drill needs --kill-cmd, --kill-pid or --drain")
+		return usagef("drill needs --fault drain|crash|isolate, --kill-cmd or --kill-pid")
 	}
 	return nil
 }
@@ -281,8 +290,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		fmt.Fprintln(stderr, "sbload:", err)
 		return exitFail
 	}
-	pr := newProgress(stdout, stderr, tty)
-	o.cfg.Progress = pr.show
+	pr := load.NewProgressLine(stdout, stderr, tty, "sbload: ")
+	o.cfg.Progress = pr.Show
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err == nil {
@@ -318,9 +327,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		var rep load.DrillReport
 		rep, err = load.Drill(ctx, o.cfg)
 		result = rep
-		violation = rep.Lost > 0 || rep.Duplicated > 0 || rep.Gaps > 0 || rep.OutOfOrder > 0
+		violation = rep.Violated()
 	}
-	pr.finish()
+	pr.Finish()
 	if err != nil {
 		fmt.Fprintln(stderr, "sbload:", err)
 		return exitFail
@@ -345,44 +354,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		return exitViolation
 	}
 	return exitOK
-}
-
-// progress prints the live line: rewritten in place on a terminal,
-// otherwise a line on stderr every few seconds.
-type progress struct {
-	stdout, stderr io.Writer
-	tty            bool
-
-	mu    sync.Mutex
-	last  time.Time
-	drawn bool
-}
-
-func newProgress(stdout, stderr io.Writer, tty bool) *progress {
-	return &progress{stdout: stdout, stderr: stderr, tty: tty}
-}
-
-func (p *progress) show(s load.Progress) {
-	line := fmt.Sprintf("%s %-10s %6.1fs conn=%d sent=%d acked=%d delivered=%d errors=%d",
-		s.Scenario, s.Phase, s.Elapsed.Seconds(), s.Connected, s.Sent, s.Acked, s.Delivered, s.Errors)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty {
-		fmt.Fprintf(p.stdout, "\r\033[K%s", line)
-		p.drawn = true
-		return
-	}
-	if time.Since(p.last) >= progressEveryNonTTY {
-		p.last = time.Now()
-		fmt.Fprintln(p.stderr, "sbload:", line)
-	}
-}
-
-// finish clears the terminal line so the JSON starts on a clean line.
-func (p *progress) finish() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty && p.drawn {
-		fmt.Fprint(p.stdout, "\r\033[K")
-	}
 }

@@ -76,6 +76,8 @@ func TestUsageErrors(t *testing.T) {
 		{"no channels", append(base, "--scenario", "broadcast", "--channels", "0"), "--channels must be positive"},
 		{"drill without a kill", append(base, "--scenario", "drill", "--target", "n1"), "drill needs"},
 		{"two kills", append(base, "--scenario", "drill", "--target", "n1", "--kill-pid", "1", "--drain"), "one of"},
+		{"kill and fault", append(base, "--scenario", "drill", "--target", "n1", "--kill-pid", "1", "--fault", "crash"), "one of"},
+		{"bad fault", append(base, "--scenario", "drill", "--target", "n1", "--fault", "flood"), "want drain, crash or isolate"},
 		{"key twice", append(base, "--admin-key", "a", "--admin-key-file", "f"), "not both"},
 		{"over the process cap", append(base, "--users", "20", "--conns-per-process", "10"), "split the users"},
 		{"bad pids", append(base, "--pids", "n1:12"), "ID=PID"},
@@ -238,9 +240,9 @@ func checkStorm(t *testing.T, rep load.StormReport, target string) {
 	}
 }
 
-// TestDrillKillLosesNothing kills the node all users are on while
-// messages are published through the others: the drill must account for
-// every acknowledged message, once, in order.
+// TestDrillKillLosesNothing kills the node owning the most drill users
+// (Target auto) while messages are published through the others: the
+// drill must account for every acknowledged message, once, in order.
 func TestDrillKillLosesNothing(t *testing.T) {
 	c := clustertest.Start(t, 3)
 	cfg := load.DefaultConfig()
@@ -250,9 +252,11 @@ func TestDrillKillLosesNothing(t *testing.T) {
 	cfg.APIKey, cfg.AdminKey, cfg.TokenSecret = clustertest.APIKey, clustertest.AdminKey, []byte(clustertest.TokenSecret)
 	cfg.Users, cfg.Rate, cfg.Batch = 10, 150, 10
 	cfg.Duration, cfg.At, cfg.Grace = 3*time.Second, time.Second, 15*time.Second
-	cfg.Target = "n2"
-	cfg.Trigger = func(context.Context) error {
-		c.Kill("n2")
+	cfg.Target = load.AutoTarget
+	killed := ""
+	cfg.Trigger = func(_ context.Context, node string) error {
+		killed = node
+		c.Kill(node)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -264,18 +268,33 @@ func TestDrillKillLosesNothing(t *testing.T) {
 	b, _ := json.Marshal(rep)
 	t.Logf("drill: %s", b)
 	switch {
-	case rep.OnTargetBefore != 10 || rep.Trigger != "kill" || rep.KillAtMS < 900:
-		t.Fatalf("setup: on target %d, trigger %q at %v ms", rep.OnTargetBefore, rep.Trigger, rep.KillAtMS)
+	case rep.Target == "" || killed != rep.Target || rep.Trigger != "kill" || rep.KillAtMS < 900:
+		t.Fatalf("setup: target %q, killed %q, trigger %q at %v ms", rep.Target, killed, rep.Trigger, rep.KillAtMS)
+	case rep.OnTargetBefore < 4 || rep.OnTargetBefore == 10 || rep.Affected < 4:
+		// Users are spread over the nodes (10 over 3: 4, 3, 3) and the
+		// target is the one owning the most.
+		t.Fatalf("setup: %d users first on the target, %d on it at the kill", rep.OnTargetBefore, rep.Affected)
 	case rep.Acked < 300 || rep.Unacked != 0:
 		t.Fatalf("publishing: %+v", rep.Accounting)
 	case rep.Lost != 0 || rep.Duplicated != 0 || rep.Gaps != 0 || rep.OutOfOrder != 0 || rep.SeqMismatch != 0 || rep.SeqConflict != 0:
 		t.Fatalf("the kill broke a guarantee: %+v", rep.Accounting)
-	case rep.Rewelcomed != 10 || rep.ByNode["n2"] != 0:
+	case rep.Rewelcomed < rep.Affected || rep.ByNode[rep.Target] != 0:
 		t.Fatalf("failover: %+v", rep.Failover)
-	case rep.Resumed != 10 || rep.ContinuityLost != 0:
+	case rep.Resumed != rep.Rewelcomed || rep.ContinuityLost != 0:
 		t.Fatalf("every user should resume: %+v", rep.Failover)
-	case rep.RTO.Count != 10 || rep.RTO.Max < rep.RTO.P50 || rep.Rewelcome.Max > rep.RTO.Max:
+	case rep.RTO.Count != uint64(rep.Rewelcomed) || rep.RTO.Max < rep.RTO.P50 || rep.Rewelcome.Max > rep.RTO.Max:
 		t.Fatalf("rto: %+v rewelcome: %+v", rep.RTO, rep.Rewelcome)
+	}
+}
+
+// TestKillCommandNamesTheNode: {node} in --kill-cmd is the target's id.
+func TestKillCommandNamesTheNode(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "killed")
+	if err := load.Command("printf %s {node} > "+out)(context.Background(), "n7"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != "n7" {
+		t.Fatalf("command wrote %q (%v), want n7", b, err)
 	}
 }
 
@@ -289,7 +308,7 @@ func TestStormKill(t *testing.T) {
 	}
 	cfg.TokenSecret = []byte(clustertest.TokenSecret)
 	cfg.Users, cfg.Duration, cfg.Target = 8, 5*time.Second, "n1"
-	cfg.Trigger = func(context.Context) error {
+	cfg.Trigger = func(context.Context, string) error {
 		c.Kill("n1")
 		return nil
 	}

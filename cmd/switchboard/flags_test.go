@@ -130,3 +130,19 @@ func TestTokenAndOriginFlagsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// Fault injection is off unless --enable-fault-injection (or
+// SWITCHBOARD_ENABLE_FAULT_INJECTION) turns it on.
+func TestFaultInjectionFlag(t *testing.T) {
+	o, err := parse(nil, io.Discard)
+	if err != nil || o.cfg.FaultInjection {
+		t.Fatalf("default: fault injection %v (%v), want off", o.cfg.FaultInjection, err)
+	}
+	if o, err = parse([]string{"--enable-fault-injection"}, io.Discard); err != nil || !o.cfg.FaultInjection {
+		t.Fatalf("flag: fault injection %v (%v), want on", o.cfg.FaultInjection, err)
+	}
+	t.Setenv("SWITCHBOARD_ENABLE_FAULT_INJECTION", "true")
+	if o, err = parse(nil, io.Discard); err != nil || !o.cfg.FaultInjection {
+		t.Fatalf("environment: fault injection %v (%v), want on", o.cfg.FaultInjection, err)
+	}
+}

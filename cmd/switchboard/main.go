@@ -80,6 +80,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&c.Gateway.FrameRate, "client-frame-rate", c.Gateway.FrameRate, "frames per second a connection may send, control frames included, burst one second's worth; over it rate_limited, close 4029 (0: no limit)")
 	fs.IntVar(&c.API.MaxInflight, "max-inflight-publishes", c.API.MaxInflight, "messages of publish requests this node serves at once; over it 503 with Retry-After (0: no limit)")
 	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file of base64 AES-128/192/256 keys, one a line, the first the primary: encrypts and authenticates gossip (seeds <data-dir>/gossip-keyring, which wins once it exists)")
+	fs.BoolVar(&c.FaultInjection, "enable-fault-injection", false, "let POST /v1/nodes/{id}/faults crash, isolate or slow this node, for failover drills (staging; off: 403)")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "network timing profile: lan or wan")
 	fs.DurationVar(&c.Gateway.Heartbeat, "heartbeat", c.Gateway.Heartbeat, "client heartbeat interval")
 	fs.Var((*millis)(&c.Broker.Stream.Window), "resume-window", "how long a detached session can be resumed")

@@ -107,6 +107,9 @@ type fleet struct {
 	bin   string
 	dir   string
 	procs []*proc
+	// nodeArgs are added to every node startNode starts, after the §6
+	// flags (--enable-fault-injection, say).
+	nodeArgs []string
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -500,6 +503,7 @@ func (f *fleet) startNode(id, region, zone string, ports []int, seed *member) *m
 		args = append(args, "--join", seed.gossip)
 	}
 	args = append(args, "--token-secret-file", tokenFile, "--api-key-file", apiFile, "--admin-key-file", adminFile)
+	args = append(args, f.nodeArgs...)
 	n.proc = f.start(id, "", args, nil)
 	return n
 }

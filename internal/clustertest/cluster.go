@@ -71,6 +71,8 @@ type Cluster struct {
 	nodes map[string]*node.Node
 	ids   []string
 
+	crashes sync.WaitGroup // injected crashes stopping a node
+
 	faults *faults      // nil unless Options.Faults
 	certs  string       // CertDir; "" without TLS
 	hc     *http.Client // trusts the cluster's CA with PublicTLS
@@ -157,8 +159,27 @@ func (c *Cluster) newConfig(id, zone string, ports []int) node.Config {
 	cfg.Profile = "local"
 	cfg.Gateway.Heartbeat = time.Second
 	cfg.Logger = c.opts.Logger.With("node", id)
+	// An injected crash (fault injection) stops this node abruptly, as
+	// Kill does, instead of killing the test binary.
+	cfg.Crash = func() { c.crash(id) }
 	c.configureTLS(id, &cfg)
 	return cfg
+}
+
+// crash stops node id abruptly, as Kill does, from a goroutine of the
+// node's (an injected crash): it reports nothing to the test.
+func (c *Cluster) crash(id string) {
+	c.mu.Lock()
+	nd := c.nodes[id]
+	delete(c.nodes, id)
+	if nd != nil {
+		c.crashes.Add(1) // under mu: Stop, which waits, takes it first or sees this
+	}
+	c.mu.Unlock()
+	if nd != nil {
+		nd.Kill()
+		c.crashes.Done()
+	}
 }
 
 // AddNode starts one more node, id, in the first zone, joining the
@@ -322,6 +343,7 @@ func (c *Cluster) Stop() {
 		}()
 	}
 	wg.Wait()
+	c.crashes.Wait()
 	c.hc.CloseIdleConnections()
 }
 

@@ -118,3 +118,12 @@ func (w *Workload) checkRegistry(live []string) {
 	}
 	w.t.Logf("registry: %d of %d users changed owner", moved, len(w.users))
 }
+
+// Users returns the workload's user ids.
+func (w *Workload) Users() []string {
+	out := make([]string, len(w.users))
+	for i, u := range w.users {
+		out[i] = u.name
+	}
+	return out
+}

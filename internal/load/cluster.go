@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/switchboard/switchboard/protocol"
@@ -191,24 +192,104 @@ func (c *cluster) owner(ctx context.Context, adminBase, user string) (string, er
 	return s.Owner, nil
 }
 
-// drainer returns a Trigger that asks the cluster to drain node target,
-// through another node first (as an operator elsewhere would), then
-// through the target itself.
+// drainer returns a Trigger that asks the cluster to drain node target.
 func (c *cluster) drainer(target int) Trigger {
-	return func(ctx context.Context) error {
+	return c.adminTrigger(target, "drain", "/drain", []byte("{}"))
+}
+
+// injector returns a Trigger that asks the cluster to inject fault f into
+// node target (POST /v1/nodes/{id}/faults).
+func (c *cluster) injector(target int, f protocol.Fault) Trigger {
+	body, _ := json.Marshal(f)
+	return c.adminTrigger(target, f.Kind, "/faults", body)
+}
+
+// adminTrigger posts body to /v1/nodes/{target}{path} through another
+// node first (as an operator elsewhere would), then through the target
+// itself; 202 is success.
+func (c *cluster) adminTrigger(target int, what, path string, body []byte) Trigger {
+	return func(ctx context.Context, _ string) error {
 		id := c.nodes[target].ID
 		var last error
 		for k := 1; k <= len(c.nodes); k++ {
 			via := c.nodes[(target+k)%len(c.nodes)]
-			st, body, err := c.do(ctx, http.MethodPost, via.Admin+"/v1/nodes/"+id+"/drain", c.adminKey, []byte("{}"))
+			st, answer, err := c.do(ctx, http.MethodPost, via.Admin+"/v1/nodes/"+id+path, c.adminKey, body)
 			if err == nil && st == http.StatusAccepted {
 				return nil
 			}
 			if err == nil {
-				err = fmt.Errorf("answered %d %s", st, bytes.TrimSpace(body))
+				err = fmt.Errorf("answered %d %s", st, bytes.TrimSpace(answer))
+				if st == http.StatusForbidden || st == http.StatusBadRequest {
+					// The target's answer: asking elsewhere will not change it.
+					return fmt.Errorf("%w: %s %s via %s: %w", ErrTrigger, what, id, via.ID, err)
+				}
 			}
-			last = fmt.Errorf("drain %s via %s: %w", id, via.ID, err)
+			last = fmt.Errorf("%s %s via %s: %w", what, id, via.ID, err)
 		}
 		return fmt.Errorf("%w: %w", ErrTrigger, last)
 	}
+}
+
+// trigger returns the Trigger that takes node target away with cfg's
+// fault, or nil for none (Storm's operator mode).
+func (c *cluster) trigger(cfg *Config, target int) Trigger {
+	switch cfg.Fault {
+	case FaultDrain:
+		return c.drainer(target)
+	case FaultCrash:
+		return c.injector(target, protocol.Fault{Kind: protocol.FaultCrash})
+	case FaultIsolate:
+		return c.injector(target, protocol.Fault{Kind: protocol.FaultIsolate, DurationMS: cfg.IsolateFor.Milliseconds()})
+	}
+	return cfg.Trigger
+}
+
+// ownerLookups bounds concurrent GET /v1/sessions requests.
+const ownerLookups = 16
+
+// owners reads the registry owner of each named user through the admin
+// API of the nodes in via, trying them in turn; a user whose lookup fails
+// everywhere is left out.
+func (c *cluster) owners(ctx context.Context, users []string, via []int) map[string]string {
+	out := make(map[string]string, len(users))
+	var mu sync.Mutex
+	sem := make(chan struct{}, ownerLookups)
+	var wg sync.WaitGroup
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, i := range via {
+				if o, err := c.owner(ctx, c.nodes[i].Admin, u); err == nil {
+					mu.Lock()
+					out[u] = o
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// mostOwned returns the index of the node that owns the most of users
+// (the first such node on a tie), or an error when no owner is known.
+func (c *cluster) mostOwned(owners map[string]string) (int, int, error) {
+	count := map[string]int{}
+	for _, o := range owners {
+		count[o]++
+	}
+	best, most := -1, 0
+	for i, n := range c.nodes {
+		if count[n.ID] > most {
+			best, most = i, count[n.ID]
+		}
+	}
+	if best < 0 {
+		return -1, 0, fmt.Errorf("%w: no drill user has a known owner among the endpoints' nodes", ErrCluster)
+	}
+	return best, most, nil
 }

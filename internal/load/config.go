@@ -34,8 +34,21 @@ var (
 )
 
 // Trigger makes the target node go away: a kill, a drain, or whatever the
-// caller's harness does. It must return promptly.
-type Trigger func(ctx context.Context) error
+// caller's harness does. node is the target's id (the one chosen when
+// Config.Target is "auto"). It must return promptly.
+type Trigger func(ctx context.Context, node string) error
+
+// How a drill or a storm takes the target away (Config.Fault).
+const (
+	FaultKill    = "kill"    // Config.Trigger: a kill command, a PID, a harness
+	FaultDrain   = "drain"   // POST /v1/nodes/{id}/drain
+	FaultCrash   = "crash"   // POST /v1/nodes/{id}/faults {"kind":"crash"}
+	FaultIsolate = "isolate" // POST /v1/nodes/{id}/faults {"kind":"isolate"}
+)
+
+// AutoTarget as Config.Target makes Drill choose the target after the
+// users connect: the node that owns the most of them.
+const AutoTarget = "auto"
 
 // Config is shared by every scenario; each uses the fields it needs.
 type Config struct {
@@ -83,16 +96,24 @@ type Config struct {
 	// network errors before it is given up as unacknowledged.
 	RetryFor time.Duration
 
-	// Target is the node (id or base URL) that Storm and Drill connect the
-	// users to and then take away.
+	// Target is the node (id or base URL) that Storm connects the users
+	// to, and that Storm and Drill take away. For Drill, AutoTarget
+	// picks the node owning the most drill users once they connected.
 	Target string
 	// At is when, after publishing starts, Drill fires the trigger.
 	At time.Duration
-	// Trigger takes the target away (kill). Nil with Drain set drains the
-	// target through the admin API; nil without Drain makes Storm wait for
-	// the operator (the first disconnect starts the clock).
+	// Fault is how the target is taken away: FaultKill (Trigger does it),
+	// FaultDrain (POST /v1/nodes/{id}/drain), or FaultCrash and
+	// FaultIsolate (POST /v1/nodes/{id}/faults, on a cluster started with
+	// --enable-fault-injection). Empty means FaultKill with a Trigger,
+	// FaultDrain with Drain; with neither, Storm waits for the operator
+	// (the first disconnect starts the clock).
+	Fault string
+	// IsolateFor is how long FaultIsolate cuts the target off.
+	IsolateFor time.Duration
+	// Trigger takes the target away (FaultKill).
 	Trigger Trigger
-	// Drain drains the target with POST /v1/nodes/{id}/drain.
+	// Drain is Fault FaultDrain (the older spelling, sbload --drain).
 	Drain bool
 
 	// PIDs maps node ids to local process ids, for memory and CPU figures
@@ -136,6 +157,7 @@ func DefaultConfig() Config {
 		Grace:           10 * time.Second,
 		RetryFor:        30 * time.Second,
 		At:              5 * time.Second,
+		IsolateFor:      10 * time.Second,
 		ClientBuffer:    256,
 	}
 }
@@ -160,6 +182,9 @@ func (c Config) normalize(needPublish, needTarget bool) (Config, error) {
 	}
 	if c.ClientBuffer == 0 {
 		c.ClientBuffer = d.ClientBuffer
+	}
+	if c.IsolateFor == 0 {
+		c.IsolateFor = d.IsolateFor
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -233,11 +258,31 @@ func (c Config) normalize(needPublish, needTarget bool) (Config, error) {
 		if c.Target == "" {
 			bad("target is required")
 		}
-		if c.Drain && c.AdminKey == "" {
-			bad("drain needs the admin key")
+		switch {
+		case c.Drain && c.Fault != "" && c.Fault != FaultDrain:
+			bad("drain and fault %q: give one", c.Fault)
+		case c.Drain:
+			c.Fault = FaultDrain
+		case c.Fault == "" && c.Trigger != nil:
+			c.Fault = FaultKill
 		}
-		if c.Drain && c.Trigger != nil {
-			bad("give either a trigger (kill) or drain, not both")
+		switch c.Fault {
+		case "", FaultKill:
+			if c.Fault == FaultKill && c.Trigger == nil {
+				bad("fault kill needs a trigger (a kill command or PID)")
+			}
+		case FaultDrain, FaultCrash, FaultIsolate:
+			if c.AdminKey == "" {
+				bad("%s needs the admin key", c.Fault)
+			}
+			if c.Trigger != nil {
+				bad("give either a trigger (kill) or %s, not both", c.Fault)
+			}
+		default:
+			bad("fault %q: want kill, drain, crash or isolate", c.Fault)
+		}
+		if c.Fault == FaultIsolate && (c.IsolateFor <= 0 || c.IsolateFor > 10*time.Minute) {
+			bad("isolate duration must be between 1ms and 10m, not %v", c.IsolateFor)
 		}
 		if len(c.Endpoints) < 2 {
 			bad("a target to take away needs at least 2 endpoints")

@@ -25,6 +25,7 @@ type user struct {
 
 	welcomes  atomic.Int64
 	firstNode atomic.Pointer[string] // node of the first welcome
+	node      atomic.Pointer[string] // node of the latest welcome
 
 	// The first welcome after the fleet's mark (the kill or drain), its
 	// resumed flag and node, and the first message delivered after it;
@@ -166,6 +167,7 @@ func (f *fleet) welcomed(u *user, w protocol.Welcome) {
 	if n == 1 {
 		u.firstNode.Store(&node)
 	}
+	u.node.Store(&node)
 	post := f.mark.Load() != 0
 	if f.operatorMode {
 		post = n >= 2
@@ -258,6 +260,17 @@ func (f *fleet) firstNodes() map[string]int {
 	for _, u := range f.users {
 		if p := u.firstNode.Load(); p != nil {
 			out[*p]++
+		}
+	}
+	return out
+}
+
+// onNode lists the users whose latest welcome came from node.
+func (f *fleet) onNode(node string) []*user {
+	var out []*user
+	for _, u := range f.users {
+		if p := u.node.Load(); p != nil && *p == node {
+			out = append(out, u)
 		}
 	}
 	return out

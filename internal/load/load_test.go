@@ -45,7 +45,13 @@ func TestNormalizeNamesTheBadField(t *testing.T) {
 		{"no target", func(c *Config) { c.Target = "" }, "target is required"},
 		{"drain without admin key", func(c *Config) { c.Drain, c.AdminKey = true, "" }, "admin key"},
 		{"bad user prefix", func(c *Config) { c.UserPrefix = `we"ird` }, "user prefix"},
-		{"drain and kill", func(c *Config) { c.Drain, c.Trigger = true, func(context.Context) error { return nil } }, "not both"},
+		{"drain and kill", func(c *Config) { c.Drain, c.Trigger = true, func(context.Context, string) error { return nil } }, "not both"},
+		{"crash and kill", func(c *Config) { c.Fault, c.Trigger = FaultCrash, func(context.Context, string) error { return nil } }, "not both"},
+		{"unknown fault", func(c *Config) { c.Fault = "flood" }, "want kill, drain, crash or isolate"},
+		{"crash without admin key", func(c *Config) { c.Fault, c.AdminKey = FaultCrash, "" }, "crash needs the admin key"},
+		{"kill without trigger", func(c *Config) { c.Fault = FaultKill }, "needs a trigger"},
+		{"isolate too long", func(c *Config) { c.Fault, c.IsolateFor = FaultIsolate, time.Hour }, "isolate duration"},
+		{"drain and isolate", func(c *Config) { c.Drain, c.Fault = true, FaultIsolate }, "give one"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -348,5 +354,27 @@ func TestEncodeIsValidBatch(t *testing.T) {
 	m := got.Messages[0]
 	if len(got.Messages) != 2 || m.User != "r-1.x_y-u1" || m.ID != "r-1.x_y-m7" || m.Data != (payload{T: 42, U: 1, K: 7}) {
 		t.Fatalf("decoded %+v", got)
+	}
+}
+
+// TestDrillReportText: the readable report names every guarantee and
+// says FAIL as soon as one is broken.
+func TestDrillReportText(t *testing.T) {
+	rep := DrillReport{Users: 9, Target: "n2", Trigger: FaultCrash, Rate: 100, Affected: 3, RTOP50: 250, RTOMax: 300}
+	rep.Acked, rep.Delivered, rep.Rewelcomed, rep.Resumed = 100, 100, 3, 3
+	var b strings.Builder
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"crash of n2", "lost", "duplicated", "gaps", "out of order", "3 resumed", "p50 250", "PASS"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	rep.Gaps = 1
+	b.Reset()
+	_ = rep.WriteText(&b)
+	if !rep.Violated() || !strings.Contains(b.String(), "FAIL") {
+		t.Fatalf("a gap must fail the drill:\n%s", b.String())
 	}
 }

@@ -42,13 +42,9 @@ func Storm(ctx context.Context, cfg Config) (StormReport, error) {
 		return StormReport{}, err
 	}
 	rep := StormReport{Scenario: "storm", Users: r.cfg.Users, Target: cl.nodes[target].ID}
-	trigger := r.cfg.Trigger
-	switch {
-	case trigger != nil:
-		rep.Trigger = "kill"
-	case r.cfg.Drain:
-		rep.Trigger, trigger = "drain", cl.drainer(target)
-	default:
+	trigger := cl.trigger(&r.cfg, target)
+	rep.Trigger = r.cfg.Fault
+	if trigger == nil {
 		rep.Trigger = "operator"
 	}
 	f := newFleet(&r.cfg, nil)
@@ -81,7 +77,7 @@ func Storm(ctx context.Context, cfg Config) (StormReport, error) {
 		r.setPhase("trigger")
 		start = time.Now().UnixNano()
 		f.mark.Store(start)
-		if err := trigger(ctx); err != nil {
+		if err := trigger(ctx, cl.nodes[target].ID); err != nil {
 			rep.TriggerError = err.Error()
 			return rep, err
 		}

@@ -87,6 +87,10 @@ type Config struct {
 	// i+1 and the caller's error matches Errors[i] again. Both ends must
 	// agree on it: append only, never reorder.
 	Errors []error
+	// Delay, when set, is how long a link's writer holds what was queued
+	// before it sends it: injected latency (fault injection's slow, for
+	// drills). Frames keep their order; nil or 0 adds nothing.
+	Delay func() time.Duration
 }
 
 // DefaultConfig returns production defaults; NodeID and Dial must still be set.
@@ -919,6 +923,26 @@ func (c *link) respond(method uint8, id uint64, out []byte, err error) {
 // writeLoop is the link's only writer. It batches whatever is queued into one
 // buffered write and flushes only when the queue is empty, so a burst of
 // frames costs few syscalls; when idle it sends pings.
+// hold waits out Config.Delay before the writer sends; false if the link
+// died meanwhile.
+func (c *link) hold() bool {
+	if c.p.cfg.Delay == nil {
+		return true
+	}
+	d := c.p.cfg.Delay()
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
 func (c *link) writeLoop() {
 	bw := bufio.NewWriterSize(c.conn, ioBuf)
 	timeout := deadIntervals * c.p.cfg.PingInterval
@@ -950,6 +974,10 @@ func (c *link) writeLoop() {
 		case <-c.done:
 			return
 		case bp := <-c.sendq:
+			if !c.hold() {
+				putBuf(bp)
+				return
+			}
 			err = write(*bp)
 			putBuf(bp)
 		drain:

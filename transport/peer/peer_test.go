@@ -242,6 +242,54 @@ func TestPeerSendDeliversInOrder(t *testing.T) {
 	}
 }
 
+// TestPeerDelayHoldsSends: with Config.Delay, what a node sends leaves
+// at least the delay late (a call's answer comes back no sooner), and
+// one-way frames keep their order; with no delay the same call is fast.
+// Only lower bounds and order are asserted: a slow machine only adds.
+func TestPeerDelayHoldsSends(t *testing.T) {
+	testenv.NoLeaks(t)
+	var delay atomic.Int64
+	var mu sync.Mutex
+	var got []byte
+	srv := peerStartServer(t, "127.0.0.1:0", Config{}, func(p *Links) {
+		p.Handle(1, peerEcho, false)
+		p.Handle(3, func(_ context.Context, _ string, b []byte) ([]byte, error) {
+			mu.Lock()
+			got = append(got, b...)
+			mu.Unlock()
+			return nil, nil
+		}, true)
+	})
+	cli := peerStartClient(t, Config{Delay: func() time.Duration { return time.Duration(delay.Load()) }})
+	if _, err := cli.Call(context.Background(), srv.addr, 1, []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	delay.Store(int64(150 * time.Millisecond))
+	for i := range 3 {
+		start := time.Now()
+		if _, err := cli.Call(context.Background(), srv.addr, 1, []byte("slow")); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < 150*time.Millisecond {
+			t.Fatalf("call %d took %v with a 150ms delay", i, d)
+		}
+	}
+	for _, b := range []byte("abcdef") {
+		if err := cli.Send(context.Background(), srv.addr, 3, []byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Call(context.Background(), srv.addr, 1, nil); err != nil { // after the frames, on the same link
+		t.Fatal(err)
+	}
+	mu.Lock()
+	order := string(got)
+	mu.Unlock()
+	if order != "abcdef" {
+		t.Fatalf("one-way frames arrived as %q, want abcdef", order)
+	}
+}
+
 var (
 	errPeerTestNotFound = errors.New("not found")
 	errPeerTestStale    = errors.New("stale epoch")
