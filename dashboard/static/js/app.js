@@ -15,6 +15,19 @@ let pollTimer = 0;
 let polling = false;
 let last = { cluster: null, stats: null, raft: null };
 let transferFrom = ''; // the leader that handed over, until a new one is known
+let self = ''; // the id of the node serving this page (GET /healthz)
+
+// whoAmI learns which node serves the page: its health answer names it,
+// without a key.
+async function whoAmI() {
+  try {
+    const res = await fetch('/healthz', { cache: 'no-store', signal: AbortSignal.timeout(5000) });
+    const body = await res.json();
+    self = typeof body.node === 'string' ? body.node : '';
+  } catch {
+    self = '';
+  }
+}
 
 // status shows the polling state, and the time of the last poll where
 // there is room for it.
@@ -83,7 +96,7 @@ function start() {
   show($('#sign-out'), true);
   polling = true;
   loadHistory();
-  poll();
+  whoAmI().finally(poll);
 }
 
 // poll fetches the three views at once, draws what arrived, and schedules
@@ -119,8 +132,8 @@ async function poll() {
 function draw() {
   const { cluster, stats, raft } = last;
   if (cluster) {
-    render($('#topology'), cluster, stats ? stats.nodes : null, drain);
-    setTargets(cluster.nodes);
+    render($('#topology'), cluster, stats ? stats.nodes : null, drain, self);
+    setTargets(cluster.nodes, self);
     const live = cluster.nodes.filter((n) => n.state === 'alive' || n.state === 'suspect' || n.state === 'draining').length;
     setText($('#sum-leader'), cluster.leader || 'none');
     setText($('#sum-term'), int(cluster.term));
@@ -158,7 +171,8 @@ function drawRaft(r) {
 
 async function drain(id) {
   const ok = await confirmAction(`Drain ${id}?`,
-    `${id} stops taking clients, hands its sessions and channels to other nodes, moves its connections away and leaves the cluster. Its process then exits.`,
+    `${id} stops taking clients, hands its sessions and channels to other nodes, moves its connections away and leaves the cluster. Its process then exits.` +
+    (id === self ? ` ${id} serves this page: open another node's /ui/ to keep watching.` : ''),
     `Drain ${id}`);
   if (!ok) return;
   try {

@@ -12,9 +12,13 @@ let watching = null; // id of the drill being watched
 let timer = 0;
 
 // setTargets offers the live nodes as drill targets, keeping the choice.
-export function setTargets(nodes) {
+// The node serving this page runs the drill, so it cannot be the target.
+export function setTargets(nodes, self) {
   const sel = $('#drill-target');
-  const live = nodes.filter((n) => n.state === 'alive' || n.state === 'suspect').map((n) => n.id).sort();
+  const live = nodes.filter((n) => n.state === 'alive' && n.id !== self).map((n) => n.id).sort();
+  const hint = $('#drill-hint');
+  setText(hint, self ? `The drill runs on ${self}, the node serving this page, so ${self} cannot be its target.` : '');
+  show(hint, !!self);
   const have = [...sel.options].map((o) => o.value);
   if (have.join() === live.join()) return;
   const keep = sel.value;
@@ -115,39 +119,51 @@ export function renderDrill(d) {
   box.dataset.drill = d.id;
   show(box, true);
   if (d.error) fail(new Error(`drill ${d.state}: ${d.error}`));
+  else show($('#drill-error'), false);
   if (d.report && d.state !== 'running') renderReport(d.report);
+  else show($('#drill-report'), false);
 }
 
+// The report's figures of sbctl drill (DESIGN.md §6), in its order. A
+// "must" figure above 0 breaks a guarantee (G1–G3), as sbctl drill's exit
+// status says; a "warn" one is worth a look.
 const REPORT = [
   ['users', 'Users', int],
+  ['affected', 'On the target at the fault', int],
   ['acked', 'Acked', int],
-  ['lost', 'Lost', int, true],
-  ['duplicated', 'Duplicated', int, true],
-  ['gaps', 'Gaps', int, true],
-  ['out_of_order', 'Out of order', int, true],
+  ['lost', 'Lost', int, 'must'],
+  ['duplicated', 'Duplicated', int, 'must'],
+  ['gaps', 'Gaps', int, 'must'],
+  ['out_of_order', 'Out of order', int, 'must'],
   ['resumed', 'Resumed', int],
-  ['continuity_lost', 'Continuity lost', int, true],
+  ['continuity_lost', 'Continuity lost', int, 'warn'],
   ['rto_p50_ms', 'RTO p50', ms],
   ['rto_p99_ms', 'RTO p99', ms],
   ['rto_max_ms', 'RTO max', ms],
+  ['new_owner_ms', 'Time to a new owner', ms],
 ];
 
+const scalar = (v) => typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean';
+
+function row(k, label, value, cls = '') {
+  return h('tr', { 'data-field': k, class: cls }, h('th', {}, label), h('td', {}, value));
+}
+
 function renderReport(r) {
-  const bad = REPORT.filter(([k, , , mustBeZero]) => mustBeZero && r[k] > 0).map(([, label]) => label.toLowerCase());
-  const verdict = bad.length ? `FAIL: ${bad.join(', ')}` : 'PASS: nothing lost, duplicated or out of order';
+  const broken = REPORT.filter(([k, , , level]) => level === 'must' && r[k] > 0).map(([, label]) => label.toLowerCase());
+  let verdict = broken.length ? `FAIL: ${broken.join(', ')}` : 'PASS: nothing lost, duplicated, gapped or out of order';
+  if (!broken.length && r.continuity_lost > 0) verdict += ` · ${r.continuity_lost} users lost continuity`;
   const known = new Set(REPORT.map(([k]) => k));
-  const rows = REPORT.filter(([k]) => k in r).map(([k, label, fmt, mustBeZero]) =>
-    h('tr', { 'data-field': k, class: mustBeZero && r[k] > 0 ? 'bad' : '' }, h('th', {}, label), h('td', {}, fmt(r[k]))));
-  // Fields this page does not know yet are shown as they come.
-  for (const [k, v] of Object.entries(r)) {
-    if (!known.has(k) && (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean')) {
-      rows.push(h('tr', { 'data-field': k }, h('th', {}, k.replaceAll('_', ' ')), h('td', {}, k.endsWith('_ms') ? ms(v) : String(v))));
-    }
-  }
+  const main = REPORT.filter(([k]) => k in r).map(([k, label, fmt, level]) =>
+    row(k, label, fmt(r[k]), r[k] > 0 && level === 'must' ? 'bad' : r[k] > 0 && level === 'warn' ? 'warn' : ''));
+  // The engine's other figures, as they come, out of the way.
+  const rest = Object.entries(r).filter(([k, v]) => !known.has(k) && scalar(v))
+    .map(([k, v]) => row(k, k.replaceAll('_', ' '), typeof v === 'number' && k.endsWith('_ms') ? ms(v) : String(v)));
   const box = $('#drill-report');
   box.replaceChildren(
-    h('p', { class: `verdict ${bad.length ? 'bad' : 'good'}`, 'data-verdict': bad.length ? 'fail' : 'pass' }, verdict),
-    h('table', {}, h('tbody', {}, rows)));
+    h('p', { class: `verdict ${broken.length ? 'bad' : 'good'}`, 'data-verdict': broken.length ? 'fail' : 'pass' }, verdict),
+    h('table', {}, h('tbody', {}, main)),
+    rest.length ? h('details', {}, h('summary', {}, 'All figures'), h('table', {}, h('tbody', {}, rest))) : '');
   show(box, true);
 }
 
@@ -161,7 +177,7 @@ export async function loadHistory() {
     }
     const running = drills.find((d) => d.state === 'running');
     if (running && !watching) watch(running);
-    box.replaceChildren(h('ul', { class: 'history' }, drills.slice().reverse().map((d) =>
+    box.replaceChildren(h('ul', { class: 'history' }, drills.map((d) =>
       h('li', {},
         h('button', { type: 'button', class: 'link', onclick: () => { renderDrill(d); } },
           `${d.started_at ? new Date(d.started_at).toLocaleTimeString() : ''} ${d.fault} ${d.target}`),

@@ -59,7 +59,8 @@ function card(id, onDrain) {
   const spark = sparkline();
   const el = h('article', { class: 'node', 'data-node': id },
     h('header', {},
-      h('span', { class: 'node-id' }, id),
+      h('span', { class: 'node-title' }, h('span', { class: 'node-id' }, id),
+        (f.self = h('span', { class: 'badge self', 'data-field': 'self', title: 'the node serving this page', hidden: true }, 'this console'))),
       (f.leader = h('span', { class: 'badge leader', 'data-field': 'leader', hidden: true }, '★ Leader')),
       (f.raft = h('span', { class: 'badge raft', 'data-field': 'raft' }, '–')),
       (f.state = h('span', { class: 'badge state', 'data-field': 'state' }, '–'))),
@@ -89,7 +90,7 @@ function trim(parent, n) {
 const byName = (a, b) => a.localeCompare(b, 'en', { numeric: true });
 
 // render draws the nodes of /v1/cluster with the figures of /v1/stats.
-export function render(root, cluster, stats, onDrain) {
+export function render(root, cluster, stats, onDrain, self) {
   const figures = new Map((stats || []).map((s) => [s.id, s]));
   const nodes = [...cluster.nodes].sort((a, b) => byName(a.region, b.region) || byName(a.zone, b.zone) || byName(a.id, b.id));
   if (root.querySelector(':scope > p')) root.replaceChildren();
@@ -114,7 +115,7 @@ export function render(root, cluster, stats, onDrain) {
       list.forEach((n, i) => {
         const c = card(n.id, onDrain);
         place(z.nodesEl, c.el, i);
-        update(c, n, figures.get(n.id), cluster.leader);
+        update(c, n, figures.get(n.id), cluster.leader, self);
         seen.add(n.id);
       });
       trim(z.nodesEl, list.length);
@@ -134,9 +135,11 @@ export function render(root, cluster, stats, onDrain) {
 
 const drainable = new Set(['alive', 'suspect']);
 
-function update(c, n, s, leader) {
+function update(c, n, s, leader, self) {
   const isLeader = n.id === leader && leader !== '';
   const d = c.el.dataset;
+  d.self = String(n.id === self);
+  c.f.self.hidden = n.id !== self;
   d.region = n.region;
   d.zone = n.zone;
   d.state = n.state;
