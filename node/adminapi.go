@@ -50,22 +50,12 @@ func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := n.raft.Status()
-	suffrage := map[string]string{}
-	for _, s := range st.Servers {
-		suffrage[s.ID] = s.Suffrage
-	}
+	roles := raftRoles(st)
 	members := n.pool.Members()
 	nodes := make([]protocol.ClusterNode, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		role := suffrage[m.ID]
-		switch {
-		case m.ID == st.Leader && st.Leader != "":
-			role = "leader"
-		case role == "":
-			role = "none"
-		}
-		nodes[i] = protocol.ClusterNode{ID: m.ID, Region: m.Region, Zone: m.Zone, PublicURL: m.PublicURL, State: string(m.State), Raft: role}
+		nodes[i] = protocol.ClusterNode{ID: m.ID, Region: m.Region, Zone: m.Zone, PublicURL: m.PublicURL, State: string(m.State), Raft: roles.of(m.ID)}
 		n.raft.Read(func() { nodes[i].SessionsOwned = n.machine.Registry.Owned(m.ID) })
 		switch {
 		case m.ID == n.cfg.NodeID:

@@ -112,7 +112,7 @@ func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	roles := raftRoles(n.raft.Status())
-	var out []protocol.NodeStats
+	out := []protocol.NodeStats{}
 	for _, m := range n.pool.Members() {
 		if usable(m.State) {
 			out = append(out, protocol.NodeStats{ID: m.ID, Region: m.Region, Zone: m.Zone, State: string(m.State), Raft: roles.of(m.ID)})
@@ -121,7 +121,7 @@ func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
 	var wg sync.WaitGroup
 	for i := range out {
 		if out[i].ID == n.cfg.NodeID {
-			fill(&out[i], n.ownStats())
+			fillStats(&out[i], n.ownStats())
 			continue
 		}
 		wg.Add(1)
@@ -134,14 +134,15 @@ func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
 				out[i].Error = err.Error()
 				return
 			}
-			fill(&out[i], s)
+			fillStats(&out[i], s)
 		}()
 	}
 	wg.Wait()
 	writeJSON(w, http.StatusOK, protocol.Stats{At: time.Now().UTC(), Nodes: out})
 }
 
-func fill(dst *protocol.NodeStats, s peerapi.NodeStats) {
+// fillStats copies a node's answer into its row of GET /v1/stats.
+func fillStats(dst *protocol.NodeStats, s peerapi.NodeStats) {
 	dst.Connections, dst.SessionsOwned, dst.ChannelsOwned = int(s.Connections), int(s.SessionsOwned), int(s.ChannelsOwned)
 	dst.Attached, dst.Replicas = int(s.Attached), int(s.Replicas)
 	dst.PublishRate, dst.DeliveryRate = s.PublishRate, s.DeliveryRate
