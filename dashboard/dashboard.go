@@ -39,6 +39,10 @@ func Handler(prefix string) http.Handler {
 			http.Error(w, "use GET", http.StatusMethodNotAllowed)
 			return
 		}
+		if strings.HasSuffix(r.URL.Path, "/") && r.URL.Path != prefix {
+			http.NotFound(w, r) // no listings of the asset folders
+			return
+		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")

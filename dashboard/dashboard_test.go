@@ -43,6 +43,16 @@ func TestHandlerServesThePageWithoutAKey(t *testing.T) {
 			t.Errorf("GET %s: empty", file)
 		}
 	}
+	for _, missing := range []string{"/ui/js/", "/ui/nothing.js"} {
+		resp, err := http.Get(srv.URL + missing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", missing, resp.StatusCode)
+		}
+	}
 	resp, err := http.Post(srv.URL+"/ui/", "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)
