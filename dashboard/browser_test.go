@@ -73,7 +73,7 @@ func (p page) screenshot(name string) string {
 func (p page) fail(what string, err error) {
 	p.t.Helper()
 	text, _ := chromedp.Run(browsertest.Step(p.t, p.ctx), chromedp.Evaluate[string](`document.body.innerText`))
-	if shot, serr := chromedp.Run(browsertest.Step(p.t, p.ctx), chromedp.FullScreenshot(90)); serr == nil {
+	if shot, serr := chromedp.Run(browsertest.Step(p.t, p.ctx), chromedp.FullScreenshot(100)); serr == nil {
 		p.t.Logf("screenshot: %s", browsertest.SaveArtifact(p.t, "dashboard-failure.png", shot))
 	}
 	p.t.Fatalf("%s: %v\npage text:\n%s", what, err, text)
@@ -104,6 +104,12 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 
 	p := page{t, ctx}
 	pageErrors := browsertest.PageErrors(t, ctx)
+	p.do("open /ui/ and enter a wrong key",
+		chromedp.Navigate(c.URL("n1")+"/ui/"),
+		chromedp.WaitVisible(`#admin-key`),
+		chromedp.SendKeys(`#admin-key`, "not-the-key"),
+		chromedp.Click(`#login-submit`))
+	p.until("the refusal", `!document.querySelector('#login-error').hidden && document.querySelector('#login-error').textContent.includes('refused') && sessionStorage.getItem('switchboard.adminKey') === null`)
 	p.signIn(c.URL("n1") + "/ui/")
 
 	// Every node in its region and zone, the leader marked on its card
