@@ -135,6 +135,9 @@ type Broker struct {
 
 	mu   sync.Mutex
 	held map[session.Key]*held // streams this node owns
+	// heldChannels counts the channel streams in held, so that Stats can
+	// split users from channels without walking the map.
+	heldChannels int
 	// retired keeps streams sealed here (another node claimed them) for
 	// the resume window: if that claimant fails to fetch one, a later
 	// claimant can still recover it from here. Nothing is served from them.
@@ -290,7 +293,8 @@ func (b *Broker) watchRegistry() {
 
 // Stats is what /v1/cluster and /metrics report about the broker.
 type Stats struct {
-	Streams  int // streams held here
+	Streams  int // streams held here, users' and channels'
+	Channels int // of Streams, the channels' streams
 	Attached int // streams served here from another owner
 	Replicas int // streams backed up here
 	// ChannelMessages counts the messages the channels held here
@@ -302,7 +306,7 @@ type Stats struct {
 // Stats returns current counts.
 func (b *Broker) Stats() Stats {
 	b.mu.Lock()
-	st := Stats{Streams: len(b.held), Attached: len(b.remote),
+	st := Stats{Streams: len(b.held), Channels: b.heldChannels, Attached: len(b.remote),
 		ChannelMessages: b.chanMsgs.Load(), ChannelPeerDeliveries: b.chanSends.Load()}
 	b.mu.Unlock()
 	b.reps.mu.Lock()
@@ -365,6 +369,9 @@ func (b *Broker) drop(h *held) {
 func (b *Broker) retireLocked(h *held) {
 	if b.held[h.key] == h {
 		delete(b.held, h.key)
+		if h.key.Kind == session.ChannelStream {
+			b.heldChannels--
+		}
 	}
 	h.retiredAt.Store(b.now())
 	b.retired[h.key] = h

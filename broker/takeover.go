@@ -307,6 +307,9 @@ func (b *Broker) serve(ctx context.Context, key session.Key, s *session.Stream, 
 	b.mu.Lock()
 	prev := b.held[key]
 	b.held[key] = h
+	if prev == nil && key.Kind == session.ChannelStream {
+		b.heldChannels++
+	}
 	b.mu.Unlock()
 	if prev != nil {
 		prev.seal(epoch, false, "session reclaimed")

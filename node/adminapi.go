@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboard/switchboard/dashboard"
 	"github.com/switchboard/switchboard/membership"
 	"github.com/switchboard/switchboard/peerapi"
 	"github.com/switchboard/switchboard/protocol"
@@ -27,6 +28,10 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/gossip/keys", n.adminOnly(n.handleGossipKeys))
 	mux.HandleFunc("GET /v1/channels/{channel}", n.adminOnly(n.handleChannel))
 	mux.HandleFunc("/v1/raft", n.adminOnly(n.handleRaft))
+	mux.HandleFunc("/v1/stats", n.adminOnly(n.handleStats))
+	// The dashboard's page and assets load without the key; the API
+	// calls it makes carry it (DESIGN.md §5a).
+	mux.Handle("/ui/", dashboard.Handler("/ui/"))
 }
 
 // adminOnly guards an endpoint with the admin key.
@@ -45,22 +50,12 @@ func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := n.raft.Status()
-	suffrage := map[string]string{}
-	for _, s := range st.Servers {
-		suffrage[s.ID] = s.Suffrage
-	}
+	roles := raftRoles(st)
 	members := n.pool.Members()
 	nodes := make([]protocol.ClusterNode, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		role := suffrage[m.ID]
-		switch {
-		case m.ID == st.Leader && st.Leader != "":
-			role = "leader"
-		case role == "":
-			role = "none"
-		}
-		nodes[i] = protocol.ClusterNode{ID: m.ID, Region: m.Region, Zone: m.Zone, PublicURL: m.PublicURL, State: string(m.State), Raft: role}
+		nodes[i] = protocol.ClusterNode{ID: m.ID, Region: m.Region, Zone: m.Zone, PublicURL: m.PublicURL, State: string(m.State), Raft: roles.of(m.ID)}
 		n.raft.Read(func() { nodes[i].SessionsOwned = n.machine.Registry.Owned(m.ID) })
 		switch {
 		case m.ID == n.cfg.NodeID:

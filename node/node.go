@@ -64,6 +64,7 @@ type Node struct {
 	proofs     *proofs
 	proofDone  chan struct{} // a peer proved itself: the control loop looks again
 	joined     atomic.Bool
+	rates      rates // recent samples of the metrics' counters, for /v1/stats (stats.go)
 	draining   atomic.Bool
 	inflight   atomic.Int64 // messages of publish requests being served: API.MaxInflight bounds it
 
@@ -235,6 +236,7 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.metrics.observe(n)
+	n.goOwned(n.sampleRates)
 
 	n.serve(n.peers)
 	n.broker.Serve(n.peers)

@@ -37,6 +37,7 @@ func (n *Node) serve(r peer.Registry) {
 		return peerapi.Empty{}, n.injectFault(f)
 	})
 	n.serveGossipKeys(r)
+	n.serveStats(r)
 }
 
 var errNoStream = protocol.Errorf(protocol.ErrNotFound, "stream not held here")

@@ -28,6 +28,9 @@ var (
 	// Connections asks a node how many client connections it has, for
 	// /v1/cluster.
 	Connections = peer.Method[Empty, uint64]{ID: 3, Name: "connections", Req: emptyCodec, Resp: uvarintCodec}
+	// Stats asks a node for its own figures and the rates it computed,
+	// for GET /v1/stats (id 9: ids follow the order methods were added).
+	Stats = peer.Method[Empty, NodeStats]{ID: 9, Name: "stats", Req: emptyCodec, Resp: nodeStatsCodec}
 	// StreamSeq asks a stream's owner for its highest acknowledged seq,
 	// for /v1/sessions.
 	StreamSeq = peer.Method[session.Key, uint64]{ID: 4, Name: "stream-seq", Req: keyCodec, Resp: uvarintCodec}

@@ -1,6 +1,9 @@
 package protocol
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Publish is the body of POST /v1/publish and one message of a batch
 // (DESIGN.md §4): to a user or to a channel, exactly one of the two.
@@ -191,4 +194,35 @@ type GossipKeyNode struct {
 	OK      bool   `json:"ok"`
 	Changed bool   `json:"changed"`
 	Error   string `json:"error,omitempty"`
+}
+
+// Stats answers GET /v1/stats: what the dashboard polls. Each live node
+// reports its own figures; At is when the answering node gathered them.
+type Stats struct {
+	At    time.Time   `json:"at"`
+	Nodes []NodeStats `json:"nodes"`
+}
+
+// NodeStats is one live node of a Stats answer. Rates are messages per
+// second over the node's last few seconds (WindowMS): PublishRate counts
+// the messages accepted by its publish API, DeliveryRate the message
+// frames it handed to its own client connections. Error says why a node
+// could not be asked; its figures are then zero.
+type NodeStats struct {
+	ID            string  `json:"id"`
+	Region        string  `json:"region"`
+	Zone          string  `json:"zone"`
+	State         string  `json:"state"` // alive, suspect or draining
+	Raft          string  `json:"raft"`  // leader, voter, nonvoter or none
+	Connections   int     `json:"connections"`
+	SessionsOwned int     `json:"sessions_owned"` // user streams held
+	ChannelsOwned int     `json:"channels_owned"` // channel streams held
+	Attached      int     `json:"attached"`       // streams served here from another owner
+	Replicas      int     `json:"replicas"`       // streams backed up here
+	PublishRate   float64 `json:"publish_rate"`
+	DeliveryRate  float64 `json:"delivery_rate"`
+	Published     uint64  `json:"published"` // totals since the node started
+	Delivered     uint64  `json:"delivered"`
+	WindowMS      int64   `json:"window_ms"`
+	Error         string  `json:"error,omitempty"`
 }

@@ -5,38 +5,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/switchboard/switchboard/internal/browsertest"
 	"github.com/switchboard/switchboard/internal/clustertest"
-	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/node"
 )
-
-// chromium finds a headless Chromium from Debian's packages.
-func chromium() string {
-	for _, name := range []string{"chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
 
 // A real browser loads the example page from a test server (another
 // origin than the node's, which --allowed-origins lets in), connects
 // through switchboard.js, subscribes to a channel with presence, and
 // shows a message published to the channel, and one to its user.
 func TestExamplePageInHeadlessChromium(t *testing.T) {
-	browser := chromium()
-	testenv.Require(t, browser != "", "no headless Chromium (apt-get install chromium-headless-shell)")
-
 	pages := httptest.NewServer(http.FileServer(http.Dir(".")))
 	t.Cleanup(pages.Close)
 	c := clustertest.Start(t, 1, clustertest.Options{Configure: func(cfg *node.Config) {
@@ -51,18 +35,8 @@ func TestExamplePageInHeadlessChromium(t *testing.T) {
 	}
 	page := pages.URL + "/example/index.html?" + q.Encode()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	// The first action starts the browser, which lives as long as this
-	// context: no timeout on it, one on each step instead.
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	step := func() context.Context {
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		t.Cleanup(scancel)
-		return sctx
-	}
+	ctx := browsertest.Start(t)
+	step := func() context.Context { return browsertest.Step(t, ctx) }
 	if err := chromedp.Do(ctx, chromedp.Navigate(page)); err != nil {
 		t.Fatalf("load %s: %v", page, err)
 	}
@@ -103,13 +77,6 @@ func TestExamplePageInHeadlessChromium(t *testing.T) {
 	if !strings.Contains(channelText, `#1 {"px":101.5}`) || !strings.Contains(userText, `#1 {"fill":7}`) {
 		t.Fatalf("channel list %q, user list %q", channelText, userText)
 	}
-	// The screenshot (PNG at quality 100) is the test's artifact, kept
-	// in SWITCHBOARD_ARTIFACTS when set.
-	dir := os.Getenv("SWITCHBOARD_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if err := os.WriteFile(filepath.Join(dir, "example-page.png"), shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// The screenshot (PNG at quality 100) is the test's artifact.
+	browsertest.SaveArtifact(t, "example-page.png", shot)
 }

@@ -343,6 +343,7 @@ Switchboard dev node %q is running (data in %s).
   client WebSocket  %s
   publish API       %s/v1/publish
   admin API         %s/v1/cluster
+  dashboard         %s/ui/   (asks for the admin key)
   metrics           %s/metrics
 
   token (user "demo", 24h, every channel)  %s
@@ -356,7 +357,7 @@ Try:
                     and {"type":"subscribe","channel":"ticker:demo","presence":true}
   curl -s -H 'Authorization: Bearer %s' -d '{"channel":"ticker:demo","data":{"px":101.5}}' %s/v1/publish
 
-`, c.NodeID, c.DataDir, n.ConnectURL(), n.PublicURL(), n.AdminURL(), n.PublicURL(),
+`, c.NodeID, c.DataDir, n.ConnectURL(), n.PublicURL(), n.AdminURL(), n.AdminURL(), n.PublicURL(),
 		tok, c.APIKey, c.AdminKey,
 		c.AdminKey, n.AdminURL(), c.APIKey, n.PublicURL(), n.ConnectURL(), c.APIKey, n.PublicURL())
 }
