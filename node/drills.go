@@ -163,6 +163,12 @@ func (n *Node) runDrill(d *drillRun, cfg load.Config) {
 		d.view.State, d.view.Error = protocol.DrillFailed, err.Error()
 	}
 	d.view.Progress.Phase = d.view.State
+	if raw != nil {
+		// The last progress sample is up to a second old: the final
+		// figures are the report's.
+		pr := &d.view.Progress
+		pr.Sent, pr.Acked, pr.Delivered = rep.Published, rep.Acked, rep.Delivered
+	}
 	d.mu.Unlock()
 	n.log.Info("drill ended", "id", d.view.ID, "state", d.view.State, "err", err,
 		"lost", rep.Lost, "duplicated", rep.Duplicated, "gaps", rep.Gaps, "out_of_order", rep.OutOfOrder)

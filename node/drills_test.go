@@ -96,6 +96,8 @@ func TestDrillRunnerCrashLosesNothing(t *testing.T) {
 		t.Fatalf("failover: %s", d.Report)
 	case rep.RTOMax < rep.RTOP50 || rep.RTOMax <= 0 || rep.NewOwnerWatched == 0 || rep.NewOwnerMissing != 0 || rep.NewOwnerMS <= 0:
 		t.Fatalf("times: %s", d.Report)
+	case d.Progress.Acked != rep.Acked || d.Progress.Delivered != rep.Delivered:
+		t.Fatalf("the finished drill's progress %+v disagrees with its report %s", d.Progress, d.Report)
 	}
 	if c.Node("n2") != nil {
 		t.Fatal("n2 still runs after the crash")
