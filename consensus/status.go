@@ -18,7 +18,7 @@ type Status struct {
 	Leader       string // leader's server ID, "" when unknown
 	Term         uint64
 	CommitIndex  uint64
-	AppliedIndex uint64 // as LastApplied
+	AppliedIndex uint64 // Raft's applied index: entries of every kind, no-ops included
 	Servers      []Server
 }
 
@@ -60,9 +60,13 @@ func (r *Raft) OnlyServer(id string) bool {
 // Status returns the current leader, term, indexes and configuration.
 func (r *Raft) Status() Status {
 	st := Status{
-		Term:         r.raft.CurrentTerm(),
-		CommitIndex:  r.raft.CommitIndex(),
-		AppliedIndex: r.LastApplied(),
+		Term:        r.raft.CurrentTerm(),
+		CommitIndex: r.raft.CommitIndex(),
+		// Raft's own applied index counts its no-op and configuration
+		// entries too, so an idle node shows applied = commit, as
+		// operators read the pair; LastApplied (the state machine's)
+		// trails it and stays the catch-up measure of Ready.
+		AppliedIndex: max(r.raft.AppliedIndex(), r.LastApplied()),
 	}
 	st.Leader, _ = r.Leader()
 	if f := r.raft.GetConfiguration(); f.Error() == nil {

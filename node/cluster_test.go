@@ -729,7 +729,9 @@ func TestRaftEndpoint(t *testing.T) {
 					return false, rs
 				}
 			}
-			return rs.Leader == leader && rs.Term > 0 && rs.CommitIndex > 0 && rs.AppliedIndex > 0, rs
+			// Idle, a node has applied all it has committed (no-ops and
+			// configuration entries included).
+			return rs.Leader == leader && rs.Term > 0 && rs.CommitIndex > 0 && rs.AppliedIndex == rs.CommitIndex, rs
 		})
 	}
 }

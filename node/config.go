@@ -147,7 +147,7 @@ type APIConfig struct {
 
 // DefaultAPIConfig returns the contract's limits (DESIGN.md §4).
 func DefaultAPIConfig() APIConfig {
-	return APIConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10000, PublishTimeout: 10 * time.Second, MaxInflight: 50000}
+	return APIConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10000, PublishTimeout: 10 * time.Second, MaxInflight: 10000}
 }
 
 // DefaultConfig returns production defaults; identity, addresses and

@@ -42,6 +42,12 @@ func TestFaultInjectionIsRefusedUnlessEnabled(t *testing.T) {
 		{"off, asked directly", "n1", "n1", protocol.Fault{Kind: protocol.FaultCrash}, 403, "--enable-fault-injection"},
 		{"off, forwarded", "n2", "n1", protocol.Fault{Kind: protocol.FaultCrash}, 403, "--enable-fault-injection"},
 		{"off, forwarded by a node that is off too", "n1", "n3", protocol.Fault{Kind: protocol.FaultIsolate, DurationMS: 10}, 403, "disabled on node n3"},
+		// One body shape for every kind (DESIGN.md §5): fields a kind
+		// does not use are ignored, and an off target says 403 first.
+		{"off, crash with the other fields", "n1", "n1", protocol.Fault{Kind: protocol.FaultCrash, DurationMS: 5000, LatencyMS: 100}, 403, "--enable-fault-injection"},
+		{"off, forwarded crash with the other fields", "n2", "n1", protocol.Fault{Kind: protocol.FaultCrash, DurationMS: 5000, LatencyMS: 100}, 403, "--enable-fault-injection"},
+		{"off, asked directly, isolate without a duration", "n1", "n1", protocol.Fault{Kind: protocol.FaultIsolate}, 403, "--enable-fault-injection"},
+		{"on, slow in the full body", "n1", "n2", protocol.Fault{Kind: protocol.FaultSlow, DurationMS: 100, LatencyMS: 1}, 202, `"latency_ms":1`},
 		{"unknown kind", "n1", "n2", protocol.Fault{Kind: "flood"}, 400, "want crash, isolate or slow"},
 		{"isolate without a duration", "n1", "n2", protocol.Fault{Kind: protocol.FaultIsolate}, 400, "duration_ms"},
 		{"slow without latency", "n1", "n2", protocol.Fault{Kind: protocol.FaultSlow, DurationMS: 100}, 400, "latency_ms"},

@@ -65,11 +65,18 @@ func (n *Node) handleFaults(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Node = ""
+	id := r.PathValue("id")
+	// The target's flag decides first (DESIGN.md §5): a node without
+	// fault injection answers 403 whatever the fault's fields hold.
+	if id == n.cfg.NodeID && !n.cfg.FaultInjection {
+		writeError(w, errFaultsOff(id))
+		return
+	}
 	if err := f.Validate(); err != nil {
 		writeError(w, err)
 		return
 	}
-	id := r.PathValue("id")
+	f = f.Clean()
 	if id == n.cfg.NodeID {
 		err = n.injectFault(f)
 	} else if m, ok := n.pool.Member(id); !ok || !usable(m.State) {

@@ -34,15 +34,15 @@ type Fault struct {
 }
 
 // Validate reports a fault the contract does not allow, as ErrBadRequest.
+// The fields a kind does not use (crash: duration_ms and latency_ms;
+// isolate: latency_ms) are ignored, whatever they hold: DESIGN.md §5 gives
+// one body shape for every kind. Clean drops them.
 func (f Fault) Validate() error {
 	bad := func(format string, args ...any) error {
 		return Errorf(ErrBadRequest, "fault: %s", fmt.Sprintf(format, args...))
 	}
 	switch f.Kind {
 	case FaultCrash:
-		if f.DurationMS != 0 || f.LatencyMS != 0 {
-			return bad("crash takes neither duration_ms nor latency_ms")
-		}
 		return nil
 	case FaultIsolate, FaultSlow:
 	default:
@@ -51,11 +51,19 @@ func (f Fault) Validate() error {
 	if f.DurationMS <= 0 || f.DurationMS > MaxFaultDurationMS {
 		return bad("%s needs duration_ms between 1 and %d, not %d", f.Kind, MaxFaultDurationMS, f.DurationMS)
 	}
-	switch {
-	case f.Kind == FaultSlow && (f.LatencyMS <= 0 || f.LatencyMS > MaxFaultLatencyMS):
+	if f.Kind == FaultSlow && (f.LatencyMS <= 0 || f.LatencyMS > MaxFaultLatencyMS) {
 		return bad("slow needs latency_ms between 1 and %d, not %d", MaxFaultLatencyMS, f.LatencyMS)
-	case f.Kind == FaultIsolate && f.LatencyMS != 0:
-		return bad("isolate takes no latency_ms")
 	}
 	return nil
+}
+
+// Clean returns f without the fields its kind does not use.
+func (f Fault) Clean() Fault {
+	switch f.Kind {
+	case FaultCrash:
+		f.DurationMS, f.LatencyMS = 0, 0
+	case FaultIsolate:
+		f.LatencyMS = 0
+	}
+	return f
 }

@@ -155,6 +155,10 @@ func cmdChannels(g *globals, args []string, stdout io.Writer) error {
 	})
 }
 
+// devTokenSecret is where `switchboard --dev` keeps its token secret,
+// relative to the directory it runs in.
+const devTokenSecret = "switchboard-data/token-secret"
+
 func cmdToken(g *globals, args []string, stdout io.Writer) error {
 	fs := commandFlags("token", g)
 	user := fs.String("user", "", "user id (the token's sub claim)")
@@ -177,7 +181,14 @@ func cmdToken(g *globals, args []string, stdout io.Writer) error {
 		*secretFile = os.Getenv("SWITCHBOARD_TOKEN_SECRET_FILE")
 	}
 	if *secretFile == "" {
-		return usagef("token: --token-secret-file (or SWITCHBOARD_TOKEN_SECRET_FILE) is required")
+		// Beside a `switchboard --dev` node (DESIGN.md §6: the embedded
+		// default), its own secret: `sbctl token --user U` just works.
+		if _, err := os.Stat(devTokenSecret); err == nil {
+			*secretFile = devTokenSecret
+		}
+	}
+	if *secretFile == "" {
+		return usagef("token: --token-secret-file (or SWITCHBOARD_TOKEN_SECRET_FILE) is required, short of a %s of switchboard --dev here", devTokenSecret)
 	}
 	tokenSecret, err := secret.ReadFile(*secretFile)
 	if err != nil {

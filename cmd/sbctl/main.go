@@ -46,7 +46,8 @@ commands:
   sessions USER          a user's registry entry (--json for raw JSON)
   channels NAME          a channel's owner, backup, seq and subscribers (--json for raw JSON)
   raft                   the Raft configuration: servers, suffrage, places, leader (*), term, indexes (--json)
-  token --user U         mint a client token (--ttl 1h, --token-secret-file F, --channels 'ticker:*,room:42')
+  token --user U         mint a client token (--ttl 1h, --token-secret-file F, --channels 'ticker:*,room:42');
+                         without F or SWITCHBOARD_TOKEN_SECRET_FILE, ./switchboard-data/token-secret (--dev's)
   drain NODE             ask node NODE to drain its clients and leave
   drain --self           drain the node --addr points at (as a Kubernetes preStop hook does)
   leader-transfer        move Raft leadership to another voter

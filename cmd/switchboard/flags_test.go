@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -189,5 +191,39 @@ func TestTraceFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: err = %v, want one naming %s", tt.args, err, tt.want)
 		}
+	}
+}
+
+// Every flag DESIGN.md §6 lists exists under exactly that name (each
+// then reads SWITCHBOARD_<FLAG> through applyEnv), and the limits have
+// the contract's defaults: --max-inflight-publishes is 10,000 messages
+// per node (§4).
+func TestContractFlagsExist(t *testing.T) {
+	var usage strings.Builder
+	if _, err := parse([]string{"-h"}, &usage); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, name := range []string{"dev", "node-id", "region", "zone", "data-dir", "public-addr",
+		"cluster-addr", "gossip-addr", "bootstrap", "join", "token-secret-file", "api-key-file",
+		"admin-key-file", "tls-cert-file", "tls-key-file", "cluster-ca-file", "cluster-cert-file",
+		"cluster-key-file", "gossip-key-file", "token-public-key-file", "token-jwks-url",
+		"token-issuer", "token-audience", "allowed-origins", "max-connections",
+		"max-connections-per-user", "connect-rate", "client-frame-rate", "max-inflight-publishes",
+		"max-channels-per-conn", "enable-fault-injection", "otlp-endpoint", "trace-sample-ratio",
+		"bootstrap-expect"} {
+		if !strings.Contains(usage.String(), "\n  -"+name+" ") && !strings.Contains(usage.String(), "\n  -"+name+"\n") {
+			t.Errorf("no flag --%s", name)
+		}
+	}
+	o, err := parse(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.cfg.API.MaxInflight; got != 10000 {
+		t.Errorf("--max-inflight-publishes default %d, want 10000 (DESIGN.md §4)", got)
+	}
+	t.Setenv("SWITCHBOARD_MAX_INFLIGHT_PUBLISHES", "123")
+	if o, err = parse(nil, io.Discard); err != nil || o.cfg.API.MaxInflight != 123 {
+		t.Errorf("SWITCHBOARD_MAX_INFLIGHT_PUBLISHES=123: %d, %v", o.cfg.API.MaxInflight, err)
 	}
 }
