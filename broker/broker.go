@@ -214,7 +214,7 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 		reps:     replicas{m: make(map[session.Key]*replica), fences: make(map[session.Key]fence)},
 		down:     make(map[string]time.Time),
 		subs:     make(map[uint64]map[string]*subscription),
-		pres:     newPresence(),
+		pres:     newPresence(cfg.Now()),
 		applied:  make(chan session.Entry, 4096),
 		ctx:      ctx, cancel: cancel,
 	}
@@ -223,9 +223,10 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 	b.states = newStateRecorder(b)
 	b.forwards = newCombiner(b.sendPublish, publishItemSize, func(err error) forwarded { return forwarded{err: err} })
 	b.replicates = newCombiner(b.sendReplicate, replicationSize, func(err error) replicated { return replicated{err: err} })
-	b.wg.Add(4)
+	b.wg.Add(5)
 	go b.watchRegistry()
 	go b.reportPresence()
+	go b.every(b.presenceSweepEvery(), b.expirePresence)
 	// Expiry trims streams, retires idle ones and repairs those left
 	// without a backup; tips tell attached nodes how far their streams are
 	// acknowledged (attached.go).

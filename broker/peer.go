@@ -60,6 +60,11 @@ func (b *Broker) Serve(r peer.Registry) {
 	peerapi.ReportPresence.Serve(r, func(_ context.Context, _ string, rep peerapi.PresenceReport) {
 		b.takeReport(rep)
 	})
+	peerapi.ReportPresenceBatch.Serve(r, func(_ context.Context, _ string, reps []peerapi.PresenceReport) {
+		for _, rep := range reps {
+			b.takeReport(rep)
+		}
+	})
 	peerapi.PresenceEvents.Serve(r, func(_ context.Context, _ string, evs []peerapi.PresenceEvent) {
 		b.deliverPresence(evs)
 	})

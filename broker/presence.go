@@ -17,16 +17,25 @@ import (
 // Presence lives with a channel's owner (DESIGN §9). Every node reports
 // to the owner the members its own subscriptions make (the whole set for
 // the channel, numbered so that an older report never wins), soon after
-// a change and again every heartbeat interval: a lost report, or a new
-// owner after a takeover, is mended within one interval. The owner keeps
-// a session.Presence per channel; a change in who is present becomes
-// join and leave events, which it writes to its own subscribers that
-// asked for them and sends once to each node attached to the channel. A
-// node declared dead takes its members with it.
+// a change and again every half heartbeat interval, all its channels of
+// one owner in one frame: a lost report, or a new owner after a
+// takeover, is mended within half an interval. The owner keeps a
+// session.Presence per channel; a change in who is present becomes join
+// and leave events, which it writes to its own subscribers that asked
+// for them and sends once to each node attached to the channel.
+//
+// Each report is a lease on its node's members (presenceLease, two
+// heartbeat intervals): a node the owner has not heard from about a
+// channel for that long loses its members there, who leave — whether
+// the node died, is cut off, or reports elsewhere. That is what bounds
+// how soon a dead node's members leave (DESIGN §3a: within 2.5 heartbeat
+// intervals), well before gossip declares the node dead; a node declared
+// dead (presenceDown) still takes its members with it at once.
 //
 // A new owner that took a channel over from another starts with an empty
 // set, filled by the nodes' next reports (a subscription that resumes at
-// the new owner reports at once): for presenceQuiet after the takeover it
+// the new owner reports at once); each node's lease there starts with its
+// first report to the new owner. For presenceQuiet after the takeover it
 // sends no events, so that the rebuilt set does not read as everyone
 // joining again. Then it compares the rebuilt set with the last one the
 // old owner gave it as the channel's backup (PresenceSnapshot, sent after
@@ -37,6 +46,27 @@ import (
 // presenceCoalesce is how long a change waits for others before the
 // report goes out.
 const presenceCoalesce = 10 * time.Millisecond
+
+// presenceBatchBytes bounds about how many bytes of reports go to one
+// owner in one frame.
+const presenceBatchBytes = 256 << 10
+
+// Presence timing, in heartbeat intervals H. A dead node's last report
+// reached the owner at most one transit before it died; its lease ends
+// presenceLease later and the next sweep finds it, so its members leave
+// at most 2H + H/8 (plus the events' transit) after the death — inside
+// the 2.5 H of DESIGN §3a, with H/8 to spare — and at least
+// 2H − H/2 = 1.5 H after it (it died just before a report was due). A
+// live node reports every H/2, so its lease runs out only if three
+// reports in a row are lost or 1.5 H late: a link that is down, not a
+// busy one.
+func (b *Broker) presenceReportEvery() time.Duration {
+	return max(b.cfg.Heartbeat/2, time.Millisecond)
+}
+func (b *Broker) presenceLease() time.Duration { return 2 * b.cfg.Heartbeat }
+func (b *Broker) presenceSweepEvery() time.Duration {
+	return max(b.cfg.Heartbeat/8, time.Millisecond)
+}
 
 // presence is this node's side of channel presence.
 type presence struct {
@@ -57,10 +87,14 @@ type presence struct {
 	changed map[session.Key]bool
 	snaps   map[session.Key]peerapi.PresenceReport
 	kick    chan struct{}
+	// start is when the broker started: leases are timed in milliseconds
+	// since (monotonic, unlike the wall clock's).
+	start time.Time
 }
 
-func newPresence() presence {
+func newPresence(start time.Time) presence {
 	return presence{
+		start:    start,
 		byChan:   make(map[session.Key]map[*subscription]struct{}),
 		dirty:    make(map[session.Key]bool),
 		reported: make(map[session.Key]bool),
@@ -150,15 +184,22 @@ func (b *Broker) localMembersLocked(key session.Key) peerapi.PresenceReport {
 	return rep
 }
 
+// presenceClock is the time leases are measured in: milliseconds since
+// the broker started, on the monotonic clock when cfg.Now gives one.
+func (b *Broker) presenceClock() int64 {
+	return b.cfg.Now().Sub(b.pres.start).Milliseconds()
+}
+
 // reportPresence runs until the broker closes: it sends the changed
 // channels' reports shortly after a change, and every channel's every
-// heartbeat interval.
+// half heartbeat interval (the owners' snapshots to the backups every
+// interval).
 func (b *Broker) reportPresence() {
 	defer b.wg.Done()
-	t := time.NewTicker(b.cfg.Heartbeat)
+	t := time.NewTicker(b.presenceReportEvery())
 	defer t.Stop()
-	for {
-		all := false
+	for round := 0; ; {
+		all, snapshots := false, false
 		select {
 		case <-b.ctx.Done():
 			return
@@ -169,14 +210,17 @@ func (b *Broker) reportPresence() {
 			case <-time.After(presenceCoalesce):
 			}
 		case <-t.C:
-			all = true
+			round++
+			all, snapshots = true, round%2 == 0
 		}
 		b.sendReports(all)
+		b.sendSnapshots(snapshots)
 	}
 }
 
 // sendReports reports the dirty channels, or with all every channel with
-// members here or in its last report.
+// members here or in its last report: to each owner, its channels'
+// reports in frames of about presenceBatchBytes.
 func (b *Broker) sendReports(all bool) {
 	b.pres.mu.Lock()
 	keys := map[session.Key]bool{}
@@ -209,6 +253,7 @@ func (b *Broker) sendReports(all bool) {
 	}
 	b.pres.mu.Unlock()
 	retry := false
+	byOwner := map[string][]peerapi.PresenceReport{}
 	for _, rep := range reps {
 		owner := b.channelOwner(rep.Key)
 		switch {
@@ -223,12 +268,23 @@ func (b *Broker) sendReports(all bool) {
 		case owner == b.cfg.NodeID:
 			b.takeReport(rep)
 		default:
+			byOwner[owner] = append(byOwner[owner], rep)
+		}
+	}
+	for owner, reps := range byOwner {
+		for len(reps) > 0 {
+			n, size := 0, 0
+			for n < len(reps) && (n == 0 || size < presenceBatchBytes) {
+				size += peerapi.PresenceReportSize(reps[n])
+				n++
+			}
+			batch := reps[:n:n]
+			reps = reps[n:]
 			b.outbox(owner).push(outFrame{send: func(ctx context.Context) error {
-				return peerapi.ReportPresence.Send(ctx, b.peers, owner, rep)
+				return peerapi.ReportPresenceBatch.Send(ctx, b.peers, owner, batch)
 			}})
 		}
 	}
-	b.sendSnapshots(all)
 	if retry {
 		time.AfterFunc(50*time.Millisecond, func() {
 			select {
@@ -401,7 +457,7 @@ func (b *Broker) takeReport(rep peerapi.PresenceReport) {
 		t = session.NewPresence()
 		b.pres.tables[rep.Key] = t
 	}
-	joins, leaves := t.Report(rep.Node, rep.Gen, members)
+	joins, leaves := t.Report(rep.Node, rep.Gen, b.presenceClock(), members)
 	if t.Empty() {
 		delete(b.pres.tables, rep.Key)
 	}
@@ -433,6 +489,35 @@ func (b *Broker) presenceDown(node string) {
 	}
 	b.pres.mu.Unlock()
 	for _, c := range changes {
+		b.presenceEvents(c.key, nil, c.leaves)
+	}
+}
+
+// expirePresence drops, from every channel's presence set held here, the
+// members of the nodes whose lease ran out: they leave.
+func (b *Broker) expirePresence() {
+	type change struct {
+		key    session.Key
+		leaves []string
+	}
+	var changes []change
+	now, lease := b.presenceClock(), b.presenceLease().Milliseconds()
+	b.pres.mu.Lock()
+	for k, t := range b.pres.tables {
+		if leaves := t.Expire(now, lease); len(leaves) > 0 {
+			changes = append(changes, change{k, leaves})
+			b.pres.changed[k] = true
+		}
+		if t.Empty() {
+			delete(b.pres.tables, k)
+		}
+	}
+	if len(changes) > 0 {
+		b.kickPresenceLocked() // the reporter sends the backups their snapshots
+	}
+	b.pres.mu.Unlock()
+	for _, c := range changes {
+		b.log.Debug("presence lease ran out", "channel", c.key.Name, "leaves", len(c.leaves))
 		b.presenceEvents(c.key, nil, c.leaves)
 	}
 }

@@ -250,7 +250,10 @@ func TestChannelAcrossNodes(t *testing.T) {
 
 // A node that dies takes its members with it: a subscriber elsewhere that
 // asked for join/leave sees them leave, and presence no longer lists them.
-// A token's channels claim decides what a connection may subscribe.
+// A token's channels claim decides what a connection may subscribe. (How
+// soon they leave is TestChannelMembersOfADeadNodeLeaveWithin2_5Heartbeats's
+// to check: Kill first closes the node's clients, for up to a second in
+// which the node still reports its members.)
 func TestChannelMembersOfADeadNodeLeave(t *testing.T) {
 	c := clustertest.Start(t, 3)
 	ids := c.IDs()

@@ -92,7 +92,8 @@ var (
 // Channel calls, served by broker/: presence lives with a channel's owner.
 var (
 	// ReportPresence tells a channel's owner the members a node's
-	// connections make.
+	// connections make. Nodes now send ReportPresenceBatch; this one is
+	// still served, for nodes of the version before.
 	ReportPresence = peer.OneWay[PresenceReport]{ID: 22, Name: "presence-report", Inline: true, Msg: presenceReportCodec}
 	// PresenceEvents carries joins and leaves from a channel's owner to a
 	// node with subscribers, in order.
@@ -115,6 +116,11 @@ var (
 	// snapshot it keeps, when a node that was not the backup took the
 	// channel over (ErrNotHere: none).
 	FetchPresenceSnapshot = peer.Method[session.Key, PresenceReport]{ID: 28, Name: "fetch-presence-snapshot", Inline: true, Req: keyCodec, Resp: presenceReportCodec}
+	// ReportPresenceBatch tells one owner, in one frame, the members a
+	// node's connections make in each of the channels it owns: sent
+	// soon after a change and every half heartbeat interval, each report
+	// renews the node's lease on its members (session.Presence).
+	ReportPresenceBatch = peer.OneWay[[]PresenceReport]{ID: 29, Name: "presence-reports", Inline: true, Msg: presenceReportsCodec}
 )
 
 // ErrNotHere answers a call about a stream this node does not hold.

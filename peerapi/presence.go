@@ -44,22 +44,62 @@ func readMembers(r *wire.Reader) []session.Member {
 	return ms
 }
 
+func appendPresenceReport(b []byte, p PresenceReport) []byte {
+	b = appendKey(b, p.Key)
+	b = wire.AppendString(b, p.Node)
+	b = wire.AppendUvarint(b, p.Gen)
+	return appendMembers(b, p.Members)
+}
+
+func readPresenceReport(r *wire.Reader) PresenceReport {
+	rep := PresenceReport{Key: readKey(r), Node: r.String(), Gen: r.Uvarint()}
+	rep.Members = readMembers(r)
+	return rep
+}
+
 var presenceReportCodec = peer.Codec[PresenceReport]{
-	Append: func(b []byte, p PresenceReport) []byte {
-		b = appendKey(b, p.Key)
-		b = wire.AppendString(b, p.Node)
-		b = wire.AppendUvarint(b, p.Gen)
-		return appendMembers(b, p.Members)
-	},
+	Append: appendPresenceReport,
 	// Trailing bytes are ignored, so that a later version may append.
 	Decode: func(p []byte) (PresenceReport, error) {
 		r := wire.NewReader(p)
-		rep := PresenceReport{Key: readKey(r), Node: r.String(), Gen: r.Uvarint()}
-		rep.Members = readMembers(r)
+		rep := readPresenceReport(r)
 		if r.Err() != nil {
 			return PresenceReport{}, badPayload("presence report", r.Err())
 		}
 		return rep, nil
+	},
+}
+
+// PresenceReportSize is about the bytes rep takes on the wire, for
+// bounding a batch of reports.
+func PresenceReportSize(rep PresenceReport) int {
+	n := len(rep.Key.Name) + len(rep.Node) + 24
+	for _, m := range rep.Members {
+		n += len(m.User) + 8
+	}
+	return n
+}
+
+var presenceReportsCodec = peer.Codec[[]PresenceReport]{
+	Append: func(b []byte, reps []PresenceReport) []byte {
+		b = wire.AppendUvarint(b, uint64(len(reps)))
+		for _, rep := range reps {
+			b = appendPresenceReport(b, rep)
+		}
+		return b
+	},
+	// Trailing bytes are ignored, so that a later version may append.
+	Decode: func(p []byte) ([]PresenceReport, error) {
+		r := wire.NewReader(p)
+		n := r.Count(4)
+		reps := make([]PresenceReport, 0, n)
+		for i := 0; i < n && r.Err() == nil; i++ {
+			reps = append(reps, readPresenceReport(r))
+		}
+		if r.Err() != nil {
+			return nil, badPayload("presence reports", r.Err())
+		}
+		return reps, nil
 	},
 }
 

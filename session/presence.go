@@ -17,6 +17,13 @@ type Member struct {
 // gen so that an older report never overwrites a newer one), and a user
 // is present while any node reports it. Join and leave are the users
 // whose presence starts or ends with a change.
+//
+// A report is a lease: a node whose last report for the channel is older
+// than the lease (Expire) has its members dropped, as if it had died.
+// Nodes report again well within the lease while they live, so a node
+// that stops reporting — dead, cut off, or no longer counting this node
+// as the owner — loses its members one lease after its last report,
+// whether or not it is ever declared dead (Drop).
 type Presence struct {
 	nodes map[string]nodePresence
 	total map[string]int // user → connections over all nodes
@@ -24,6 +31,7 @@ type Presence struct {
 
 type nodePresence struct {
 	gen     uint64
+	heard   int64 // when the report was taken, in the caller's milliseconds
 	members map[string]int
 }
 
@@ -33,9 +41,11 @@ func NewPresence() *Presence {
 }
 
 // Report replaces node's members with members (user → connections) as of
-// gen, and returns who joined and who left, each sorted. A report older
-// than the last one taken from node changes nothing.
-func (p *Presence) Report(node string, gen uint64, members map[string]int) (joins, leaves []string) {
+// gen, taken at now (milliseconds on the caller's clock, the one Expire
+// is given), and returns who joined and who left, each sorted. A report
+// older than the last one taken from node changes nothing, and does not
+// renew its lease.
+func (p *Presence) Report(node string, gen uint64, now int64, members map[string]int) (joins, leaves []string) {
 	old, ok := p.nodes[node]
 	if ok && gen < old.gen {
 		return nil, nil
@@ -49,7 +59,7 @@ func (p *Presence) Report(node string, gen uint64, members map[string]int) (join
 	if len(kept) == 0 {
 		delete(p.nodes, node)
 	} else {
-		p.nodes[node] = nodePresence{gen: gen, members: kept}
+		p.nodes[node] = nodePresence{gen: gen, heard: now, members: kept}
 	}
 	if !ok && len(kept) == 0 {
 		return nil, nil
@@ -76,7 +86,24 @@ func (p *Presence) Report(node string, gen uint64, members map[string]int) (join
 
 // Drop forgets node's members (it died or left) and returns who left.
 func (p *Presence) Drop(node string) (leaves []string) {
-	_, leaves = p.Report(node, ^uint64(0), nil)
+	_, leaves = p.Report(node, ^uint64(0), 0, nil)
+	return leaves
+}
+
+// Expire drops the members of every node whose last report was taken
+// lease or more before now (its lease ran out: no report since), and
+// returns who left, sorted.
+func (p *Presence) Expire(now, lease int64) (leaves []string) {
+	var expired []string
+	for node, np := range p.nodes {
+		if now-np.heard >= lease {
+			expired = append(expired, node)
+		}
+	}
+	for _, node := range expired {
+		leaves = append(leaves, p.Drop(node)...)
+	}
+	slices.Sort(leaves)
 	return leaves
 }
 

@@ -301,6 +301,17 @@ func (c *Cluster) Isolate(id string) {
 	}
 }
 
+// KillAbruptly cuts id's links to every other node, then kills it: to the
+// others it falls silent at once, as a process killed by SIGKILL does.
+// (Kill alone first closes the node's client connections, which can take
+// a second during which the node still talks to its peers.) Gossip is
+// not cut: it stops when the kill completes.
+func (c *Cluster) KillAbruptly(id string) {
+	c.t.Helper()
+	c.Isolate(id)
+	c.Kill(id)
+}
+
 // Cut cuts the links node from opens to node to (Raft and peer links; not
 // gossip): their connections are closed and new ones refused. Links that
 // to opens to from keep working, so calls from to still get answers while
