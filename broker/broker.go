@@ -150,6 +150,7 @@ type Broker struct {
 	outboxes map[string]*outbox        // one-way frames per node, in order
 	reps     replicas                  // streams backed up here
 	down     map[string]time.Time      // nodes whose links failed recently, until when
+	checking map[string]bool           // owners LinkDown is checking (peer.go)
 	closed   bool
 	// draining: streams are being handed away; none is taken over here.
 	draining atomic.Bool
@@ -213,6 +214,7 @@ func New(cfg Config, reg Registry, peers peer.Caller, cluster Cluster) (*Broker,
 		outboxes: make(map[string]*outbox),
 		reps:     replicas{m: make(map[session.Key]*replica), fences: make(map[session.Key]fence)},
 		down:     make(map[string]time.Time),
+		checking: make(map[string]bool),
 		subs:     make(map[uint64]map[string]*subscription),
 		pres:     newPresence(cfg.Now()),
 		applied:  make(chan session.Entry, 4096),

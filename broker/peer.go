@@ -142,6 +142,87 @@ func (b *Broker) linkFailed(node string, err error) bool {
 	return true
 }
 
+// LinkDown reacts to a peer link to node breaking (transport/peer's
+// OnDown). A process that dies closes its links at once, seconds before
+// gossip declares it dead, and until then the streams attached here to
+// an owner on it would wait: for the tips' silence (tipSilence
+// intervals) or for NodeDown. So the owner is asked at once, on a new
+// link: if it answers, or is merely slow, nothing changes (tips mend what
+// the broken link lost). If no link can be made (refused: marked down,
+// as any failed call marks it), the attached connections are sent to
+// resume as NodeDown would send them: a channel's subscriptions resume
+// by themselves and take the stream over, claiming it in Raft, which
+// fences the old owner should it be alive after all; a user's
+// connections reconnect and do the same.
+func (b *Broker) LinkDown(node string) {
+	b.mu.Lock()
+	var key session.Key
+	found := false
+	for k, a := range b.remote {
+		if a.owner == node {
+			key, found = k, true
+			break
+		}
+	}
+	if !found || b.checking[node] {
+		b.mu.Unlock()
+		return
+	}
+	b.checking[node] = true
+	b.mu.Unlock()
+	b.goSafe(func() {
+		defer func() {
+			b.mu.Lock()
+			delete(b.checking, node)
+			b.mu.Unlock()
+		}()
+		if b.refusesLinks(node, key) {
+			b.evictAttached(node)
+		}
+	})
+}
+
+// refusesLinks says whether node cannot be reached on a new link: a call
+// (a probe of key) is not even sent because no link can be made. A call
+// that went out on a link that then broke as well (the same failure,
+// seen on another link) is made again; one that times out says node is
+// slow, not gone.
+func (b *Broker) refusesLinks(node string, key session.Key) bool {
+	ctx, cancel := context.WithTimeout(b.ctx, probeTimeout)
+	defer cancel()
+	for {
+		_, err := peerapi.Probe.Call(ctx, b.peers, node, key)
+		switch {
+		case err == nil, !errors.Is(err, peer.ErrUnavailable):
+			return false // it answered, or is slow: the tips judge it
+		case errors.Is(err, peer.ErrNotSent):
+			b.log.Info("owner unreachable after its link broke; sending attached connections to resume", "peer", node, "err", err)
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// evictAttached sends the connections attached to streams owned by
+// node to resume, where they will take the streams over.
+func (b *Broker) evictAttached(node string) {
+	b.mu.Lock()
+	var gone []*attached
+	for _, a := range b.remote {
+		if a.owner == node {
+			gone = append(gone, a)
+		}
+	}
+	b.mu.Unlock()
+	for _, a := range gone {
+		a.evict(b.ownerDown(a.key, node))
+	}
+}
+
 // NodeUp clears the link-failure mark of a node gossip sees alive again.
 func (b *Broker) NodeUp(node string) {
 	b.mu.Lock()

@@ -23,16 +23,8 @@ const promoteParallel = 64
 func (b *Broker) NodeDown(node string) {
 	b.mu.Lock()
 	delete(b.tipsFrom, node) // it may come back as a version that sends none
-	var gone []*attached
-	for _, a := range b.remote {
-		if a.owner == node {
-			gone = append(gone, a)
-		}
-	}
 	b.mu.Unlock()
-	for _, a := range gone {
-		a.evict(b.ownerDown(a.key, node))
-	}
+	b.evictAttached(node)
 	for _, h := range b.heldStreams() {
 		h.detachRemote(node, 0)
 	}

@@ -313,60 +313,70 @@ func metric(t testing.TB, c *clustertest.Cluster, id, name string) float64 {
 	return 0
 }
 
-// When the node that dies is the channel's owner, its members leave too:
-// the backup takes the channel over, rebuilds the presence set from the
-// other nodes' reports, and compares it with the old owner's last
-// snapshot.
+// When the node that dies is the channel's owner, its members leave too,
+// within 2.5 heartbeat intervals of its death (DESIGN §3a): the other
+// nodes' links to it break, a new link is refused, and their
+// subscriptions resume at once, taking the channel over; the new owner
+// rebuilds the presence set from the nodes' reports for one quiet
+// interval and compares it with the old owner's last snapshot. Nobody
+// else leaves or joins on the way.
 func TestChannelMembersOfADeadOwnerLeave(t *testing.T) {
-	c := clustertest.Start(t, 3)
+	c := clustertest.Start(t, 3, clustertest.Options{Faults: true})
 	ids := c.IDs()
+	heartbeat := c.Config(ids[0]).Gateway.Heartbeat
 	const ch = "room:owner"
 	publishChannel(t, c, ids[2], ch, 1) // owned by n3, the node that dies
 	info := channelInfo(t, c, ids[0], ch)
 	if info.Owner != ids[2] {
 		t.Fatalf("channel owned by %s, want %s", info.Owner, ids[2])
 	}
+	var evs eventLog
 	watcher := dialChannels(t, c, ids[0], "watcher", protocol.Subscription{Channel: ch, JoinLeave: true, Presence: true})
 	watcher.expect("subscribed", ch)
-	other := dialChannels(t, c, ids[1], "other", protocol.Subscription{Channel: ch, Presence: true})
+	other := dialChannels(t, c, ids[1], "other", protocol.Subscription{Channel: ch, Presence: true, JoinLeave: true})
 	other.expect("subscribed", ch)
-	go func() {
-		// Read on, so that WebSocket pings are answered and the node
-		// keeps the connection.
-		for {
-			if _, _, err := other.ws.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
 	doomed := dialChannels(t, c, ids[2], "doomed", protocol.Subscription{Channel: ch, Presence: true})
 	doomed.expect("subscribed", ch)
 	seen := map[string]bool{}
 	for !seen["doomed"] || !seen["other"] {
 		seen[watcher.expect("join", ch).User] = true
 	}
-	// The backup has the owner's snapshot with all three.
-	time.Sleep(500 * time.Millisecond)
+	evs.drain(watcher)
+	evs.drain(other)
+	// The backup has the owner's snapshot with all three (sent every
+	// interval and after each change).
+	time.Sleep(heartbeat + heartbeat/2)
+	from := evs.len()
+
 	killed := time.Now()
-	c.Kill(ids[2])
-	f := watcher.expect("leave", ch)
-	if f.User != "doomed" {
-		t.Fatalf("leave: %+v, want doomed", f)
-	}
-	t.Logf("leave seen %v after the owner was killed (heartbeat 1s)", time.Since(killed).Round(time.Millisecond))
-	watcher.send(map[string]any{"type": "presence", "channel": ch})
-	if f := watcher.expect("presence", ch); f.Count != 2 || f.Members[0].User != "other" || f.Members[1].User != "watcher" {
-		t.Fatalf("presence after the owner died: %+v", f)
-	}
-	// Nobody else left or joined on the way.
-	watcher.send(map[string]any{"type": "ping", "id": 1})
-	for {
-		f := watcher.next()
-		if f.Type == "pong" {
-			break
+	c.KillAbruptly(ids[2])
+	left := map[string]time.Duration{} // by the subscriber that saw it
+	for deadline := time.Now().Add(10 * time.Second); len(left) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s only %v saw doomed leave", left)
 		}
-		if f.Type == "join" || f.Type == "leave" {
-			t.Fatalf("spurious %s of %s", f.Type, f.User)
+		for _, e := range evs.since(from) {
+			from++
+			if e.typ != "leave" || e.user != "doomed" {
+				t.Fatalf("after the kill, %s got %s of %s", e.to, e.typ, e.user)
+			}
+			left[e.to] = e.at.Sub(killed)
 		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	limit := heartbeat*5/2 + leaveMargin
+	for _, to := range []string{"watcher", "other"} {
+		t.Logf("%s saw doomed leave %v after the owner was killed (heartbeat %v)", to, left[to].Round(time.Millisecond), heartbeat)
+		if left[to] > limit {
+			t.Errorf("%s saw doomed leave %v after the owner was killed, want within 2.5 heartbeat intervals (%v, with %v for scheduling)", to, left[to], heartbeat*5/2, leaveMargin)
+		}
+	}
+	if p := presenceOf(t, c, ids[0], ch); p.Count != 2 || p.Members[0].User != "other" || p.Members[1].User != "watcher" {
+		t.Fatalf("presence after the owner died: %+v", p)
+	}
+	// Nobody else left or joined on the way, nor since.
+	time.Sleep(heartbeat)
+	for _, e := range evs.since(from) {
+		t.Errorf("after the leave, %s got a spurious %s of %s", e.to, e.typ, e.user)
 	}
 }

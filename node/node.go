@@ -170,6 +170,11 @@ func New(cfg Config) (n *Node, err error) {
 		return clusterport.DialWith(ctx, n.dialer(), n.clusterTLS, addr, clusterport.Peer, 2*time.Second)
 	}
 	pc.Resolve = n.clusterAddr
+	pc.OnDown = func(node string) {
+		if b := n.applyTo.Load(); b != nil {
+			b.LinkDown(node)
+		}
+	}
 	if n.gate != nil {
 		pc.Delay = n.gate.Delay
 	}

@@ -93,6 +93,11 @@ type Config struct {
 	// before it sends it: injected latency (fault injection's slow, for
 	// drills). Frames keep their order; nil or 0 adds nothing.
 	Delay func() time.Duration
+	// OnDown, when set, is told the node at the other end of a link that
+	// broke (not one this side closed): a peer whose process died closes
+	// its links at once, long before gossip says so. It runs on the
+	// failing link's goroutine and must not block.
+	OnDown func(node string)
 }
 
 // DefaultConfig returns production defaults; NodeID and Dial must still be set.
@@ -680,8 +685,11 @@ func (c *link) fail(cause error) {
 		}
 		if c.p.closing.Load() {
 			c.p.log.Debug("peer link closed", "addr", c.addr, "remote", c.remote)
-		} else {
-			c.p.log.Warn("peer link down", "addr", c.addr, "remote", c.remote, "outbound", c.client != nil, "err", cause)
+			return
+		}
+		c.p.log.Warn("peer link down", "addr", c.addr, "remote", c.remote, "outbound", c.client != nil, "err", cause)
+		if c.p.cfg.OnDown != nil && c.remote != "" {
+			c.p.cfg.OnDown(c.remote)
 		}
 	})
 }
