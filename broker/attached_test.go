@@ -299,3 +299,41 @@ func TestTipsToAStalledNodeDoNotPileUp(t *testing.T) {
 		t.Fatalf("%d frames wait for the stalled node after 10 rounds of tips, want at most 1 (one more in flight)", queued)
 	}
 }
+
+// slowTips makes the tips too slow to matter: what a test sees is the
+// link's doing.
+func slowTips(c *Config) { c.Heartbeat = time.Minute }
+
+// A link to the owner that breaks while the owner lives (it answers on a
+// new link) changes nothing: the attached connection stays, and goes on
+// receiving.
+func TestAttachedLinkDownToALiveOwnerKeepsTheConnection(t *testing.T) {
+	tn := newTestNet(t, 2, slowTips)
+	_, remote := attachedPair(t, tn, "alice")
+	tn.broker("n2").LinkDown("n1")
+	time.Sleep(100 * time.Millisecond)
+	if _, err := tn.publish("n1", "alice", "m2"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "the attached connection to get seq 2", func() bool {
+		last, _ := remote.state()
+		return last >= 2
+	})
+	if _, closed := remote.state(); closed != 0 {
+		t.Fatalf("attached connection closed %d after a link to a live owner broke", closed)
+	}
+}
+
+// A link to the owner that breaks and cannot be made again (its process
+// died) sends the attached connections to resume at once, not after the
+// tips' silence or gossip's verdict.
+func TestAttachedLinkDownToADeadOwnerSendsToResume(t *testing.T) {
+	tn := newTestNet(t, 2, slowTips)
+	_, remote := attachedPair(t, tn, "alice")
+	tn.setCut("n2", "n1", true) // n1 still runs: gossip would call it alive
+	tn.broker("n2").LinkDown("n1")
+	eventually(t, time.Second, "the attached connection to be sent to resume", func() bool {
+		_, closed := remote.state()
+		return closed == int(protocol.CloseMoved)
+	})
+}

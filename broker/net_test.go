@@ -182,7 +182,8 @@ func (tn *testNet) target(from, to string) (*Broker, bool, error) {
 	defer tn.mu.Unlock()
 	b := tn.brokers[to]
 	if b == nil || tn.cut[[2]string{from, to}] {
-		return nil, false, fmt.Errorf("%w: %s -> %s", peer.ErrUnavailable, from, to)
+		// As a refused dial: the call never left.
+		return nil, false, fmt.Errorf("%w: %w: %s -> %s", peer.ErrUnavailable, peer.ErrNotSent, from, to)
 	}
 	return b, tn.lose[[2]string{from, to}], nil
 }

@@ -380,6 +380,35 @@ func TestPeerCallFailsPromptlyWhenPeerDies(t *testing.T) {
 	}
 }
 
+// OnDown hears of a link the other end broke, naming that node, on both
+// ends' links; a Links that closes its own links tells nobody.
+func TestPeerOnDownNamesTheNodeOfABrokenLink(t *testing.T) {
+	testenv.NoLeaks(t)
+	srvDown := make(chan string, 4)
+	srv := peerStartServer(t, "127.0.0.1:0", Config{OnDown: func(node string) { srvDown <- node }}, func(p *Links) {
+		p.Handle(1, peerEcho, false)
+	})
+	cliDown := make(chan string, 4)
+	cli := peerStartClient(t, Config{OnDown: func(node string) { cliDown <- node }})
+	if _, err := cli.Call(context.Background(), srv.addr, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(t) // the server closes its own links: it hears nothing
+	select {
+	case node := <-cliDown:
+		if node != "server" {
+			t.Fatalf("OnDown(%q), want the server's node id", node)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnDown not called after the server went away")
+	}
+	select {
+	case node := <-srvDown:
+		t.Fatalf("the closing server's OnDown(%q) was called", node)
+	default:
+	}
+}
+
 // peerFakeServer accepts one link, completes the handshake, then reads and
 // discards everything without ever writing: a hung peer.
 func peerFakeServer(t *testing.T, afterHello func(net.Conn)) string {
