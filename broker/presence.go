@@ -41,7 +41,11 @@ import (
 // old owner gave it as the channel's backup (PresenceSnapshot, sent after
 // every change and every heartbeat interval): who is missing left — the
 // failed owner's own members among them — and who is new joined. A new
-// owner that was not the backup has no snapshot and sends no such events.
+// owner that was not the backup fetches the snapshot from the former
+// backup; with none to be had it sends no such events. A failed owner's
+// members thus leave presenceQuiet after the takeover, which follows its
+// death within milliseconds when its process died (its peer links broke:
+// LinkDown), so about one interval after it, inside DESIGN §3a's 2.5.
 
 // presenceCoalesce is how long a change waits for others before the
 // report goes out.
