@@ -48,7 +48,7 @@ func (b *Broker) Serve(r peer.Registry) {
 		if b.draining.Load() {
 			return peerapi.Empty{}, fmt.Errorf("%w: this node is draining", protocol.ErrUnavailable)
 		}
-		_, err := b.takeover(ctx, key, map[string]bool{}, false)
+		_, err := b.takeover(ctx, key, map[string]bool{}, false, nil)
 		return peerapi.Empty{}, err
 	})
 	peerapi.Probe.Serve(r, func(_ context.Context, _ string, key session.Key) (bool, error) {

@@ -46,11 +46,11 @@ func (b *Broker) promote(node string) {
 		r.mu.Unlock()
 	}
 	b.reps.mu.Unlock()
-	var mine []session.Key
+	mine := map[session.Key]session.Entry{}
 	for _, k := range keys {
 		// The leader's node-failed may already have cleared the owner.
 		if e, ok := b.reg.Get(k.String()); ok && (e.Owner == node || e.Owner == "") && e.Backup == b.cfg.NodeID {
-			mine = append(mine, k)
+			mine[k] = e
 		}
 	}
 	if len(mine) == 0 {
@@ -60,7 +60,7 @@ func (b *Broker) promote(node string) {
 	b.goSafe(func() {
 		sem := make(chan struct{}, promoteParallel)
 		var wg sync.WaitGroup
-		for _, k := range mine {
+		for k, e := range mine {
 			select {
 			case sem <- struct{}{}:
 			case <-b.ctx.Done():
@@ -72,7 +72,9 @@ func (b *Broker) promote(node string) {
 				defer func() { <-sem; wg.Done() }()
 				ctx, cancel := context.WithTimeout(b.ctx, 4*b.cfg.CallTimeout)
 				defer cancel()
-				if _, err := b.takeover(ctx, k, map[string]bool{node: true}, false); err != nil {
+				// Not from a live node that took it over first (a
+				// subscriber whose link to the dead owner broke).
+				if _, err := b.takeover(ctx, k, map[string]bool{node: true}, false, &e); err != nil {
 					b.log.Debug("promotion failed", "stream", k, "err", err)
 				}
 			}()

@@ -57,7 +57,7 @@ func (b *Broker) route(ctx context.Context, key session.Key, rt *routing) (where
 		t, err := b.forwardTarget(key, rt.avoid)
 		return where{owner: t}, err
 	}
-	h, err := b.takeover(ctx, key, rt.avoid, rt.hello)
+	h, err := b.takeover(ctx, key, rt.avoid, rt.hello, &e)
 	var oe *ownedElsewhere
 	if errors.As(err, &oe) {
 		rt.hints[key] = oe.entry

@@ -26,13 +26,17 @@ func (o *ownedElsewhere) Error() string {
 // takeover makes this node the owner of key's stream: claim in Raft
 // (epoch+1), then seal the stream at the old owner and fetch it, and only
 // then serve. Concurrent takeovers of one stream on this node share one
-// attempt.
-func (b *Broker) takeover(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (*held, error) {
+// attempt. seen, when not nil, is the entry whose owner the caller found
+// gone (the zero entry: no stream yet): should the registry have moved
+// on to a live owner meanwhile (another node took the stream over first),
+// the takeover is not made, and ownedElsewhere names that owner. nil
+// takes the stream from whoever holds it (a node asked to, by the owner).
+func (b *Broker) takeover(ctx context.Context, key session.Key, avoid map[string]bool, attach bool, seen *session.Entry) (*held, error) {
 	v, err, _ := b.flight.Do(key.String(), func() (any, error) {
 		if h := b.local(key); h != nil {
 			return h, nil
 		}
-		return b.claim(ctx, key, avoid, attach)
+		return b.claim(ctx, key, avoid, attach, seen)
 	})
 	if err != nil {
 		return nil, err
@@ -43,17 +47,17 @@ func (b *Broker) takeover(ctx context.Context, key session.Key, avoid map[string
 // claim is claimStream in its session.takeover span: a trace's root when
 // nothing traced asked for it (a hello, a promotion), else a step of the
 // publish or takeover that did.
-func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (*held, error) {
+func (b *Broker) claim(ctx context.Context, key session.Key, avoid map[string]bool, attach bool, seen *session.Entry) (*held, error) {
 	ctx, span := b.cfg.Tracer.Start(ctx, tracing.SpanSessionTakeover, trace.SpanKindInternal)
 	if span.IsRecording() {
 		span.SetAttributes(keyAttr(key), attribute.Bool("switchboard.attach", attach))
 	}
-	h, err := b.claimStream(ctx, key, avoid, attach)
+	h, err := b.claimStream(ctx, key, avoid, attach, seen)
 	tracing.End(span, err)
 	return h, err
 }
 
-func (b *Broker) claimStream(ctx context.Context, key session.Key, avoid map[string]bool, attach bool) (h *held, err error) {
+func (b *Broker) claimStream(ctx context.Context, key session.Key, avoid map[string]bool, attach bool, seen *session.Entry) (h *held, err error) {
 	start := time.Now()
 	b.mu.Lock()
 	b.claiming[key] = true
@@ -65,6 +69,12 @@ func (b *Broker) claimStream(ctx context.Context, key session.Key, avoid map[str
 	}()
 	name := key.String()
 	e, ok := b.reg.Get(name)
+	if seen != nil && ok && e.Epoch > seen.Epoch && e.Owner != b.cfg.NodeID && b.usable(e.Owner, avoid) {
+		// Taken over by another node since the caller found its owner
+		// gone (the nodes attached to a dead owner all react at once): go
+		// there, rather than take the stream from a live owner.
+		return nil, &ownedElsewhere{entry: e}
+	}
 	sess := e.Session
 	switch {
 	case !ok:

@@ -173,3 +173,37 @@ func TestDrainHandoverSurvivesTheTakersCrash(t *testing.T) {
 	}
 	resumesWith(t, tn, other, "u", before.Session, "[1]")
 }
+
+// TestTakeoverDoesNotTakeFromTheNodeThatTookOverFirst: the nodes attached
+// to a dead owner all find it gone at once and race to take its stream
+// over. One that decided on the old entry, but claims after another won,
+// must go to the winner, not take the stream from a live owner (a second
+// takeover would, for a channel, also lose the first new owner's pending
+// presence reconciliation).
+func TestTakeoverDoesNotTakeFromTheNodeThatTookOverFirst(t *testing.T) {
+	tn := newTestNet(t, 3)
+	if _, err := tn.hello("n1", "u", &protocol.Resume{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.publish("n1", "u", "m1"); err != nil {
+		t.Fatal(err)
+	}
+	seen := tn.entry("u")
+	tn.stop("n1")
+	key := session.UserKey("u")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	avoid := func() map[string]bool { return map[string]bool{"n1": true} }
+	if _, err := tn.broker("n2").takeover(ctx, key, avoid(), true, &seen); err != nil {
+		t.Fatalf("first takeover: %v", err)
+	}
+	won := tn.entry("u")
+	_, err := tn.broker("n3").takeover(ctx, key, avoid(), true, &seen)
+	var oe *ownedElsewhere
+	if !errors.As(err, &oe) || oe.entry.Owner != "n2" {
+		t.Fatalf("second takeover on the old entry: err = %v, want ownedElsewhere naming n2", err)
+	}
+	if e := tn.entry("u"); e.Owner != "n2" || e.Epoch != won.Epoch {
+		t.Fatalf("entry after the second attempt %+v, want n2's %+v", e, won)
+	}
+}
