@@ -57,6 +57,10 @@ func (b *Broker) connect(ctx context.Context, key session.Key, sink gateway.Sink
 				b.log.Debug("owner unreachable; taking over", "stream", key, "owner", w.owner, "err", err)
 				rt.avoid[w.owner] = true
 				return true
+			case errors.Is(err, protocol.ErrUnavailable):
+				// The owner is still taking the stream over (errBusy):
+				// ask it again shortly.
+				return true
 			}
 			last = fmt.Errorf("%w: attaching to %s: %v", protocol.ErrUnavailable, w.owner, err)
 			return false
@@ -125,6 +129,11 @@ func (b *Broker) detach(key session.Key, id uint64) {
 func (b *Broker) serveAttach(req peerapi.AttachRequest) (peerapi.AttachReply, error) {
 	h := b.local(req.Key)
 	if h == nil {
+		if b.isClaiming(req.Key) {
+			// Claimed here, not served yet: "not here" would have the
+			// caller take it from this node, a live owner.
+			return peerapi.AttachReply{}, errBusy
+		}
 		return peerapi.AttachReply{}, peerapi.ErrNotHere
 	}
 	rep, err := h.attachRemote(req)

@@ -207,3 +207,19 @@ func TestTakeoverDoesNotTakeFromTheNodeThatTookOverFirst(t *testing.T) {
 		t.Fatalf("entry after the second attempt %+v, want n2's %+v", e, won)
 	}
 }
+
+// TestAttachDuringAClaimIsBusy: a node asked to attach to a stream it has
+// claimed but does not serve yet answers "busy" (ask again), not "not
+// here", which would have the asker take the stream from it.
+func TestAttachDuringAClaimIsBusy(t *testing.T) {
+	tn := newTestNet(t, 1)
+	b := tn.broker("n1")
+	key := session.ChannelKey("room")
+	b.mu.Lock()
+	b.claiming[key] = true
+	b.mu.Unlock()
+	_, err := b.serveAttach(peerapi.AttachRequest{Key: key, Node: "n2"})
+	if !errors.Is(err, protocol.ErrUnavailable) || errors.Is(err, peerapi.ErrNotHere) {
+		t.Fatalf("attach during a claim: %v, want busy (ErrUnavailable)", err)
+	}
+}
