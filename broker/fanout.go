@@ -87,7 +87,7 @@ func (h *held) deliverLocalLocked(msgs []session.Message, scs []trace.SpanContex
 			for _, s := range h.sinks {
 				sinks = append(sinks, s)
 			}
-			h.deliverLocal(sinks, fanBatch{msgs: msgs, scs: scs})
+			h.deliverLocal(sinks, msgs, scs)
 		}
 		return
 	}
@@ -147,49 +147,62 @@ func (h *held) runFanout() {
 		sinks := f.snap
 		h.cond.Broadcast() // appenders waiting for room
 		h.mu.Unlock()
-		for _, batch := range q {
-			if h.gone.Load() {
-				break // sealed: every connection was sent away; the rest is dropped
+		// Everything queued goes out in one pass, connection by
+		// connection: a connection's writer then has all of it at once
+		// and writes it in one syscall. The further behind, the larger
+		// the pass.
+		var msgs []session.Message
+		var scs []trace.SpanContext
+		for i, batch := range q {
+			if batch.scs != nil && scs == nil {
+				scs = make([]trace.SpanContext, len(msgs), len(msgs)+len(batch.msgs))
 			}
-			h.deliverLocal(sinks, batch)
+			msgs = append(msgs, batch.msgs...)
+			if scs != nil {
+				if batch.scs != nil {
+					scs = append(scs, batch.scs...)
+				} else {
+					scs = append(scs, make([]trace.SpanContext, len(batch.msgs))...)
+				}
+			}
+			q[i] = fanBatch{}
 		}
+		h.deliverLocal(sinks, msgs, scs)
 	}
 }
 
-// deliverLocal writes a batch to sinks, each message to the sinks that
-// registered before it was acknowledged. A sampled message has a
-// gateway.deliver span on this node.
-func (h *held) deliverLocal(sinks []localSink, batch fanBatch) {
-	n := 0
-	if batch.scs == nil {
-		for _, m := range batch.msgs {
-			for _, s := range sinks {
-				if m.Seq > s.from {
-					s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
-					n++
-				}
-			}
+// deliverLocal writes msgs to sinks, each message to the sinks that
+// registered before it was acknowledged, stopping if the stream is sealed
+// meanwhile (its connections were sent away). A sampled message (scs[i]
+// valid, when scs is not nil) has a gateway.deliver span on this node.
+func (h *held) deliverLocal(sinks []localSink, msgs []session.Message, scs []trace.SpanContext) {
+	var ds []*delivery
+	if scs != nil && len(sinks) > 0 {
+		ds = make([]*delivery, len(msgs))
+		for i, m := range msgs {
+			ds[i] = h.b.startDelivery(scs[i], h.key, m.Seq, len(sinks))
 		}
-	} else {
-		for i, m := range batch.msgs {
-			var d *delivery
-			if len(sinks) > 0 {
-				d = h.b.startDelivery(batch.scs[i], h.key, m.Seq, len(sinks))
+	}
+	n := 0
+	for _, s := range sinks {
+		if h.gone.Load() {
+			break
+		}
+		for i, m := range msgs {
+			if m.Seq <= s.from {
+				continue
 			}
-			for _, s := range sinks {
-				if m.Seq <= s.from {
-					continue
-				}
-				if d != nil {
-					d.send(s.Sink, m.Seq, m.Frame)
-				} else {
-					s.Send(m.Seq, m.Frame)
-				}
-				n++
+			if ds != nil && ds[i] != nil {
+				ds[i].send(s.Sink, m.Seq, m.Frame)
+			} else {
+				s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
 			}
-			if d != nil {
-				d.sent()
-			}
+			n++
+		}
+	}
+	for _, d := range ds {
+		if d != nil {
+			d.sent()
 		}
 	}
 	if h.b.cfg.OnDeliver != nil && n > 0 {
