@@ -192,10 +192,14 @@ func (h *held) deliverLocal(sinks []localSink, msgs []session.Message, scs []tra
 			if m.Seq <= s.from {
 				continue
 			}
+			ok := false
 			if ds != nil && ds[i] != nil {
-				ds[i].send(s.Sink, m.Seq, m.Frame)
+				ok = ds[i].send(s.Sink, m.Seq, m.Frame)
 			} else {
-				s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
+				ok = s.Send(m.Seq, m.Frame)
+			}
+			if !ok {
+				break // closed, or its queue overflowed and the gateway closes it (4008): it takes nothing more
 			}
 			n++
 		}
