@@ -47,6 +47,7 @@ func (b *Broker) appendLocal(ctx context.Context, entry string, reqs []PublishRe
 		a := &appended{h: h, idx: idx}
 		a.ctx, a.span = b.cfg.Tracer.Child(ctx, tracing.SpanStreamAppend, trace.SpanKindInternal)
 		h.mu.Lock()
+		h.waitFanoutLocked()
 		a.msgs, a.top, a.err = h.appendLocked(reqs, idx)
 		if a.span.IsRecording() {
 			h.traceLocked(a.msgs, a.span.SpanContext())

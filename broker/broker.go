@@ -437,18 +437,19 @@ func (b *Broker) heldStreams() []*held {
 }
 
 // goSafe runs fn in a goroutine the broker waits for on Close; after Close
-// it does nothing.
-func (b *Broker) goSafe(fn func()) {
+// it does nothing and reports false.
+func (b *Broker) goSafe(fn func()) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return
+		return false
 	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		fn()
 	}()
+	return true
 }
 
 // every runs fn each interval d until the broker closes; the caller has

@@ -23,7 +23,9 @@ import (
 //
 // Under the lock the broker feeds the machine events and performs what
 // they return that cannot block: queueing frames on local connections
-// (Sink.Send never blocks) and on attached nodes' outboxes. Peer calls —
+// (Sink.Send never blocks; a stream with many of them queues the messages
+// for its fan-out goroutine instead, fanout.go) and on attached nodes'
+// outboxes. Peer calls —
 // replication, choosing a backup — run with the lock released; the
 // machine's flushing state keeps a second flush out meanwhile, and cond
 // wakes those waiting for it. Deliveries leave in the order the machine
@@ -36,7 +38,8 @@ type held struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
 	o     *session.Owned
-	sinks map[uint64]gateway.Sink
+	sinks map[uint64]localSink
+	fan   fanout // deliveries to sinks (fanout.go)
 	// gone mirrors o.Sealed() for readers that must not take mu (Broker.mu
 	// is never held while taking a held's mu: the order is held.mu, then
 	// Broker.mu).
@@ -56,7 +59,7 @@ func (b *Broker) newHeld(key session.Key, s *session.Stream, backup string, repl
 	h := &held{
 		key: key, b: b,
 		o:     session.NewOwned(key, s, backup, replicated, attached, b.now()),
-		sinks: make(map[uint64]gateway.Sink),
+		sinks: make(map[uint64]localSink),
 	}
 	h.cond = sync.NewCond(&h.mu)
 	return h
@@ -66,18 +69,7 @@ func (b *Broker) newHeld(key session.Key, s *session.Stream, backup string, repl
 func (h *held) applyLocked(eff session.Effects, why string) {
 	if len(eff.Deliver) > 0 {
 		scs := h.tracedLocked(eff.Deliver)
-		if scs == nil {
-			for _, s := range h.sinks {
-				for _, m := range eff.Deliver {
-					s.Send(m.Seq, m.Frame) // on overflow the gateway closes the sink (4008)
-				}
-			}
-		} else {
-			h.deliverTracedLocked(eff.Deliver, scs)
-		}
-		if h.b.cfg.OnDeliver != nil && len(h.sinks) > 0 {
-			h.b.cfg.OnDeliver(len(h.sinks) * len(eff.Deliver))
-		}
+		h.deliverLocalLocked(eff.Deliver, scs)
 		if h.key.Kind == session.ChannelStream {
 			h.b.chanMsgs.Add(int64(len(eff.Deliver)))
 			h.b.chanSends.Add(int64(len(eff.Deliver) * len(eff.To)))
@@ -99,10 +91,14 @@ func (h *held) applyLocked(eff session.Effects, why string) {
 		}
 		eps := h.b.endpoints()
 		for _, id := range eff.Close {
-			if s := h.sinks[id]; s != nil {
+			if s, ok := h.sinks[id]; ok {
 				s.Close(err, eps)
 				delete(h.sinks, id)
+				h.sinksChangedLocked()
 			}
+		}
+		if h.o.Sealed() {
+			h.dropFanoutLocked()
 		}
 		for _, node := range eff.Evict {
 			h.b.outbox(node).evict(h.key, eff.Lost)
@@ -110,32 +106,6 @@ func (h *held) applyLocked(eff session.Effects, why string) {
 	}
 	if eff.Record != 0 {
 		h.b.states.record(h.key, eff.Record)
-	}
-}
-
-// deliverTracedLocked is applyLocked's delivery to local connections
-// when some messages are traced (scs[i] for msgs[i]): each of those has a
-// gateway.deliver span on this node.
-func (h *held) deliverTracedLocked(msgs []session.Message, scs []trace.SpanContext) {
-	ds := make([]*delivery, len(msgs))
-	if len(h.sinks) > 0 {
-		for i, m := range msgs {
-			ds[i] = h.b.startDelivery(scs[i], h.key, m.Seq, len(h.sinks))
-		}
-	}
-	for _, s := range h.sinks {
-		for i, m := range msgs {
-			if ds[i] != nil {
-				ds[i].send(s, m.Seq, m.Frame)
-			} else {
-				s.Send(m.Seq, m.Frame)
-			}
-		}
-	}
-	for _, d := range ds {
-		if d != nil {
-			d.sent()
-		}
 	}
 }
 
@@ -338,7 +308,8 @@ func (h *held) attach(ctx context.Context, sink gateway.Sink, pos position) erro
 			return nil                         // the gateway closed it (4008); Gone will follow
 		}
 	}
-	h.sinks[sink.ID()] = sink
+	h.sinks[sink.ID()] = localSink{Sink: sink, from: h.o.Acked()}
+	h.sinksChangedLocked()
 	h.applyLocked(h.o.AddLocal(sink.ID(), now), "")
 	return nil
 }
@@ -347,6 +318,7 @@ func (h *held) detachSink(id uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.sinks, id)
+	h.sinksChangedLocked()
 	h.applyLocked(h.o.RemoveLocal(id, h.b.now()), "")
 }
 
