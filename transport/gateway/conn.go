@@ -38,19 +38,6 @@ func notify(q []item, err error) {
 	}
 }
 
-// maxPooledBuf keeps oversized write buffers out of the pool.
-const maxPooledBuf = 256 << 10
-
-// writeBatch bounds the message bytes one write takes. Each write has
-// WriteTimeout to complete, so a backlog (a resume replay) reaches a client
-// that reads steadily but slowly in pieces instead of timing out as one
-// write, and the writer copies at most this much of the queue at a time.
-const writeBatch = 64 << 10
-
-// writeBufPool holds write buffers between flushes, so an idle
-// connection holds none.
-var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
 // conn is one client connection. It implements Sink.
 //
 // An idle connection has no goroutine of its own: the gateway's poller
@@ -251,7 +238,8 @@ func (c *conn) dropQueueLocked() {
 }
 
 // kickLocked starts the writer if there is something to write and none
-// runs. The writer is counted by the reading/writing flags, not the
+// runs: a turn of the gateway's writer pool, or a writer goroutine
+// (writer.go). The writer is counted by the reading/writing flags, not the
 // gateway's WaitGroup: the connection's own count outlives it.
 func (c *conn) kickLocked() {
 	if c.dead {
@@ -272,7 +260,11 @@ func (c *conn) kickLocked() {
 		return
 	}
 	c.writing = true
-	go c.writeLoop()
+	if c.pooledLocked() {
+		c.g.writers.push(c)
+		return
+	}
+	go c.writeLoop(nil)
 }
 
 // tick runs the connection's timers; the sweeper calls it periodically
@@ -695,194 +687,6 @@ func (c *conn) logReadEnd(err error) {
 	}
 	c.g.log.Debug("read ended", "conn", c.id, "err", err)
 }
-
-// writeLoop writes everything queued, one syscall of about writeBatch
-// at most per round, and returns once nothing is left. It tears the
-// connection down after a failed write and after the close handshake.
-func (c *conn) writeLoop() {
-	// The write buffer is held only while writing, not while lingering.
-	var bp *[]byte
-	release := func() {
-		if bp != nil && cap(*bp) <= maxPooledBuf {
-			*bp = (*bp)[:0]
-			writeBufPool.Put(bp)
-		}
-		bp = nil
-	}
-	defer release()
-	var (
-		batch    []item
-		linger   *time.Timer
-		lingered bool // lingered once with nothing to do: return next time
-		// carried: the last write held messages. Only then is more likely
-		// soon; a writer that wrote a heartbeat, ping or pong returns at
-		// once, so idle connections hold no goroutine between beats.
-		carried bool
-	)
-	defer func() {
-		if linger != nil {
-			linger.Stop()
-		}
-	}()
-	for {
-		c.mu.Lock()
-		if c.dead {
-			notify(c.q, errNotWritten)
-			c.writing, c.wake = false, nil
-			c.finishLocked()
-			return
-		}
-		n, size := 0, 0
-		for n < len(c.q) && (n == 0 || size+len(c.q[n].frame) <= writeBatch) {
-			size += len(c.q[n].frame)
-			n++
-		}
-		batch = append(batch[:0], c.q[:n]...)
-		clear(c.q[:n])
-		if n < len(c.q) {
-			c.q = c.q[n:] // the rest goes in the next rounds, each with its own deadline
-		} else {
-			c.q = c.q[:0]
-			if cap(c.q) > 64 {
-				c.q = nil // a burst's backing array is not kept by an idle connection
-			}
-		}
-		if bp == nil {
-			bp = writeBufPool.Get().(*[]byte)
-		}
-		buf := append((*bp)[:0], c.ctl...)
-		c.ctl, c.pongs = nil, 0
-		if c.pingDue {
-			buf = wsAppendHeader(buf, wsOpPing, 0)
-			c.pingDue, c.lastPing = false, monoNow()
-		}
-		abandon := c.abandon
-		highest := c.highest
-		data := false // text frames in this write: the silence heartbeats fill ends
-		for _, it := range batch {
-			if abandon {
-				break
-			}
-			buf = wsAppendHeader(buf, wsOpText, len(it.frame))
-			buf = append(buf, it.frame...)
-			highest = max(highest, it.seq)
-			data = true
-		}
-		if c.beatDue {
-			if !data {
-				var scratch [48]byte
-				buf = wsAppendFrame(buf, wsOpText, protocol.AppendHeartbeat(scratch[:0], highest))
-				data = true
-			}
-			c.beatDue = false
-		}
-		sendClose := c.closing && !c.closeSent && len(c.q) == 0
-		var deadline int64
-		if sendClose {
-			if r := c.req; r.errorFrame() {
-				buf = wsAppendFrame(buf, wsOpText, protocol.EncodeError(r.slug, r.msg, r.endpoints))
-				data = true
-			}
-			buf = wsAppendClose(buf, int(c.req.code), c.req.slug)
-			c.closeSent = true
-		}
-		deadline = monoNow() + int64(c.g.cfg.WriteTimeout)
-		if c.closing && c.closeBy < deadline {
-			deadline = c.closeBy
-		}
-		peerClosed := c.peerClosed
-		if len(buf) == 0 {
-			if lingered || !carried {
-				c.writing, c.wake = false, nil
-				c.q = nil // an idle connection keeps no queue array
-				c.mu.Unlock()
-				return
-			}
-			// Linger a moment before returning: a connection that gets
-			// a stream of messages keeps one writer (and its grown
-			// stack) instead of starting one per message.
-			if c.wake == nil {
-				c.wake = make(chan struct{}, 1)
-			}
-			wake := c.wake
-			c.mu.Unlock()
-			release()
-			if linger == nil {
-				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
-			}
-			select {
-			case <-wake:
-				linger.Stop()
-			case <-linger.C:
-				lingered = true
-			}
-			continue
-		}
-		lingered = false
-		c.mu.Unlock()
-
-		*bp = buf
-		err := c.nc.SetWriteDeadline(monoEpoch.Add(time.Duration(deadline)))
-		if err == nil {
-			_, err = c.nc.Write(buf)
-		}
-		if abandon {
-			notify(batch, errNotWritten)
-		} else {
-			notify(batch, err)
-		}
-		clear(batch) // drop frame references while idle
-
-		c.mu.Lock()
-		c.pending -= len(batch)
-		if err != nil {
-			// Still marked writing until the socket is closed: a Send
-			// meanwhile must not start a writer whose bytes would land
-			// inside the frame this write broke off.
-			c.mu.Unlock()
-			c.g.log.Debug("write ended", "conn", c.id, "err", err)
-			c.teardown()
-			c.mu.Lock()
-			c.writing, c.wake = false, nil
-			c.finishLocked()
-			return
-		}
-		c.highest = highest
-		if data {
-			c.lastData = monoNow()
-		}
-		carried = len(batch) > 0
-		c.mu.Unlock()
-
-		if sendClose {
-			c.g.log.Debug("closing", "conn", c.id, "code", c.req.code, "slug", c.req.slug)
-			if !peerClosed {
-				// Nothing follows our close: the client reads EOF right
-				// after it, while its close, or its EOF, may still come in
-				// and ends the wait. Closing the socket now instead would
-				// reset the connection if input is unread, and a reset
-				// discards our close if it is still in flight.
-				if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-					_ = cw.CloseWrite()
-				}
-				c.awaitPeerClose()
-			}
-			c.teardown()
-			c.mu.Lock()
-			c.writing, c.wake = false, nil
-			c.finishLocked()
-			return
-		}
-	}
-}
-
-// writerLinger is how long a writer that wrote messages and has nothing
-// more to write waits for more before it returns. Short, so that quiet
-// connections hold no goroutine; writers of heartbeats and pings do not
-// linger at all.
-const writerLinger = 250 * time.Millisecond
 
 // awaitPeerClose waits briefly for the client's close frame after ours:
 // cutting TCP earlier risks a reset that discards the error frame still in

@@ -257,8 +257,11 @@ type Gateway struct {
 	drainEndpoints []string
 	started        bool
 	poll           *poller // nil: reader goroutines (not Linux, or epoll failed)
-	sweepStop      chan struct{}
-	sweepDone      chan struct{}
+	// writers write the sockets the poller watches (writer.go); set once by
+	// New, its workers run from the first connection until stop.
+	writers   *writerPool
+	sweepStop chan struct{}
+	sweepDone chan struct{}
 }
 
 // New returns a gateway that authenticates with auth and hands accepted
@@ -284,6 +287,7 @@ func New(cfg Config, auth Authenticator, hub Hub) (*Gateway, error) {
 		log:     cfg.Logger.With("component", "gateway"),
 		conns:   make(map[*conn]struct{}),
 		perUser: make(map[string]int),
+		writers: newWriterPool(),
 		ips:     newIPLimiter(cfg.ConnectRate),
 
 		closeWait: closeWait,
@@ -356,6 +360,9 @@ func (g *Gateway) startLocked() {
 		g.log.Warn("no epoll poller; every connection gets a reader goroutine", "err", err)
 	}
 	g.poll = p
+	if p != nil {
+		g.writers.start()
+	}
 	g.sweepStop, g.sweepDone = make(chan struct{}), make(chan struct{})
 	go g.sweep(g.sweepStop, g.sweepDone)
 }
@@ -431,6 +438,7 @@ func (g *Gateway) stop() {
 	if p != nil {
 		p.close()
 	}
+	g.writers.stop()
 }
 
 func (g *Gateway) snapshot() []*conn {

@@ -189,6 +189,7 @@ func TestGatewayWithReaderGoroutines(t *testing.T) {
 // the poller, reader goroutines, and the poller through TLS.
 var gatewayBehaviour = map[string]func(*testing.T){
 	"ClosePaths":            TestGatewayClosePaths,
+	"WriterDoesNotLinger":   TestGatewayHeartbeatWriterDoesNotLinger,
 	"PingPong":              TestGatewayPingPongEchoesIDVerbatim,
 	"Ack":                   TestGatewayAckReachesHub,
 	"Heartbeat":             TestGatewayHeartbeatWhenIdle,
@@ -657,8 +658,10 @@ func TestGatewayHeartbeatWhenIdle(t *testing.T) {
 }
 
 // A writer that wrote only a heartbeat returns at once instead of
-// lingering as after messages: between beats an idle connection holds no
-// goroutine, with any number of connections.
+// lingering as a writer goroutine does after messages: between beats an
+// idle connection holds no goroutine, with any number of connections. It
+// runs on every path (gatewayBehaviour): the poller's sockets are written
+// by the writer pool, TLS and fallback ones by writer goroutines.
 func TestGatewayHeartbeatWriterDoesNotLinger(t *testing.T) {
 	testenv.NoLeaks(t)
 	h := startGW(t, Config{Heartbeat: time.Second, PingInterval: 10 * time.Minute}, nil)
@@ -678,11 +681,25 @@ func TestGatewayHeartbeatWriterDoesNotLinger(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	// After messages it lingers, ready for more.
+	// After messages a writer goroutine lingers, ready for more. A socket
+	// the writer pool writes needs no goroutine: its turn ends at once.
+	c.mu.Lock()
+	pooled := c.pooledLocked()
+	c.mu.Unlock()
 	h.hub.sink(t).Send(1, protocol.AppendMessage(nil, 1, "m1", 1, json.RawMessage(`1`)))
 	gwMustRead(t, ws, protocol.TypeMessage)
-	if !writing() {
-		t.Error("the writer of a message returned at once; it should linger for more")
+	if !pooled {
+		if !writing() {
+			t.Error("the writer goroutine of a message returned at once; it should linger for more")
+		}
+		return
+	}
+	start = time.Now()
+	for writing() {
+		if time.Since(start) >= writerLinger {
+			t.Fatalf("the pool's turn at a message still runs %v after it was read", writerLinger)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

@@ -249,3 +249,28 @@ func readRaw(rc syscall.RawConn, buf []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// writeRaw makes one write of b to the socket rc without waiting:
+// errWouldBlock when the socket takes nothing now; a short count when it
+// took only part.
+func writeRaw(rc syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var err error
+	cerr := rc.Write(func(fd uintptr) bool {
+		for {
+			n, err = unix.Write(int(fd), b)
+			if err != unix.EINTR {
+				return true // never park in the runtime's poller
+			}
+		}
+	})
+	switch {
+	case cerr != nil:
+		return 0, cerr
+	case err == unix.EAGAIN:
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, err
+	}
+	return n, nil
+}

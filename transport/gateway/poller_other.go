@@ -21,4 +21,7 @@ func (*poller) close()                    {}
 // readRaw is never called without a poller.
 func readRaw(syscall.RawConn, []byte) (int, error) { return 0, errors.ErrUnsupported }
 
+// writeRaw is never called without a poller.
+func writeRaw(syscall.RawConn, []byte) (int, error) { return 0, errors.ErrUnsupported }
+
 func (c *conn) readNow([]byte) (int, error) { return 0, errors.ErrUnsupported }
