@@ -197,7 +197,8 @@ func (c *Client) lastError() error {
 }
 
 // run connects, reads until the connection ends, and reconnects, until
-// Close. It is the only sender on msgs and events and closes both.
+// Close. It and its connections' token refreshes, which connect waits
+// for, are the only senders on msgs and events; it closes both.
 func (c *Client) run() {
 	defer close(c.done)
 	defer close(c.events)

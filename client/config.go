@@ -19,10 +19,20 @@ type Config struct {
 	// Endpoints learned from welcome and draining frames are added to them
 	// for failover; these are kept.
 	Endpoints []string
-	// Token returns the JWT sent in hello. It is called before every connect
-	// so that an expiring token can be refreshed; it must return promptly
-	// (Close waits for it). See StaticToken.
+	// Token returns the JWT sent in hello. It is called before every
+	// connect, and on a live connection RefreshBefore its token's exp, for a
+	// token that expires later to send in a refresh frame. It must return
+	// promptly (Close waits for it); calls never overlap. See StaticToken.
 	Token func() (string, error)
+	// RefreshBefore is how long before a connection's token expires the
+	// client refreshes it (DESIGN.md §3 refresh), so that the server does
+	// not close the connection with 4001 at exp. A token with less than
+	// RefreshBefore left is refreshed when half of what is left has passed.
+	// Only a JWT with an exp claim (read without verifying the token) is
+	// refreshed. A refresh that fails is reported as EventRefreshFailed;
+	// the server then closes the connection at exp and the client
+	// reconnects with a token from Token.
+	RefreshBefore time.Duration
 
 	// Session and LastSeq are the resume point. The client keeps them up to
 	// date across reconnects; preset them to resume an earlier session.
@@ -70,6 +80,7 @@ func DefaultConfig() Config {
 		BackoffBase:   100 * time.Millisecond,
 		BackoffMax:    5 * time.Second,
 		DialTimeout:   5 * time.Second,
+		RefreshBefore: 30 * time.Second,
 		Buffer:        1024,
 		EventBuffer:   64,
 		MaxFrameBytes: 1 << 20,
@@ -92,6 +103,9 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = d.DialTimeout
+	}
+	if c.RefreshBefore == 0 {
+		c.RefreshBefore = d.RefreshBefore
 	}
 	if c.Buffer == 0 {
 		c.Buffer = d.Buffer
@@ -116,6 +130,8 @@ func (c Config) normalize() (Config, error) {
 		return c, fmt.Errorf("%w: BackoffMax %v is below BackoffBase %v", ErrConfig, c.BackoffMax, c.BackoffBase)
 	case c.DialTimeout < 0:
 		return c, fmt.Errorf("%w: DialTimeout %v is negative", ErrConfig, c.DialTimeout)
+	case c.RefreshBefore < 0:
+		return c, fmt.Errorf("%w: RefreshBefore %v is negative", ErrConfig, c.RefreshBefore)
 	case c.Buffer < 0:
 		return c, fmt.Errorf("%w: Buffer %d is negative", ErrConfig, c.Buffer)
 	case c.EventBuffer < 0:

@@ -22,11 +22,13 @@ const (
 )
 
 // conn is one WebSocket connection. Reads happen only on the run goroutine;
-// writes (hello, pings) are serialized by writeMu.
+// writes (hello, pings, refreshes, channel requests) are serialized by
+// writeMu.
 type conn struct {
 	ws      *websocket.Conn
 	writeMu sync.Mutex
 	done    chan struct{} // closed when the connection is over
+	refresh *refresher    // keeps the token fresh (refresh.go)
 
 	mu    sync.Mutex
 	pings map[uint64]chan struct{}
@@ -101,6 +103,7 @@ func (c *Client) connect(ep string) (out outcome) {
 		return out
 	}
 	cn := &conn{ws: ws, done: make(chan struct{}), pings: make(map[uint64]chan struct{})}
+	cn.refresh = c.newRefresher(ep, cn, token)
 
 	// Close must interrupt a blocked read; this goroutine says goodbye with
 	// 1000 (so the server detaches now rather than at a heartbeat timeout)
@@ -120,6 +123,7 @@ func (c *Client) connect(ep string) (out outcome) {
 		close(stop)
 		<-stopped
 		_ = ws.Close()
+		cn.refresh.close() // after ws.Close, which ends a write in progress
 		c.mu.Lock()
 		if c.cur == cn {
 			c.cur = nil
@@ -234,6 +238,14 @@ func (c *Client) readLoop(ep string, cn *conn, sent *protocol.Resume, out *outco
 			}
 			idle = c.onWelcome(ep, cn, w, sent)
 			out.welcomed, welcomedAt = true, time.Now()
+			cn.refresh.welcomed()
+		case protocol.TypeRefreshed:
+			var f protocol.Refreshed
+			if err := json.Unmarshal(data, &f); err != nil {
+				out.err = fmt.Errorf("%w: undecodable refreshed: %w", ErrProtocol, err)
+				return
+			}
+			cn.refresh.refreshed(f)
 		case protocol.TypeMessage:
 			if !out.welcomed {
 				out.err = fmt.Errorf("%w: message before welcome", ErrProtocol)
@@ -284,6 +296,9 @@ func (c *Client) readLoop(ep string, cn *conn, sent *protocol.Resume, out *outco
 					return
 				}
 				continue
+			}
+			if cn.refresh.refused(f) {
+				continue // the refresh's answer: the connection goes on
 			}
 			errFrame = &f
 			c.log.Warn("server error frame", "endpoint", ep, "code", f.Code, "message", f.Message)

@@ -24,9 +24,12 @@ var (
 	ErrContinuityLost = errors.New("client: continuity lost")
 	// ErrUnauthorized means the server rejected the token (close 4001 or
 	// HTTP 401). The client keeps retrying with backoff, asking Config.Token
-	// for a fresh token each time.
+	// for a fresh token each time. An EventRefreshFailed wraps it when the
+	// server refused the token of a refresh.
 	ErrUnauthorized = errors.New("client: unauthorized")
-	// ErrToken wraps an error returned by Config.Token.
+	// ErrToken wraps an error returned by Config.Token; an
+	// EventRefreshFailed also wraps it when Token returned the token the
+	// connection already has, so that no refresh could be sent.
 	ErrToken = errors.New("client: token source failed")
 	// ErrHeartbeatTimeout means nothing arrived for 2.5 heartbeat intervals,
 	// so the connection was presumed dead (G5).

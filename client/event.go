@@ -25,6 +25,13 @@ const (
 	// resume (Err wraps ErrSequenceGap or ErrSequenceRegression). It is a
 	// server bug, reported so that it is never silent.
 	EventSequenceAnomaly
+	// EventRefreshFailed: a live connection could not refresh its token
+	// before exp (Config.RefreshBefore): Config.Token failed or returned
+	// the token in use (Err wraps ErrToken), or the server refused the new
+	// one (Err wraps ErrUnauthorized). The connection goes on until the
+	// server closes it at exp (4001); the client then reconnects with a
+	// token from Config.Token.
+	EventRefreshFailed
 )
 
 // String returns the kind in snake case, for logs.
@@ -42,6 +49,8 @@ func (k EventKind) String() string {
 		return "unauthorized"
 	case EventSequenceAnomaly:
 		return "sequence_anomaly"
+	case EventRefreshFailed:
+		return "refresh_failed"
 	}
 	return "unknown"
 }

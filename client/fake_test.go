@@ -1,11 +1,13 @@
 package client
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -28,7 +30,9 @@ type fakeServer struct {
 	scripts []func(*fakeConn)
 	hellos  chan protocol.ClientFrame
 	closes  chan int // close codes received from the client
-	conns   atomic.Int32
+	// refreshes are the tokens of refresh frames (holdExpiring).
+	refreshes chan string
+	conns     atomic.Int32
 
 	stop   chan struct{} // closed at cleanup: handlers stop blocking
 	mu     sync.Mutex
@@ -57,11 +61,12 @@ func newFakeTLS(t *testing.T, scripts ...func(*fakeConn)) *fakeServer {
 func startFake(t *testing.T, useTLS bool, scripts []func(*fakeConn)) *fakeServer {
 	t.Helper()
 	fs := &fakeServer{
-		t:       t,
-		scripts: scripts,
-		hellos:  make(chan protocol.ClientFrame, 64),
-		closes:  make(chan int, 64),
-		stop:    make(chan struct{}),
+		t:         t,
+		scripts:   scripts,
+		hellos:    make(chan protocol.ClientFrame, 64),
+		closes:    make(chan int, 64),
+		refreshes: make(chan string, 64),
+		stop:      make(chan struct{}),
 	}
 	up := websocket.Upgrader{}
 	fs.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -202,5 +207,97 @@ func (fc *fakeConn) heartbeat(every, total time.Duration, seq uint64) {
 		if fc.write(protocol.AppendHeartbeat(nil, seq)) != nil {
 			return
 		}
+	}
+}
+
+// fakeJWT returns an unsigned JWT with claims (the fake does not verify
+// tokens; the client reads exp without verifying).
+func fakeJWT(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc(payload) + ".c2ln"
+}
+
+// fakeExpiry is the exp of a fakeJWT, decoded on its own so that the fake
+// does not trust the client's decoder; 0 when there is none.
+func fakeExpiry(token string) int64 {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return 0
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return 0
+	}
+	var claims struct{ Exp int64 }
+	_ = json.Unmarshal(b, &claims)
+	return claims.Exp
+}
+
+// expiryGrace is how long after exp the fake closes a connection whose
+// token expired, as a node does ("within a second after exp").
+const expiryGrace = time.Second
+
+// holdExpiring is hold on a node that enforces the token's exp (DESIGN.md
+// §3): a refresh whose token expires later than the one in force is
+// answered refreshed (unless refuse is set), any other gets an
+// unauthorized error frame and changes nothing, and expiryGrace after the
+// exp in force the connection is closed with token_expired and 4001. Each
+// refresh's token is reported on fs.refreshes.
+func (fc *fakeConn) holdExpiring(refuse bool) {
+	exp := fakeExpiry(fc.hello.Token)
+	for {
+		deadline := time.Now().Add(10 * time.Second)
+		if exp > 0 {
+			deadline = time.Unix(exp, 0).Add(expiryGrace)
+		}
+		_ = fc.ws.SetReadDeadline(deadline)
+		_, b, err := fc.ws.ReadMessage()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && exp > 0 && !time.Now().Before(deadline) {
+			_ = fc.write(protocol.EncodeError("token_expired", "token expired", nil))
+			_ = fc.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(int(protocol.CloseUnauthorized), "token_expired"), time.Now().Add(time.Second))
+			return
+		}
+		if err != nil {
+			return
+		}
+		f, err := protocol.DecodeClientFrame(b)
+		if err != nil {
+			continue
+		}
+		switch f.Type {
+		case protocol.TypePing:
+			pong, _ := json.Marshal(protocol.Pong{Type: protocol.TypePong, ID: f.ID})
+			_ = fc.write(pong)
+		case protocol.TypeRefresh:
+			select {
+			case fc.fs.refreshes <- f.Token:
+			default:
+			}
+			if next := fakeExpiry(f.Token); !refuse && next > exp {
+				exp = next
+				_ = fc.write(protocol.EncodeRefreshed(exp))
+				continue
+			}
+			_ = fc.write(protocol.EncodeError("unauthorized", "refresh refused: scripted; the connection keeps its token", nil))
+		}
+	}
+}
+
+// nextRefresh waits for the next refresh token the server received.
+func (fs *fakeServer) nextRefresh(t *testing.T) string {
+	t.Helper()
+	select {
+	case tok := <-fs.refreshes:
+		return tok
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no refresh at %s", fs.url)
+		return ""
 	}
 }
