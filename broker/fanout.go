@@ -151,7 +151,11 @@ func (h *held) runFanout() {
 		// connection: a connection's writer then has all of it at once
 		// and writes it in one syscall. The further behind, the larger
 		// the pass.
-		var msgs []session.Message
+		total := 0
+		for _, batch := range q {
+			total += len(batch.msgs)
+		}
+		msgs := make([]session.Message, 0, total)
 		var scs []trace.SpanContext
 		for i, batch := range q {
 			if batch.scs != nil && scs == nil {

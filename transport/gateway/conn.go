@@ -299,6 +299,9 @@ func (c *conn) tick(now, wall int64) {
 		}
 		if c.welcomed.Load() && now-c.lastData >= int64(cfg.Heartbeat) {
 			c.beatDue = true
+			if !c.writing && len(c.q) == 0 {
+				c.q = nil // a heartbeat's worth of quiet: the kept queue array goes
+			}
 		}
 		c.kickLocked()
 	}

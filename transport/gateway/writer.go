@@ -40,6 +40,12 @@ var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); retur
 // not linger at all.
 const writerLinger = 250 * time.Millisecond
 
+// keptQueue is the largest queue array a connection keeps between
+// writes, so that a stream of messages does not allocate one each; the
+// sweeper drops it after a heartbeat interval without data (tick), so an
+// idle connection keeps none.
+const keptQueue = 4
+
 // round is one write: the queued frames it carries and their bytes.
 type round struct {
 	bp         *[]byte // the pooled buffer buf lives in; nil when none is held
@@ -79,7 +85,7 @@ func (c *conn) takeLocked(r *round) bool {
 		c.q = c.q[n:] // the rest goes in the next rounds, each with its own deadline
 	} else {
 		c.q = c.q[:0]
-		if cap(c.q) > 64 {
+		if cap(c.q) > keptQueue {
 			c.q = nil // a burst's backing array is not kept by an idle connection
 		}
 	}
@@ -222,7 +228,6 @@ func (c *conn) writeLoop(r *round) {
 			if !c.takeLocked(r) {
 				if lingered || !carried {
 					c.writing, c.wake = false, nil
-					c.q = nil // an idle connection keeps no queue array
 					pooled := c.pooledLocked()
 					c.mu.Unlock()
 					if pooled {
@@ -298,7 +303,6 @@ func (c *conn) writeTurn(r *round) (handed, again bool) {
 		}
 		if !c.takeLocked(r) {
 			c.writing = false
-			c.q = nil
 			c.mu.Unlock()
 			return false, false
 		}
@@ -318,7 +322,7 @@ func (c *conn) writeTurn(r *round) (handed, again bool) {
 	return false, true
 }
 
-// writerPool is a few goroutines, one per CPU, that take turns writing the
+// writerPool is a few goroutines (writerWorkers) that take turns writing the
 // connections that have something due (writeTurn). A broadcast to thousands
 // of connections then costs a write syscall each, not also a goroutine
 // wake-up, a timer and a write deadline each.
@@ -341,6 +345,16 @@ func newWriterPool() *writerPool {
 	return p
 }
 
+// writerWorkers is the pool's size: one CPU less than the process may
+// use, and at least one. The CPU left over serves everything else (reads,
+// the publish API, Raft, the broker's fan-out): with a worker on every CPU
+// a broadcast held every P, and a publish request waited for a preemption
+// to be read and answered. Measured on 2 CPUs (docs/benchmarks.md): one
+// worker acknowledged publishes 15 ms after they were sent where two took
+// 233 ms, and delivered 174,000–202,000 messages a second where two
+// delivered 143,000–153,000.
+func writerWorkers() int { return max(1, runtime.GOMAXPROCS(0)-1) }
+
 // start starts the workers.
 func (p *writerPool) start() {
 	p.mu.Lock()
@@ -349,7 +363,7 @@ func (p *writerPool) start() {
 		return
 	}
 	p.running = true
-	for range runtime.GOMAXPROCS(0) {
+	for range writerWorkers() {
 		p.done.Add(1)
 		go p.work()
 	}
