@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -102,6 +103,9 @@ func cmdDrill(g *globals, args []string, stdout, stderr io.Writer) error {
 	cfg.APIKey, cfg.AdminKey, cfg.TokenSecret, cfg.TLS = apiKey, c.key, []byte(tokenSecret), tlsConfig
 	cfg.Users, cfg.Rate, cfg.Duration, cfg.At, cfg.Grace = *users, *rate, *duration, *at, *grace
 	cfg.Target, cfg.Fault, cfg.IsolateFor = *target, *fault, *isolateFor
+	// The drill's log and its progress line write stderr from different
+	// goroutines.
+	stderr = &lockedWriter{w: stderr}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	pr := load.NewProgressLine(stdout, stderr, isTerminal(stdout), "sbctl: ")
 	cfg.Progress = pr.Show
@@ -158,4 +162,16 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
