@@ -535,11 +535,18 @@ func (c *Cluster) Do(id, method, path, key string, body []byte) (int, []byte) {
 
 func freePorts(t testing.TB, n int) []int { return FreePorts(t, n) }
 
+// fetchBadPort is the one port of FreePorts' range on the Fetch
+// standard's list of blocked ports: browsers and Node's fetch and
+// WebSocket refuse to connect to it, so a node there is out of reach of
+// the JS SDK and dashboard tests.
+const fetchBadPort = 10080
+
 // FreePorts returns n distinct loopback ports that are free for TCP and
 // UDP (gossip uses both) right now. They are taken from below the
 // kernel's ephemeral range: a port from inside it can be picked as the
 // source port of some outgoing connection between the check and the
-// node's bind, which made tests flaky.
+// node's bind, which made tests flaky. Port 10080 is never returned
+// (fetchBadPort).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	lo, hi := 10000, 32000
@@ -556,7 +563,7 @@ func FreePorts(t testing.TB, n int) []int {
 			t.Fatalf("no %d free ports in [%d, %d]", n, lo, hi)
 		}
 		p := lo + rand.IntN(hi-lo)
-		if seen[p] {
+		if seen[p] || p == fetchBadPort {
 			continue
 		}
 		seen[p] = true

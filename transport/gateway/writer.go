@@ -227,14 +227,15 @@ func (c *conn) writeLoop(r *round) {
 			}
 			if !c.takeLocked(r) {
 				if lingered || !carried {
-					c.writing, c.wake = false, nil
-					pooled := c.pooledLocked()
-					c.mu.Unlock()
-					if pooled {
+					if c.pooledLocked() {
 						// The pool's writes do not wait: a deadline left
-						// behind would fail the next one.
+						// behind would fail the next one. Cleared while
+						// this is still the writer, so it cannot clear the
+						// deadline of the next writer goroutine.
 						_ = c.nc.SetWriteDeadline(time.Time{})
 					}
+					c.writing, c.wake = false, nil
+					c.mu.Unlock()
 					return
 				}
 				// Linger a moment before returning: a connection that gets

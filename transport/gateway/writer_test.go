@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"encoding/json"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard/switchboard/internal/testenv"
+	"github.com/switchboard/switchboard/protocol"
+)
+
+// A socket the writer pool finds full goes to a writer goroutine, which
+// waits on it under the write timeout; once the client has read it all,
+// the pool writes the connection again. The goroutine's write deadline,
+// expired by then, must not be left behind: the pool's write would fail on
+// it and send every later message through a goroutine again.
+func TestWriterPoolHandsAFullSocketToAGoroutineAndTakesItBack(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the writer pool writes only sockets the Linux epoll poller watches")
+	}
+	testenv.NoLeaks(t)
+	const (
+		writeTimeout = 300 * time.Millisecond
+		frames       = 16 // 16 × 16 KiB: more than the small socket buffers hold
+	)
+	h := startGW(t, Config{WriteTimeout: writeTimeout, Heartbeat: time.Hour, PingInterval: time.Hour}, nil)
+	ws, c := h.dialSmallBuffers(16 << 10)
+	gwHello(t, ws, "alice")
+	c.mu.Lock()
+	pooled := c.pooledLocked()
+	c.mu.Unlock()
+	if !pooled {
+		t.Fatal("a plain socket the poller watches is not written by the writer pool")
+	}
+	sink := h.hub.sink(t)
+	data := json.RawMessage(`"` + strings.Repeat("z", 16<<10) + `"`)
+	for seq := uint64(1); seq <= frames; seq++ {
+		if !sink.Send(seq, protocol.AppendMessage(nil, seq, "m", 0, data)) {
+			t.Fatalf("Send %d failed", seq)
+		}
+	}
+	for seq := uint64(1); seq <= frames; seq++ {
+		if f := gwMustRead(t, ws, protocol.TypeMessage); f.Seq != seq {
+			t.Fatalf("got message %d, want %d", f.Seq, seq)
+		}
+	}
+	// The goroutine lingers after its messages, then returns; its
+	// deadline expires meanwhile.
+	waitFor(t, 5*time.Second, "the writer goroutine to return", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.writing
+	})
+	time.Sleep(writeTimeout)
+
+	sink.Send(frames+1, protocol.AppendMessage(nil, frames+1, "m", 0, json.RawMessage(`1`)))
+	if f := gwMustRead(t, ws, protocol.TypeMessage); f.Seq != frames+1 {
+		t.Fatalf("got message %d, want %d", f.Seq, frames+1)
+	}
+	// A writer goroutine that wrote messages lingers, with a wake channel;
+	// the pool's turn has none and ends at once.
+	for end := time.Now().Add(writerLinger / 2); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		c.mu.Lock()
+		goroutine := c.wake != nil
+		c.mu.Unlock()
+		if goroutine {
+			t.Fatal("the message after the backlog went through a writer goroutine, not the pool")
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("gave up after %v waiting for %s", d, what)
+		}
+	}
+}
