@@ -83,6 +83,11 @@ func (c *conn) takeLocked(r *round) bool {
 	clear(c.q[:n])
 	if n < len(c.q) {
 		c.q = c.q[n:] // the rest goes in the next rounds, each with its own deadline
+		if cap(c.q) <= keptQueue {
+			// A tail this small would pass for a kept queue array once
+			// drained, and keep the whole backlog's array: a fresh one.
+			c.q = append([]item(nil), c.q...)
+		}
 	} else {
 		c.q = c.q[:0]
 		if cap(c.q) > keptQueue {

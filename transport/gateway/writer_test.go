@@ -80,3 +80,35 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 	}
 }
+
+// The queue array a connection keeps between writes is a small one. A
+// backlog drained over several rounds leaves the queue a tail of the
+// backlog's array; when that tail has keptQueue slots or fewer, keeping it
+// would keep the whole array (SendQueue items at most), and on a connection
+// that is never a heartbeat quiet the sweeper never drops it.
+func TestDrainedBacklogKeepsNoLargeQueueArray(t *testing.T) {
+	g, err := New(DefaultConfig(), gwFakeAuth, newGwFakeHub())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(g, nil, "")
+	frame := make([]byte, writeBatch/4) // four frames a round
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.q = make([]item, 0, 64) // a backlog that filled its array
+	for seq := uint64(1); seq <= 64; seq++ {
+		c.q = append(c.q, item{seq: seq, frame: frame})
+	}
+	backlog := c.q[:cap(c.q)]
+	var r round
+	defer r.release()
+	for rounds := 0; len(c.q) > 0; rounds++ {
+		if rounds > 64 {
+			t.Fatal("the queue never drained")
+		}
+		c.takeLocked(&r)
+	}
+	if kept := c.q[:cap(c.q)]; cap(kept) > 0 && &kept[cap(kept)-1] == &backlog[cap(backlog)-1] {
+		t.Fatalf("the drained queue keeps %d slots of the backlog's array of %d", cap(kept), cap(backlog))
+	}
+}
