@@ -103,9 +103,19 @@ func (p *poller) watch(c *conn) (bool, error) {
 		under.nonblocking.Store(true)
 		c.tls = true
 	}
+	// unwatched undoes the above for a socket the poller will not watch:
+	// its reader goroutine reads through tls.Conn with reads that wait,
+	// or it would spin on reads that never do.
+	unwatched := func() {
+		if under != nil {
+			under.nonblocking.Store(false)
+			c.tls = false
+		}
+	}
 	p.mu.Lock()
 	if p.failed {
 		p.mu.Unlock()
+		unwatched()
 		return false, errors.New("poller failed")
 	}
 	c.rc = rc
@@ -117,6 +127,7 @@ func (p *poller) watch(c *conn) (bool, error) {
 		delete(p.conns, c.id)
 		p.mu.Unlock()
 		c.rc, c.poll = nil, nil
+		unwatched()
 		return false, err
 	}
 	return true, nil

@@ -160,3 +160,42 @@ func TestBadTLSRecordWithAStuckWriterHoldsNoOtherConnection(t *testing.T) {
 	}
 	stuck.Close()
 }
+
+// A WSS connection the poller cannot watch (here: the poller has failed)
+// gets a reader goroutine whose reads through tls.Conn wait again: left
+// non-blocking, the goroutine would spin on reads that never wait.
+func TestTLSConnectionThePollerCannotWatchReadsBlocking(t *testing.T) {
+	testenv.NoLeaks(t)
+	gwTestTLS = true
+	h := startGW(t, Config{}, nil)
+	gwTestTLS = false
+	first := h.dial(nil) // starts the poller
+	gwHello(t, first, "alice")
+	h.g.mu.Lock()
+	p := h.g.poll
+	h.g.mu.Unlock()
+	p.mu.Lock()
+	p.failed = true
+	p.mu.Unlock()
+
+	ws := h.dial(nil)
+	gwHello(t, ws, "bob")
+	var c *conn
+	for _, cc := range h.g.snapshot() {
+		if cc.User() == "bob" {
+			c = cc
+		}
+	}
+	if c == nil {
+		t.Fatal("bob's connection is not in the gateway")
+	}
+	c.mu.Lock()
+	reader, isTLS := c.armCh != nil, c.tls
+	c.mu.Unlock()
+	under := c.nc.(*tls.Conn).NetConn().(*tlsSocket)
+	if !reader || isTLS || under.nonblocking.Load() {
+		t.Fatalf("reader goroutine %v, polled-TLS mode %v, non-blocking reads %v; want true, false, false", reader, isTLS, under.nonblocking.Load())
+	}
+	gwSend(t, ws, `{"type":"ping","id":7}`)
+	gwMustRead(t, ws, protocol.TypePong)
+}
