@@ -2,10 +2,15 @@ package gateway
 
 import (
 	"encoding/json"
+	"math/rand"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/switchboard/switchboard/internal/testenv"
 	"github.com/switchboard/switchboard/protocol"
@@ -110,5 +115,104 @@ func TestDrainedBacklogKeepsNoLargeQueueArray(t *testing.T) {
 	}
 	if kept := c.q[:cap(c.q)]; cap(kept) > 0 && &kept[cap(kept)-1] == &backlog[cap(backlog)-1] {
 		t.Fatalf("the drained queue keeps %d slots of the backlog's array of %d", cap(kept), cap(backlog))
+	}
+}
+
+// Many connections with small socket buffers, frames of random sizes sent
+// in bursts and read with random pauses, heartbeats every 20 ms: the pool
+// and the writer goroutines hand connections back and forth, and still
+// every connection gets its frames once each and in order, every traced
+// frame is told exactly once that it was written, and every queue count
+// returns to zero.
+func TestWritersKeepOrderAndAccountsUnderRandomLoad(t *testing.T) {
+	testenv.NoLeaks(t)
+	h := startGW(t, Config{WriteTimeout: 3 * time.Second, Heartbeat: 20 * time.Millisecond, PingInterval: 5 * time.Second, SendQueue: 100000}, nil)
+	const conns = 12
+	const msgs = 200
+	type cl struct {
+		ws   *websocket.Conn
+		c    *conn
+		sink Sink
+	}
+	var cls []cl
+	for i := 0; i < conns; i++ {
+		ws, c := h.dialSmallBuffers(8 << 10)
+		gwHello(t, ws, "u")
+		cls = append(cls, cl{ws, c, h.hub.sink(t)})
+	}
+	var notified, sent atomic.Int64
+	var dup atomic.Int64
+	var wg sync.WaitGroup
+	for i, x := range cls {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewSource(int64(i)))
+			n := x.sink.(Notifier)
+			for seq := uint64(1); seq <= msgs; seq++ {
+				size := r.Intn(3000)
+				if r.Intn(20) == 0 {
+					size = 30000
+				}
+				data := json.RawMessage(`"` + strings.Repeat("z", size) + `"`)
+				var once atomic.Bool
+				sent.Add(1)
+				if !n.SendThen(seq, protocol.AppendMessage(nil, seq, "m", 0, data), func(err error) {
+					if once.Swap(true) {
+						dup.Add(1)
+					}
+					if err != nil {
+						t.Errorf("conn %d seq %d: %v", i, seq, err)
+					}
+					notified.Add(1)
+				}) {
+					t.Errorf("conn %d: Send %d refused", i, seq)
+				}
+				if r.Intn(10) == 0 {
+					time.Sleep(time.Duration(r.Intn(3)) * time.Millisecond)
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewSource(int64(i) + 100))
+			want := uint64(1)
+			x.ws.SetPingHandler(nil)
+			for want <= msgs {
+				x.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, b, err := x.ws.ReadMessage()
+				if err != nil {
+					t.Errorf("conn %d read: %v (want %d)", i, err, want)
+					return
+				}
+				var f gwServerFrame
+				if err := json.Unmarshal(b, &f); err != nil {
+					t.Errorf("bad json %q", b[:min(len(b), 80)])
+					return
+				}
+				if f.Type == protocol.TypeMessage {
+					if f.Seq != want {
+						t.Errorf("conn %d got %d want %d", i, f.Seq, want)
+						return
+					}
+					want++
+				}
+				if r.Intn(50) == 0 {
+					time.Sleep(time.Duration(r.Intn(20)) * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, 5*time.Second, "notifications", func() bool { return notified.Load() == sent.Load() })
+	if dup.Load() != 0 {
+		t.Errorf("%d duplicate notifications", dup.Load())
+	}
+	for _, x := range cls {
+		waitFor(t, 5*time.Second, "pending 0", func() bool {
+			x.c.mu.Lock()
+			defer x.c.mu.Unlock()
+			return x.c.pending == 0
+		})
 	}
 }
